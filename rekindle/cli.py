@@ -1,0 +1,248 @@
+"""The ``rekindle`` command line. Thin: parse, load config, call the modules, print.
+
+Heavy libraries are imported inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, home: str | None, config_dir: str | None, db: str | None) -> None:
+        self.home, self.config_dir, self.db = home, config_dir, db
+
+    def config(self, overrides: dict[str, Any] | None = None, db: str | None = None) -> Any:
+        from rekindle.config import load_config
+
+        return load_config(self.config_dir, home=self.home, db_url=db or self.db, overrides=overrides)
+
+
+def friendly_errors(fn: F) -> F:
+    """Known failures become one red line and exit code 2, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rekindle.config import ConfigError
+        from rekindle.platform.db import DatabaseError
+        from rekindle.simulator.forward import DecisionFileError
+        from rekindle.simulator.state import WorldStateError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DatabaseError, DecisionFileError, WorldStateError, FileExistsError, FileNotFoundError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_time(value: str | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO time (expected e.g. 2026-10-05T10:00:00)", param_hint=what) from exc
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+db_option = click.option("--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL; default: SQLite under the home).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--home", metavar="DIR", help="Where all state is written (env REKINDLE_HOME; default ./var).")
+@click.option("--config", "config_dir", metavar="DIR", help="Configuration directory (env REKINDLE_CONFIG; default ./configs).")
+@click.option("--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL).")
+@click.pass_context
+def main(ctx: click.Context, home: str | None, config_dir: str | None, db: str | None) -> None:
+    """Rekindle: win back dormant players with the right event, reward, or nothing."""
+    ctx.obj = Context(home, config_dir, db)
+
+
+# ------------------------------------------------------------------- db --
+@main.group()
+def db() -> None:
+    """The platform database."""
+
+
+@db.command("init")
+@db_option
+@click.option("--no-constraints", is_flag=True, help="Leave out primary and foreign keys (as some platforms do).")
+@click.option("--drop", is_flag=True, help="Drop the platform tables first (destroys their data).")
+@click.pass_obj
+@friendly_errors
+def db_init(obj: Context, db: str | None, no_constraints: bool, drop: bool) -> None:
+    """Create the five source tables of the contract."""
+    from rekindle.platform.db import connect, init_source_tables, safe_url
+
+    cfg = obj.config(db=db)
+    engine = connect(cfg.db_url, must_exist=False)
+    init_source_tables(engine, constraints=not no_constraints, drop=drop)
+    console.print(f"platform tables ready in {safe_url(cfg.db_url)}")
+
+
+# ------------------------------------------------------------- simulate --
+@main.group(invoke_without_command=True)
+@click.option("--players", type=click.IntRange(min=1), help="Number of players (default from configs/simulator.yaml).")
+@click.option("--days", type=click.IntRange(min=30), help="Days of history.")
+@click.option("--seed", type=int, help="Random seed (same seed, same world).")
+@click.option("--end", metavar="TIME", help="The as-of time the history ends at (ISO, UTC).")
+@db_option
+@click.option("--truth", "truth_dir", metavar="DIR", help="Where the ground truth goes (default <home>/truth).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing database and truth.")
+@click.pass_context
+@friendly_errors
+def simulate(
+    ctx: click.Context, players: int | None, days: int | None, seed: int | None, end: str | None,
+    db: str | None, truth_dir: str | None, overwrite: bool,
+) -> None:
+    """Simulate a platform with history, and write its ground truth.
+
+    Subcommand `respond` moves an existing simulated world forward."""
+    if ctx.invoked_subcommand is not None:
+        return
+    over: dict[str, Any] = {}
+    for key, value in (("players", players), ("days", days), ("seed", seed), ("end", parse_time(end, "--end"))):
+        if value is not None:
+            over[key] = value
+    cfg = ctx.obj.config({"simulator": over} if over else None, db=db)
+    run_simulation(cfg, Path(truth_dir) if truth_dir else cfg.path("truth"), overwrite=overwrite)
+
+
+def run_simulation(cfg: Any, truth_dir: Path, *, overwrite: bool) -> Any:
+    from rekindle.platform.db import safe_url
+    from rekindle.reporting import print_simulation
+
+    from rekindle.simulator.run import simulate as do_simulate
+
+    summary = do_simulate(cfg, truth_dir, overwrite=overwrite, console=console)
+    print_simulation(console, summary, safe_url(cfg.db_url))
+    return summary
+
+
+@simulate.command("respond")
+@db_option
+@click.option("--decisions", "decisions", required=True, type=click.Path(path_type=Path), help="CSV or Parquet: player_id, event_type, reward, sent_at[, propensity].")
+@click.option("--truth", "truth_dir", metavar="DIR", help="The simulated world's truth directory (default <home>/truth).")
+@click.option("--drift-channel-mix", metavar="JSON", help='New arrivals\' channel mix, e.g. \'{"affiliate": 0.6, "organic": 0.4}\'.')
+@click.option("--drift-fatigue", type=click.FloatRange(0, 1, min_open=True), help="Pull multiplier per recent offer (default: configs).")
+@click.option("--drift-event", "drift_event", multiple=True, metavar="TYPE=MULT", help="Changed response to one event type, e.g. free_spins=0.3.")
+@click.pass_obj
+@friendly_errors
+def simulate_respond(
+    obj: Context, db: str | None, decisions: Path, truth_dir: str | None,
+    drift_channel_mix: str | None, drift_fatigue: float | None, drift_event: tuple[str, ...],
+) -> None:
+    """Apply decisions to the simulated world and append their outcomes to the database."""
+    import json
+
+    from rekindle.reporting import print_forward
+    from rekindle.simulator.run import respond
+
+    drift: dict[str, Any] = {}
+    if drift_channel_mix:
+        try:
+            drift["channel_mix"] = json.loads(drift_channel_mix)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{drift_channel_mix!r} is not JSON", param_hint="--drift-channel-mix") from exc
+    if drift_fatigue is not None:
+        drift["fatigue"] = drift_fatigue
+    if drift_event:
+        pairs = {}
+        for item in drift_event:
+            name, _, mult = item.partition("=")
+            try:
+                pairs[name] = float(mult)
+            except ValueError as exc:
+                raise click.BadParameter(f"{item!r}: expected TYPE=MULTIPLIER", param_hint="--drift-event") from exc
+        drift["event_multiplier"] = pairs
+    cfg = obj.config({"simulator": {"drift": drift}} if drift else None, db=db)
+    summary = respond(cfg, decisions, Path(truth_dir) if truth_dir else cfg.path("truth"), console=console)
+    print_forward(console, summary)
+
+
+# ------------------------------------------------------------- validate --
+@main.command()
+@db_option
+@click.option("--now", metavar="TIME", help="Timestamps after this are 'in the future' (default: the clock, UTC).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="JSON report path (default <home>/reports/validation.json).")
+@click.pass_obj
+@friendly_errors
+def validate(obj: Context, db: str | None, now: str | None, report_path: Path | None) -> None:
+    """Check the platform database against the contract. Exits 1 on errors (warnings pass)."""
+    ok = run_validation(obj.config(db=db), parse_time(now, "--now"), report_path)
+    sys.exit(0 if ok else 1)
+
+
+def run_validation(cfg: Any, now: datetime | None, report_path: Path | None) -> bool:
+    from rekindle.platform.db import connect
+    from rekindle.validation.report import validate as do_validate
+
+    engine = connect(cfg.db_url)
+    report = do_validate(engine, now=now or datetime.now(UTC).replace(tzinfo=None))
+    path = report_path or cfg.path("reports", "validation.json")
+    report.to_json(path)
+    report.render(console)
+    console.print(f"report: {path}")
+    return bool(report.ok)
+
+
+# -------------------------------------------------------------- segment --
+@main.command()
+@db_option
+@click.option("--as-of", "as_of", metavar="TIME", help="Classify players at this time (default: the latest event in the database).")
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the segments to this .csv or .parquet file.")
+@click.pass_obj
+@friendly_errors
+def segment(obj: Context, db: str | None, as_of: str | None, out: Path | None) -> None:
+    """Classify every player at a time: dormancy, stage, value, behaviour, segment."""
+    run_segmentation(obj.config(db=db), parse_time(as_of, "--as-of"), out)
+
+
+def run_segmentation(cfg: Any, as_of: datetime | None, out: Path | None) -> Any:
+    from rekindle.segmentation.service import segment_and_store
+
+    from rekindle.reporting import print_segments
+
+    result = segment_and_store(cfg, as_of, out)
+    print_segments(console, result)
+    return result
+
+
+# ------------------------------------------------------------------ run --
+@main.command("run")
+@click.option("--players", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--days", type=click.IntRange(min=30), default=150, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.pass_obj
+@friendly_errors
+def run_all(obj: Context, players: int, days: int, seed: int) -> None:
+    """The main job on the embedded default: simulate, validate, segment, summarise."""
+    cfg = obj.config({"simulator": {"players": players, "days": days, "seed": seed}})
+    console.rule("1. simulate the platform")
+    summary = run_simulation(cfg, cfg.path("truth"), overwrite=True)
+    console.rule("2. validate it")
+    ok = run_validation(cfg, None, None)
+    if not ok:
+        err_console.print("[bold red]validation failed; stopping[/]")
+        sys.exit(1)
+    console.rule("3. segment the players")
+    run_segmentation(cfg, summary.as_of, cfg.path("segments", f"segments-{summary.as_of:%Y%m%dT%H%M}.parquet"))
+    console.print(f"\nall state is under {cfg.home}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The thin I/O shell: platform database -> segmentation -> file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from rekindle.config import Config
+from rekindle.segmentation.activity import load_player_activity
+from rekindle.segmentation.classify import classify
+from rekindle.segmentation.external import SegmentationError, read_external_segments
+
+FILE_FORMATS = (".csv", ".parquet")
+
+
+def segment_players(
+    engine: Engine,
+    as_of: datetime,
+    config: Config,
+    *,
+    filters: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Segment every player existing at ``as_of``.
+
+    With ``segmentation.source: computed`` (the default) this is
+    :func:`load_player_activity` followed by :func:`classify`; with
+    ``external`` the segment names come from the external table
+    (:func:`read_external_segments`).
+
+    Parameters
+    ----------
+    engine : Engine
+        The platform database.
+    as_of : datetime
+        The time of the segmentation (UTC); only rows strictly before it count.
+    config : Config
+        ``business`` and ``segmentation`` are used.
+    filters : dict of str to str, optional
+        Valid-row filters per source table (SQL boolean expressions).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per player, sorted by ``player_id``, columns
+        :data:`~rekindle.segmentation.SEGMENT_COLUMNS`.
+    """
+    if config.segmentation.source == "external":
+        return read_external_segments(config, as_of, engine=engine, filters=filters)
+    activity = load_player_activity(engine, as_of, filters=filters)
+    return classify(activity, as_of, config.business, config.segmentation)
+
+
+def write_segments_file(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a segmentation to CSV or Parquet, chosen by the file's suffix.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The segmentation (any columns; written as they are, without the index).
+    path : str or Path
+        Ends in ``.csv`` or ``.parquet`` (any case); parent folders are created.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Raises
+    ------
+    SegmentationError
+        If the suffix is not one of :data:`FILE_FORMATS`.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in FILE_FORMATS:
+        raise SegmentationError(
+            f"cannot write segments to {str(target)!r}: the suffix {target.suffix!r} is not one of {list(FILE_FORMATS)}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(target, index=False)
+    else:
+        frame.to_parquet(target, index=False)
+    return target

@@ -1,0 +1,1 @@
+"""The platform simulator: a world of players with latent traits, its history, ground truth and forward mode."""

@@ -1,0 +1,100 @@
+"""Simulate a platform's history: arrivals, play, weekly campaigns, responses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from rekindle.config import Config
+from rekindle.simulator.campaigns import GROUP_NAMES, run_campaign
+from rekindle.simulator.engine import Decisions, Log, World
+from rekindle.simulator.population import draw_population
+from rekindle.simulator.response import EventTable, window_truth
+
+
+@dataclass
+class History:
+    world: World
+    log: Log
+    day0: datetime  # start of simulation day 0
+    as_of: datetime
+    decisions: pd.DataFrame  # every campaign decision with its truth and realised outcome
+
+
+def new_world(config: Config, rng: np.random.Generator) -> World:
+    sim = config.simulator
+    created = np.sort(rng.integers(0, sim.days - 1, sim.players)).astype(np.int32)
+    pop = draw_population(rng, created, sim, config.catalog, last_day=sim.days - 1)
+    return World(
+        cfg=sim,
+        events=EventTable.from_catalog(config.catalog),
+        pop=pop,
+        rng=rng,
+        dormancy_days=config.business.dormancy_days,
+        window=config.business.attribution_days,
+    )
+
+
+def send_with_truth(world: World, dec: Decisions, log: Log) -> pd.DataFrame:
+    """Send ``dec`` and return, per decision, the truth of its arm and of no offer
+    (computed from the state at the decision time), for later checks."""
+    window = world.window
+    age = world.age(dec.player, dec.day)
+    n_recent = world.n_recent(dec.player, dec.day)
+    args = (world.cfg, world.events, window, world.drift)
+    logged = window_truth(world.pop, dec.player, age, dec.event.astype(int), dec.reward, n_recent, *args)
+    none = window_truth(world.pop, dec.player, age, np.full(len(dec.player), -1), np.zeros(len(dec.player)), n_recent, *args)
+    ids = world.send(dec, log)
+    return pd.DataFrame(
+        {
+            "decision_id": ids,
+            "player_id": dec.player.astype(np.int64) + 1,
+            "day": dec.day,
+            "group": np.asarray(GROUP_NAMES, dtype=object)[dec.group],
+            "event_type": np.asarray([*world.events.names, "none"], dtype=object)[dec.event],
+            "reward": dec.reward.astype(np.int64),
+            "propensity": dec.propensity,
+            "p_reengage": logged.p_reengage,
+            "expected_deposits": logged.expected_deposits,
+            "expected_cost": logged.expected_cost,
+            "p_reengage_none": none.p_reengage,
+            "expected_deposits_none": none.expected_deposits,
+        }
+    )
+
+
+def finish_decisions(parts: list[pd.DataFrame], world: World, day0: datetime) -> pd.DataFrame:
+    """Stack the decisions' truth and add their send time and realised outcome."""
+    if not parts:
+        return pd.DataFrame()
+    decisions = pd.concat(parts, ignore_index=True)
+    decisions["sent_at"] = pd.Timestamp(day0) + pd.to_timedelta(decisions["day"], unit="D")
+    decisions["realised_reengaged"] = world.realised_return[decisions["decision_id"]].astype(bool)
+    decisions["realised_deposits"] = world.realised_deposits[decisions["decision_id"]]
+    decisions["realised_cost"] = world.realised_cost[decisions["decision_id"]]
+    return decisions
+
+
+def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = None) -> History:
+    """Run ``simulator.days`` days; campaigns every ``campaigns.every_days``, the
+    last one early enough that its attribution window closes by the as-of time."""
+    sim = config.simulator
+    rng = np.random.default_rng(sim.seed)
+    world = new_world(config, rng)
+    log = Log()
+    last_campaign = sim.days - config.business.attribution_days
+    truth_parts: list[pd.DataFrame] = []
+    for d in range(sim.days):
+        if d <= last_campaign and (last_campaign - d) % sim.campaigns.every_days == 0 and d >= config.business.dormancy_days + 1:
+            dec = run_campaign(world, d, sim, config.catalog, config.segmentation)
+            truth_parts.append(send_with_truth(world, dec, log))
+        world.step(log)
+        if on_day is not None:
+            on_day(d)
+    day0 = sim.end - timedelta(days=sim.days)
+    decisions = finish_decisions(truth_parts, world, day0)
+    return History(world=world, log=log, day0=day0, as_of=sim.end, decisions=decisions)

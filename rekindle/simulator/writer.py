@@ -1,0 +1,76 @@
+"""Write simulated tables to the platform database, all or nothing.
+
+SQLite: the database is built in a temporary file next to the target and
+renamed over it at the end. PostgreSQL: one transaction (DDL included), so a
+failure leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from rekindle.platform.db import (
+    DatabaseError,
+    bulk_insert,
+    connect,
+    normalise_url,
+    safe_url,
+    sqlite_path,
+    tune_for_bulk_load,
+)
+from rekindle.platform.schema import SOURCE_TABLES, build_metadata
+from rekindle.simulator.tables import PlatformTables
+
+Progress = Callable[[str, int], None]
+
+
+def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress | None = None) -> None:
+    """Create the platform database at ``url`` holding exactly ``tables``."""
+    url = normalise_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        if path.exists() and not overwrite:
+            raise DatabaseError(f"{path} already exists; pass --overwrite to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        engine = sa.create_engine(f"sqlite:///{tmp}")
+        try:
+            build_metadata().create_all(engine)
+            with engine.begin() as conn:
+                tune_for_bulk_load(conn)
+                _insert_all(conn, tables, progress)
+        except BaseException:
+            engine.dispose()
+            tmp.unlink(missing_ok=True)
+            raise
+        engine.dispose()
+        os.replace(tmp, path)
+        return
+
+    engine = connect(url)
+    present = set(sa.inspect(engine).get_table_names()) & set(SOURCE_TABLES)
+    if present and not overwrite:
+        raise DatabaseError(f"{safe_url(url)} already has platform tables {sorted(present)}; pass --overwrite to replace them")
+    md = build_metadata()
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        _insert_all(conn, tables, progress)
+    engine.dispose()
+
+
+def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress | None = None) -> None:
+    """Append rows (forward mode) in one transaction."""
+    engine = connect(url)
+    with engine.begin() as conn:
+        _insert_all(conn, tables, progress)
+    engine.dispose()
+
+
+def _insert_all(conn: sa.Connection, tables: PlatformTables, progress: Progress | None) -> None:
+    for name, frame in tables.items():
+        bulk_insert(conn, name, frame, on_rows=(lambda k, n=name: progress(n, k)) if progress else None)

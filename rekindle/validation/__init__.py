@@ -1,0 +1,22 @@
+"""Validation of the platform database: contract and data checks run as SQL,
+a report (rich table, JSON), and row filters that later stages use to exclude
+invalid rows."""
+
+from rekindle.validation.checks import (
+    CheckResult,
+    UnsupportedDatabaseError,
+    excluded_counts,
+    row_filters,
+    run_checks,
+)
+from rekindle.validation.report import ValidationReport, validate
+
+__all__ = [
+    "CheckResult",
+    "UnsupportedDatabaseError",
+    "ValidationReport",
+    "excluded_counts",
+    "row_filters",
+    "run_checks",
+    "validate",
+]
