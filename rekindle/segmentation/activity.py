@@ -162,7 +162,7 @@ def load_player_activity(
     sessions = (
         sessions.astype({"player_id": "int64", "main_game": object})
         .sort_values(["player_id", "main_game"], kind="stable")
-        .drop_duplicates("player_id", keep="last")
+        .drop_duplicates("player_id", keep="first")
     )
 
     money = frames["money"].astype({"player_id": "int64"})

@@ -97,7 +97,7 @@ class _Sql:
             return "1 = 1"
         return (
             f"(typeof({e}) = 'text' AND ({e} GLOB '{_STAMP}' OR {e} GLOB '{_STAMP}.{_DIGITS * 6}')"
-            f" AND date(julianday(substr({e}, 1, 10))) = substr({e}, 1, 10) AND time({e}) = substr({e}, 12, 8))"
+            f" AND date(julianday(substr({e}, 1, 10))) IS substr({e}, 1, 10) AND time({e}) IS substr({e}, 12, 8))"
         )
 
     def lt(self, a: str, b: str) -> str:

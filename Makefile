@@ -1,0 +1,18 @@
+# The two commands of README.md. Both create or reuse .venv from uv.lock.
+.PHONY: run test lint venv bench
+
+venv:
+	@bash scripts/ensure-venv
+
+## The main job on the embedded default (no servers needed).
+run: venv
+	.venv/bin/rekindle run
+
+## The whole test suite, linter and type checker (what CI runs).
+test: venv
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+	.venv/bin/pytest
+
+bench: venv
+	.venv/bin/python benchmarks/simulate.py
