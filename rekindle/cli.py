@@ -16,8 +16,10 @@ import click
 from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# Wide enough for check names when the output is a file or a pipe (rich assumes 80).
+_WIDTH = None if sys.stdout.isatty() else 140
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 
 class Context:
@@ -42,7 +44,14 @@ def friendly_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DatabaseError, DecisionFileError, WorldStateError, FileExistsError, FileNotFoundError) as exc:
+        except (
+            ConfigError,
+            DatabaseError,
+            DecisionFileError,
+            WorldStateError,
+            FileExistsError,
+            FileNotFoundError,
+        ) as exc:
             err_console.print(f"[bold red]error:[/] {exc}")
             sys.exit(2)
 
@@ -55,16 +64,22 @@ def parse_time(value: str | None, what: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not an ISO time (expected e.g. 2026-10-05T10:00:00)", param_hint=what) from exc
+        raise click.BadParameter(
+            f"{value!r} is not an ISO time (expected e.g. 2026-10-05T10:00:00)", param_hint=what
+        ) from exc
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
-db_option = click.option("--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL; default: SQLite under the home).")
+db_option = click.option(
+    "--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL; default: SQLite under the home)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--home", metavar="DIR", help="Where all state is written (env REKINDLE_HOME; default ./var).")
-@click.option("--config", "config_dir", metavar="DIR", help="Configuration directory (env REKINDLE_CONFIG; default ./configs).")
+@click.option(
+    "--config", "config_dir", metavar="DIR", help="Configuration directory (env REKINDLE_CONFIG; default ./configs)."
+)
 @click.option("--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL).")
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_dir: str | None, db: str | None) -> None:
@@ -106,8 +121,14 @@ def db_init(obj: Context, db: str | None, no_constraints: bool, drop: bool) -> N
 @click.pass_context
 @friendly_errors
 def simulate(
-    ctx: click.Context, players: int | None, days: int | None, seed: int | None, end: str | None,
-    db: str | None, truth_dir: str | None, overwrite: bool,
+    ctx: click.Context,
+    players: int | None,
+    days: int | None,
+    seed: int | None,
+    end: str | None,
+    db: str | None,
+    truth_dir: str | None,
+    overwrite: bool,
 ) -> None:
     """Simulate a platform with history, and write its ground truth.
 
@@ -125,7 +146,6 @@ def simulate(
 def run_simulation(cfg: Any, truth_dir: Path, *, overwrite: bool) -> Any:
     from rekindle.platform.db import safe_url
     from rekindle.reporting import print_simulation
-
     from rekindle.simulator.run import simulate as do_simulate
 
     summary = do_simulate(cfg, truth_dir, overwrite=overwrite, console=console)
@@ -135,16 +155,43 @@ def run_simulation(cfg: Any, truth_dir: Path, *, overwrite: bool) -> Any:
 
 @simulate.command("respond")
 @db_option
-@click.option("--decisions", "decisions", required=True, type=click.Path(path_type=Path), help="CSV or Parquet: player_id, event_type, reward, sent_at[, propensity].")
-@click.option("--truth", "truth_dir", metavar="DIR", help="The simulated world's truth directory (default <home>/truth).")
-@click.option("--drift-channel-mix", metavar="JSON", help='New arrivals\' channel mix, e.g. \'{"affiliate": 0.6, "organic": 0.4}\'.')
-@click.option("--drift-fatigue", type=click.FloatRange(0, 1, min_open=True), help="Pull multiplier per recent offer (default: configs).")
-@click.option("--drift-event", "drift_event", multiple=True, metavar="TYPE=MULT", help="Changed response to one event type, e.g. free_spins=0.3.")
+@click.option(
+    "--decisions",
+    "decisions",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="CSV or Parquet: player_id, event_type, reward, sent_at[, propensity].",
+)
+@click.option(
+    "--truth", "truth_dir", metavar="DIR", help="The simulated world's truth directory (default <home>/truth)."
+)
+@click.option(
+    "--drift-channel-mix",
+    metavar="JSON",
+    help='New arrivals\' channel mix, e.g. \'{"affiliate": 0.6, "organic": 0.4}\'.',
+)
+@click.option(
+    "--drift-fatigue",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Pull multiplier per recent offer (default: configs).",
+)
+@click.option(
+    "--drift-event",
+    "drift_event",
+    multiple=True,
+    metavar="TYPE=MULT",
+    help="Changed response to one event type, e.g. free_spins=0.3.",
+)
 @click.pass_obj
 @friendly_errors
 def simulate_respond(
-    obj: Context, db: str | None, decisions: Path, truth_dir: str | None,
-    drift_channel_mix: str | None, drift_fatigue: float | None, drift_event: tuple[str, ...],
+    obj: Context,
+    db: str | None,
+    decisions: Path,
+    truth_dir: str | None,
+    drift_channel_mix: str | None,
+    drift_fatigue: float | None,
+    drift_event: tuple[str, ...],
 ) -> None:
     """Apply decisions to the simulated world and append their outcomes to the database."""
     import json
@@ -178,7 +225,12 @@ def simulate_respond(
 @main.command()
 @db_option
 @click.option("--now", metavar="TIME", help="Timestamps after this are 'in the future' (default: the clock, UTC).")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), help="JSON report path (default <home>/reports/validation.json).")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    help="JSON report path (default <home>/reports/validation.json).",
+)
 @click.pass_obj
 @friendly_errors
 def validate(obj: Context, db: str | None, now: str | None, report_path: Path | None) -> None:
@@ -203,7 +255,12 @@ def run_validation(cfg: Any, now: datetime | None, report_path: Path | None) -> 
 # -------------------------------------------------------------- segment --
 @main.command()
 @db_option
-@click.option("--as-of", "as_of", metavar="TIME", help="Classify players at this time (default: the latest event in the database).")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    help="Classify players at this time (default: the latest event in the database).",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the segments to this .csv or .parquet file.")
 @click.pass_obj
 @friendly_errors
@@ -213,9 +270,8 @@ def segment(obj: Context, db: str | None, as_of: str | None, out: Path | None) -
 
 
 def run_segmentation(cfg: Any, as_of: datetime | None, out: Path | None) -> Any:
-    from rekindle.segmentation.service import segment_and_store
-
     from rekindle.reporting import print_segments
+    from rekindle.segmentation.service import segment_and_store
 
     result = segment_and_store(cfg, as_of, out)
     print_segments(console, result)

@@ -144,6 +144,7 @@ class Population(_Strict):
     games: dict[str, float]
     game_concentration: float = Field(gt=0)
     bonus_hunter_share: dict[str, float]
+    bonus_hunter_lapse_factor: float = Field(1.0, gt=0)
     self_excluded_share: float = Field(ge=0, lt=1)
     blocked_share: float = Field(ge=0, lt=1)
     blocked_bonus_hunter_share: float = Field(ge=0, lt=1)

@@ -22,28 +22,46 @@ def print_simulation(console: Console, summary: Any, db: str) -> None:
     t.add_column("target")
     t.add_row("dormant share of players", f"{cal['dormant_share']:.1%}", "most players are dormant (> 50%)")
     t.add_row("dormant candidates (truth rows / arms)", f"{cal['candidates']:,} x {cal['arms'] + 1}", "")
-    t.add_row("arms losing money on most candidates", f"{cal['share_of_arms_losing_money_on_most_players']:.0%}", "most offers lose money on most players")
+    t.add_row(
+        "arms losing money on most candidates",
+        f"{cal['share_of_arms_losing_money_on_most_players']:.0%}",
+        "most offers lose money on most players",
+    )
     t.add_row("best single arm", f"{cal['best_single_arm']}", "")
-    t.add_row("  its incremental net value / candidate", f"{cal['best_single_arm_incremental_net_per_candidate']:,.0f} KRW", "> 0")
+    t.add_row(
+        "  its incremental net value / candidate",
+        f"{cal['best_single_arm_incremental_net_per_candidate']:,.0f} KRW",
+        "> 0",
+    )
     t.add_row("oracle incremental net value / candidate", f"{cal['oracle_incremental_net_per_candidate']:,.0f} KRW", "")
     t.add_row("oracle / best single arm", f"{cal['oracle_over_best_single']:.2f}x", "1.3x - 3x")
     t.add_row("oracle sends nothing to", f"{cal['oracle_share_no_offer']:.0%}", "")
     if "sd_7day_deposits_random_slice" in cal:
-        t.add_row("sd of a player's 7-day deposits", f"{cal['sd_7day_deposits_random_slice']:,.0f} KRW", "far above any arm's mean effect")
+        t.add_row(
+            "sd of a player's 7-day deposits",
+            f"{cal['sd_7day_deposits_random_slice']:,.0f} KRW",
+            "far above any arm's mean effect",
+        )
         t.add_row("largest mean deposit effect of an arm", f"{cal['max_mean_deposit_effect_of_an_arm']:,.0f} KRW", "")
         t.add_row("7-day windows with no deposit", f"{cal['share_zero_7day_deposits']:.0%}", "many zeros")
     console.print(t)
-    console.print(f"as-of time: [bold]{summary.as_of:%Y-%m-%dT%H:%M:%S}[/] (UTC)   database: {db}   truth: {summary.truth_dir}")
+    console.print(
+        f"as-of time: [bold]{summary.as_of:%Y-%m-%dT%H:%M:%S}[/] (UTC)   database: {db}   truth: {summary.truth_dir}"
+    )
 
 
 def print_forward(console: Console, summary: Any) -> None:
     out = summary.outcomes
-    t = Table(title=f"{summary.decisions:,} decisions applied; world moved {summary.from_time:%Y-%m-%d %H:%M} -> {summary.as_of:%Y-%m-%d %H:%M}")
+    moved = f"{summary.from_time:%Y-%m-%d %H:%M} -> {summary.as_of:%Y-%m-%d %H:%M}"
+    t = Table(title=f"{summary.decisions:,} decisions applied; world moved {moved}")
     for col in ("arm", "decisions", "re-engaged", "deposits (KRW)", "reward cost (KRW)"):
         t.add_column(col, justify="right" if col != "arm" else "left")
     if len(out):
         g = out.groupby(["event_type", "reward"]).agg(
-            n=("decision_id", "size"), r=("realised_reengaged", "mean"), d=("realised_deposits", "sum"), c=("realised_cost", "sum")
+            n=("decision_id", "size"),
+            r=("realised_reengaged", "mean"),
+            d=("realised_deposits", "sum"),
+            c=("realised_cost", "sum"),
         )
         for (event, reward), row in g.iterrows():
             t.add_row(f"{event}@{reward}", f"{row.n:,}", f"{row.r:.1%}", f"{row.d:,.0f}", f"{row.c:,.0f}")

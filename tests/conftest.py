@@ -24,7 +24,7 @@ def _pg_up() -> str | None:
             with sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as c:
                 c.execute(sa.text("SELECT 1"))
             return None
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        except Exception as exc:
             return str(exc).splitlines()[0]
 
     why = ping()

@@ -27,7 +27,12 @@ QUIET = Console(quiet=True)
 
 
 def cfg_for(tmp: Path, players: int, days: int, seed: int = 7, db_url: str | None = None, **sim):
-    return load_config(CONFIG_DIR, home=tmp, db_url=db_url, overrides={"simulator": {"players": players, "days": days, "seed": seed, **sim}})
+    return load_config(
+        CONFIG_DIR,
+        home=tmp,
+        db_url=db_url,
+        overrides={"simulator": {"players": players, "days": days, "seed": seed, **sim}},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +61,14 @@ def test_truth_matches_realised_outcomes_per_arm_in_random_slice(big_history) ->
         p = g["p_reengage"].to_numpy()
         se_p = np.sqrt((p * (1 - p)).sum()) / n
         gap_p = g["realised_reengaged"].mean() - p.mean()
-        assert abs(gap_p) <= Z * se_p, f"{arm}: re-engagement {g['realised_reengaged'].mean():.4f} vs truth {p.mean():.4f}"
+        assert abs(gap_p) <= Z * se_p, (
+            f"{arm}: re-engagement {g['realised_reengaged'].mean():.4f} vs truth {p.mean():.4f}"
+        )
         se_d = g["realised_deposits"].std() / np.sqrt(n)
         gap_d = g["realised_deposits"].mean() - g["expected_deposits"].mean()
-        assert abs(gap_d) <= Z * se_d, f"{arm}: deposits {g['realised_deposits'].mean():.0f} vs truth {g['expected_deposits'].mean():.0f}"
+        assert abs(gap_d) <= Z * se_d, (
+            f"{arm}: deposits {g['realised_deposits'].mean():.0f} vs truth {g['expected_deposits'].mean():.0f}"
+        )
         se_c = max(g["realised_cost"].std(), 1.0) / np.sqrt(n)
         assert abs(g["realised_cost"].mean() - g["expected_cost"].mean()) <= Z * se_c, f"{arm}: cost"
 
@@ -86,7 +95,11 @@ def test_database_outcomes_equal_the_worlds_record(small_world) -> None:
     dec = pd.read_parquet(summary.truth_dir / "decisions.parquet")
     engine = sa.create_engine(cfg.db_url)
     sessions = pd.read_sql('SELECT "playerId", "startedAt" FROM player_sessions', engine, parse_dates=["startedAt"])
-    flows = pd.read_sql("SELECT \"playerId\", amount, \"createdAt\" FROM money_flows WHERE type = 'deposit'", engine, parse_dates=["createdAt"])
+    flows = pd.read_sql(
+        'SELECT "playerId", amount, "createdAt" FROM money_flows WHERE type = \'deposit\'',
+        engine,
+        parse_dates=["createdAt"],
+    )
     win = pd.Timedelta(days=cfg.business.attribution_days)
     s = dec[["decision_id", "player_id", "sent_at"]].merge(sessions, left_on="player_id", right_on="playerId")
     s = s[(s["startedAt"] > s["sent_at"]) & (s["startedAt"] <= s["sent_at"] + win)]
@@ -129,11 +142,32 @@ def test_offer_pull_has_diminishing_returns_in_reward_and_fatigue(big_history) -
     idx = np.arange(2_000)
     ev = EventTable.from_catalog(cfg.catalog)
     ones = np.zeros(len(idx), dtype=int)
-    pulls = [offer_pull(world.pop, idx, ones, np.full(len(idx), r), np.zeros(len(idx)), cfg.simulator.response, ev, cfg.simulator.drift) for r in (10_000, 30_000, 50_000, 70_000)]
+    pulls = [
+        offer_pull(
+            world.pop,
+            idx,
+            ones,
+            np.full(len(idx), r),
+            np.zeros(len(idx)),
+            cfg.simulator.response,
+            ev,
+            cfg.simulator.drift,
+        )
+        for r in (10_000, 30_000, 50_000, 70_000)
+    ]
     gains = np.diff(np.stack(pulls), axis=0)
     assert (gains > 0).all(), "more reward, more pull"
     assert (gains[1] < gains[0] * 1.0001).all() and (gains[2] < gains[1] * 1.0001).all(), "diminishing returns"
-    tired = offer_pull(world.pop, idx, ones, np.full(len(idx), 30_000.0), np.full(len(idx), 3), cfg.simulator.response, ev, cfg.simulator.drift)
+    tired = offer_pull(
+        world.pop,
+        idx,
+        ones,
+        np.full(len(idx), 30_000.0),
+        np.full(len(idx), 3),
+        cfg.simulator.response,
+        ev,
+        cfg.simulator.drift,
+    )
     assert (tired < pulls[1]).all()
 
 
@@ -144,8 +178,21 @@ def test_changed_response_knob_switches_an_event_type_off(big_history) -> None:
     age, recent = world.age(idx, world.day), world.n_recent(idx, world.day)
     drift = cfg.simulator.drift.model_copy(update={"event_multiplier": {"free_spins": 0.0}})
     e = world.events.names.index("free_spins")
-    off = window_truth(world.pop, idx, age, np.full(len(idx), e), np.full(len(idx), 5_000.0), recent, cfg.simulator, world.events, 7, drift)
-    none = window_truth(world.pop, idx, age, np.full(len(idx), -1), np.zeros(len(idx)), recent, cfg.simulator, world.events, 7, drift)
+    off = window_truth(
+        world.pop,
+        idx,
+        age,
+        np.full(len(idx), e),
+        np.full(len(idx), 5_000.0),
+        recent,
+        cfg.simulator,
+        world.events,
+        7,
+        drift,
+    )
+    none = window_truth(
+        world.pop, idx, age, np.full(len(idx), -1), np.zeros(len(idx)), recent, cfg.simulator, world.events, 7, drift
+    )
     np.testing.assert_allclose(off.p_reengage, none.p_reengage)
 
 
@@ -180,7 +227,12 @@ def _decisions(world, day0, n: int = 300) -> pd.DataFrame:
     events = np.array(["free_spins", "login_reward", "none"])[np.arange(len(idx)) % 3]
     reward = np.where(events == "free_spins", 15_000, np.where(events == "login_reward", 3_000, 0))
     return pd.DataFrame(
-        {"player_id": idx + 1, "event_type": events, "reward": reward, "sent_at": pd.Timestamp(day0) + pd.Timedelta(days=world.day)}
+        {
+            "player_id": idx + 1,
+            "event_type": events,
+            "reward": reward,
+            "sent_at": pd.Timestamp(day0) + pd.Timedelta(days=world.day),
+        }
     )
 
 
@@ -194,7 +246,9 @@ def test_respond_appends_outcomes_and_moves_the_world(tmp_path: Path) -> None:
     decisions = _decisions(saved.world, saved.day0)
     decisions.to_csv(path, index=False)
     out = respond(cfg, path, tmp_path / "truth", console=QUIET)
-    after = pd.read_sql("SELECT COUNT(*) AS n, MIN(id) AS lo FROM promotion_players WHERE id > :m", engine, params={"m": int(before.m)}).iloc[0]
+    after = pd.read_sql(
+        "SELECT COUNT(*) AS n, MIN(id) AS lo FROM promotion_players WHERE id > :m", engine, params={"m": int(before.m)}
+    ).iloc[0]
     assert after.n == (decisions["event_type"] != "none").sum()
     assert after.lo == before.m + 1
     assert len(out.outcomes) == len(decisions)
@@ -232,7 +286,7 @@ def test_respond_rejects_bad_decisions_and_writes_nothing(small_world, tmp_path:
 
 
 def test_respond_refuses_a_database_from_another_world(small_world, tmp_path: Path) -> None:
-    cfg, summary = small_world
+    _, summary = small_world
     other = cfg_for(tmp_path, 500, 40, seed=99)
     simulate(other, tmp_path / "truth", overwrite=False, console=QUIET)
     with pytest.raises(WorldStateError, match="does not match"):

@@ -153,10 +153,10 @@ def _copy_chunk(raw: object, table: str, quoted: str, part: pd.DataFrame) -> Non
         if pd.api.types.is_float_dtype(out[c]) and bool((out[c].dropna() % 1 == 0).all()):
             out[c] = out[c].astype("Int64")
     buf = io.StringIO()
-    out.to_csv(buf, index=False, header=False, na_rep="\\N", date_format="%Y-%m-%d %H:%M:%S")
-    with raw.cursor() as cur:  # type: ignore[attr-defined]
-        with cur.copy(f'COPY "{table}" ({quoted}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')') as copy:
-            copy.write(buf.getvalue())
+    out.to_csv(buf, index=False, header=False, na_rep="\\N", date_format="%Y-%m-%d %H:%M:%S.%f")
+    sql = f"COPY \"{table}\" ({quoted}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    with raw.cursor() as cur, cur.copy(sql) as copy:  # type: ignore[attr-defined]
+        copy.write(buf.getvalue())
 
 
 def tune_for_bulk_load(conn: sa.Connection) -> None:

@@ -33,7 +33,9 @@ def value_tier_index(cum_deposits: np.ndarray, rules: Segmentation) -> np.ndarra
     return np.digitize(cum_deposits, bounds)
 
 
-def rule_probabilities(world: World, idx: np.ndarray, cfg: Simulator, catalog: Catalog, rules: Segmentation) -> np.ndarray:
+def rule_probabilities(
+    world: World, idx: np.ndarray, cfg: Simulator, catalog: Catalog, rules: Segmentation
+) -> np.ndarray:
     """(len(idx), n_arms + 1) probabilities of each arm under the marketers' rules; last column = no offer."""
     camp = cfg.campaigns
     arm_event, _ = arm_table(catalog)
@@ -42,7 +44,9 @@ def rule_probabilities(world: World, idx: np.ndarray, cfg: Simulator, catalog: C
     tiers = [t.name for t in rules.value_tiers]
     send_by_tier = np.array([camp.send_prob_by_tier.get(t, 0.5) for t in tiers])
     send = send_by_tier[value_tier_index(world.cum_deposits[idx], rules)]
-    rule_event = np.array([names.index(camp.rule_event_by_game[g]) if g in camp.rule_event_by_game else -1 for g in games])
+    rule_event = np.array(
+        [names.index(camp.rule_event_by_game[g]) if g in camp.rule_event_by_game else -1 for g in games]
+    )
     preferred = rule_event[world.pop.main_game[idx]]
 
     n_events = len(names)

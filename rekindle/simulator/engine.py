@@ -52,7 +52,7 @@ class World:
     rng: np.random.Generator
     dormancy_days: int
     window: int
-    drift: Drift = field(default_factory=Drift)
+    drift: Drift = field(default_factory=lambda: Drift())
     day: int = 0  # the next day to simulate
     engaged: np.ndarray = field(init=False)
     lapse_day: np.ndarray = field(init=False)  # day the current spell away began (end of that day)
@@ -183,7 +183,9 @@ class World:
         players = np.concatenate([returners, newcomers, plays_engaged])
         if len(players):
             n_sessions = 1 + rng.poisson(act.extra_sessions, len(players))
-            log.session_days.append((players.astype(np.int32), np.full(len(players), d, np.int32), n_sessions.astype(np.int16)))
+            log.session_days.append(
+                (players.astype(np.int32), np.full(len(players), d, np.int32), n_sessions.astype(np.int16))
+            )
         self.last_session[players] = d
 
         # 3. deposits: returners holding an offer follow the offer's return-day rules
@@ -193,8 +195,12 @@ class World:
         if holding_ret.any():
             r_idx = returners[holding_ret]
             rd = return_day(
-                pop, r_idx, self.decision_event[ret_dec[holding_ret]].astype(int),
-                self.decision_reward[ret_dec[holding_ret]], cfg, self.events,
+                pop,
+                r_idx,
+                self.decision_event[ret_dec[holding_ret]].astype(int),
+                self.decision_reward[ret_dec[holding_ret]],
+                cfg,
+                self.events,
             )
             where = np.flatnonzero(holding_ret)
             dep_prob[where] = rd.deposit_prob
@@ -229,7 +235,13 @@ class World:
             w_amount = money.withdrawal_fraction * np.exp(
                 pop.deposit_mu[w_players] + money.deposit_size.deposit_sigma * rng.standard_normal(len(w_players))
             )
-            log.withdrawals.append((w_players.astype(np.int32), np.full(len(w_players), d, np.int32), np.maximum(np.round(w_amount / 1000) * 1000, 1000.0)))
+            log.withdrawals.append(
+                (
+                    w_players.astype(np.int32),
+                    np.full(len(w_players), d, np.int32),
+                    np.maximum(np.round(w_amount / 1000) * 1000, 1000.0),
+                )
+            )
 
         # 6. attribution windows: record what the decisions' players did
         open_w = self.window_decision[players]

@@ -53,7 +53,9 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
     none = frame["event_type"].astype(str) == "none"
     bad_r = frame.loc[reward.isna() | (reward < 0) | (~none & (reward <= 0)), "reward"]
     if len(bad_r):
-        raise DecisionFileError(f"invalid reward values {bad_r.head(5).tolist()}: expected a positive KRW amount (0 with event_type 'none')")
+        raise DecisionFileError(
+            f"invalid reward values {bad_r.head(5).tolist()}: expected a positive KRW amount (0 with event_type 'none')"
+        )
     try:
         event = world.events.index(frame["event_type"].astype(str).to_numpy())
     except ValueError as exc:
@@ -67,12 +69,18 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
         raise DecisionFileError(
             f"sent_at {sent[early].min()} is before the world's current time {now}: decisions cannot go to the past"
         )
-    day = np.ceil((sent - pd.Timestamp(day0)) / pd.Timedelta(days=1)).astype(int).to_numpy()
+    day = np.ceil(((sent - pd.Timestamp(day0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)).astype(int)
     idx = pid.astype(np.int64).to_numpy() - 1
     dup = pd.Series(idx * 100_000 + day).duplicated(keep=False).to_numpy()
     if dup.any():
-        raise DecisionFileError(f"players {sorted(set((idx[dup] + 1).tolist()))[:5]} have more than one decision on the same day")
-    prop = pd.to_numeric(frame["propensity"], errors="coerce").to_numpy() if "propensity" in frame else np.full(len(frame), np.nan)
+        raise DecisionFileError(
+            f"players {sorted(set((idx[dup] + 1).tolist()))[:5]} have more than one decision on the same day"
+        )
+    prop = (
+        pd.to_numeric(frame["propensity"], errors="coerce").to_numpy()
+        if "propensity" in frame
+        else np.full(len(frame), np.nan)
+    )
     plan: dict[int, Decisions] = {}
     for d in np.unique(day):
         m = day == d
@@ -87,7 +95,9 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
     return plan
 
 
-def run_forward(world: World, plan: dict[int, Decisions], config: Config, day0: datetime, *, on_day=None) -> tuple[Log, pd.DataFrame, int]:
+def run_forward(
+    world: World, plan: dict[int, Decisions], config: Config, day0: datetime, *, on_day=None
+) -> tuple[Log, pd.DataFrame, int]:
     """Simulate until every planned decision's window has closed.
     Returns the log, the decisions' truth and outcomes, and the first new player's index."""
     sim = config.simulator
@@ -101,7 +111,11 @@ def run_forward(world: World, plan: dict[int, Decisions], config: Config, day0: 
         k = int(world.rng.poisson(arrivals_per_day))
         if k:
             newcomers = draw_population(
-                world.rng, np.full(k, d, np.int32), sim, config.catalog, last_day=d + 10 * sim.days,
+                world.rng,
+                np.full(k, d, np.int32),
+                sim,
+                config.catalog,
+                last_day=d + 10 * sim.days,
                 channel_mix=sim.drift.channel_mix,
             )
             world.grow(newcomers)
@@ -110,7 +124,13 @@ def run_forward(world: World, plan: dict[int, Decisions], config: Config, day0: 
             dormant = np.isin(dec.player, world.candidates(d)) & ~world.engaged[dec.player]
             part = send_with_truth(world, dec, log)
             # offers to players still playing go out too, but the truth model covers lapsed players only
-            truth_cols = ["p_reengage", "expected_deposits", "expected_cost", "p_reengage_none", "expected_deposits_none"]
+            truth_cols = [
+                "p_reengage",
+                "expected_deposits",
+                "expected_cost",
+                "p_reengage_none",
+                "expected_deposits_none",
+            ]
             part.loc[~dormant, truth_cols] = np.nan
             part["dormant_at_send"] = dormant
             parts.append(part)

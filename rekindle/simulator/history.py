@@ -47,7 +47,9 @@ def send_with_truth(world: World, dec: Decisions, log: Log) -> pd.DataFrame:
     n_recent = world.n_recent(dec.player, dec.day)
     args = (world.cfg, world.events, window, world.drift)
     logged = window_truth(world.pop, dec.player, age, dec.event.astype(int), dec.reward, n_recent, *args)
-    none = window_truth(world.pop, dec.player, age, np.full(len(dec.player), -1), np.zeros(len(dec.player)), n_recent, *args)
+    none = window_truth(
+        world.pop, dec.player, age, np.full(len(dec.player), -1), np.zeros(len(dec.player)), n_recent, *args
+    )
     ids = world.send(dec, log)
     return pd.DataFrame(
         {
@@ -89,7 +91,11 @@ def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = N
     last_campaign = sim.days - config.business.attribution_days
     truth_parts: list[pd.DataFrame] = []
     for d in range(sim.days):
-        if d <= last_campaign and (last_campaign - d) % sim.campaigns.every_days == 0 and d >= config.business.dormancy_days + 1:
+        if (
+            d <= last_campaign
+            and (last_campaign - d) % sim.campaigns.every_days == 0
+            and d >= config.business.dormancy_days + 1
+        ):
             dec = run_campaign(world, d, sim, config.catalog, config.segmentation)
             truth_parts.append(send_with_truth(world, dec, log))
         world.step(log)

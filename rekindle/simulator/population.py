@@ -45,7 +45,9 @@ class Population:
         return len(self.created_day)
 
     def concat(self, other: Population) -> Population:
-        return Population(**{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)})
+        return Population(
+            **{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)}
+        )
 
     def to_frame(self) -> pd.DataFrame:
         data: dict[str, np.ndarray] = {}
@@ -65,7 +67,9 @@ class Population:
             if f.name in frame.columns:
                 kwargs[f.name] = frame[f.name].to_numpy()
             else:
-                cols = sorted((c for c in frame.columns if c.startswith(f"{f.name}__")), key=lambda c: int(c.split("__")[1]))
+                cols = sorted(
+                    (c for c in frame.columns if c.startswith(f"{f.name}__")), key=lambda c: int(c.split("__")[1])
+                )
                 kwargs[f.name] = frame[cols].to_numpy()
         return cls(**kwargs)
 
@@ -122,18 +126,27 @@ def draw_population(
     deposit_mu = np.log(money.deposit_size.median) + money.deposit_size.player_sigma * value_z
     deposit_prob = _beta(rng, money.deposit_prob.a, money.deposit_prob.b, money.deposit_prob.min, n)
     deposit_prob = np.where(bonus_hunter, deposit_prob * money.bonus_hunter_deposit_factor, deposit_prob)
-    vip_score = value_z + 0.8 * (deposit_prob - deposit_prob.mean()) / (deposit_prob.std() + 1e-9) + 0.4 * rng.standard_normal(n)
+    vip_score = (
+        value_z
+        + 0.8 * (deposit_prob - deposit_prob.mean()) / (deposit_prob.std() + 1e-9)
+        + 0.4 * rng.standard_normal(n)
+    )
     vip = np.digitize(vip_score, [0.0, 0.8, 1.5, 2.1, 2.7]).astype(np.int8)
 
     session_prob = _beta(rng, act.session_prob.a, act.session_prob.b, act.session_prob.min, n)
-    lapse = act.lapse_hazard.median * np.exp(act.lapse_hazard.sigma * rng.standard_normal(n) - act.value_lapse_elasticity * value_z)
+    lapse = act.lapse_hazard.median * np.exp(
+        act.lapse_hazard.sigma * rng.standard_normal(n) - act.value_lapse_elasticity * value_z
+    )
+    lapse = np.where(bonus_hunter, lapse * pop_cfg.bonus_hunter_lapse_factor, lapse)
     lapse = np.clip(lapse, 0.002, 0.5).astype(np.float32)
     return_rate = (act.return_rate.median * np.exp(act.return_rate.sigma * rng.standard_normal(n))).astype(np.float32)
 
     # Response to offers: overall sensitivity, size sensitivity, taste per event type.
     sensitivity = np.exp(resp.sensitivity_sigma * rng.standard_normal(n) - resp.sensitivity_sigma**2 / 2)
     sensitivity = np.where(bonus_hunter, sensitivity * resp.bonus_hunter_pull, sensitivity).astype(np.float32)
-    size_sensitivity = (resp.size_sensitivity.median * np.exp(resp.size_sensitivity.sigma * rng.standard_normal(n))).astype(np.float32)
+    size_sensitivity = (
+        resp.size_sensitivity.median * np.exp(resp.size_sensitivity.sigma * rng.standard_normal(n))
+    ).astype(np.float32)
     affinity = event_affinity(rng, prefs, games, cfg, catalog)
 
     # Status: some players self-exclude or get blocked at some point after registering.

@@ -72,7 +72,13 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
         truth = asof_truth(world, config)
         bar.advance(t2)
         tables = build_tables(
-            history.log, world.pop, sim, config.catalog, history.day0, world.day, np.random.default_rng(sim.seed + 1),
+            history.log,
+            world.pop,
+            sim,
+            config.catalog,
+            history.day0,
+            world.day,
+            np.random.default_rng(sim.seed + 1),
             window=config.business.attribution_days,
         )
         bar.advance(t2)
@@ -84,10 +90,16 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
     truth.to_parquet(truth_dir / "truth.parquet", index=False)
     history.decisions.to_parquet(truth_dir / "decisions.parquet", index=False)
     cal = calibration(truth, history.decisions, world, config)
+    cal["as_of"] = history.as_of.isoformat()
     (truth_dir / "calibration.json").write_text(json.dumps(cal, indent=1, default=str))
-    world.pop.to_frame().assign(player_id=np.arange(1, len(world.pop) + 1)).to_parquet(truth_dir / "players.parquet", index=False)
+    world.pop.to_frame().assign(player_id=np.arange(1, len(world.pop) + 1)).to_parquet(
+        truth_dir / "players.parquet", index=False
+    )
     save_world(
-        world, truth_dir, day0=history.day0, db_fingerprint=fingerprint(config.db_url),
+        world,
+        truth_dir,
+        day0=history.day0,
+        db_fingerprint=fingerprint(config.db_url),
         extra={"seed": sim.seed, "db_url": safe_url(config.db_url)},
     )
     return SimulationSummary(history.as_of, {n: len(f) for n, f in tables.items()}, cal, truth_dir)
@@ -122,15 +134,38 @@ def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: C
         log, outcomes, first_new = run_forward(world, plan, config, day0, on_day=lambda d: bar.advance(task))
     ids = IdStart(**{t: current[t] + 1 for t in ("player_sessions", "promotions", "promotion_players", "money_flows")})
     tables = build_tables(
-        log, world.pop, config.simulator, config.catalog, day0, world.day, world.rng,
-        window=config.business.attribution_days, ids=ids, first_player=first_new,
+        log,
+        world.pop,
+        config.simulator,
+        config.catalog,
+        day0,
+        world.day,
+        world.rng,
+        window=config.business.attribution_days,
+        ids=ids,
+        first_player=first_new,
     )
     if first_new != current["players"]:
-        raise DatabaseError(f"player ids out of step: the world has {first_new} players, the database {current['players']}")
+        raise DatabaseError(
+            f"player ids out of step: the world has {first_new} players, the database {current['players']}"
+        )
     _write(tables, lambda cb: append_to_platform(config.db_url, tables, progress=cb), console)
     out_dir = truth_dir / "responses"
     out_dir.mkdir(exist_ok=True)
     out_path = out_dir / f"responses-{as_of_of(day0, start_day):%Y%m%dT%H%M}.parquet"
     outcomes.to_parquet(out_path, index=False)
-    save_world(world, truth_dir, day0=day0, db_fingerprint=fingerprint(config.db_url), extra={k: v for k, v in saved.meta.items() if k in ("seed", "db_url")})
-    return ForwardSummary(len(frame), as_of_of(day0, start_day), as_of_of(day0, world.day), {n: len(f) for n, f in tables.items()}, outcomes, out_path)
+    save_world(
+        world,
+        truth_dir,
+        day0=day0,
+        db_fingerprint=fingerprint(config.db_url),
+        extra={k: v for k, v in saved.meta.items() if k in ("seed", "db_url")},
+    )
+    return ForwardSummary(
+        len(frame),
+        as_of_of(day0, start_day),
+        as_of_of(day0, world.day),
+        {n: len(f) for n, f in tables.items()},
+        outcomes,
+        out_path,
+    )

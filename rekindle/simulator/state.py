@@ -32,7 +32,9 @@ class SavedWorld:
     meta: dict[str, Any]
 
 
-def save_world(world: World, truth_dir: Path, *, day0: datetime, db_fingerprint: dict[str, int], extra: dict[str, Any]) -> None:
+def save_world(
+    world: World, truth_dir: Path, *, day0: datetime, db_fingerprint: dict[str, int], extra: dict[str, Any]
+) -> None:
     out = truth_dir / STATE_DIR
     out.mkdir(parents=True, exist_ok=True)
     frame = world.pop.to_frame()
@@ -56,7 +58,8 @@ def load_world(truth_dir: Path, config: Config) -> SavedWorld:
     src = truth_dir / STATE_DIR
     if not (src / "world.json").is_file() or not (src / "players.parquet").is_file():
         raise WorldStateError(
-            f"no simulated world in {src}: run `rekindle simulate --truth {truth_dir}` first (forward mode needs its state)"
+            f"no simulated world in {src}: run `rekindle simulate --truth {truth_dir}` first "
+            "(forward mode needs its state)"
         )
     meta = json.loads((src / "world.json").read_text())
     frame = pd.read_parquet(src / "players.parquet")

@@ -107,7 +107,9 @@ def build_tables(
     step = 4_000_000
     for a in range(0, len(rows), step):
         u = rng.random(min(step, len(rows) - a))
-        game_idx[a : a + step] = (pop.game_cum[s_player[a : a + step]] < u[:, None]).sum(axis=1).clip(max=len(games) - 1)
+        game_idx[a : a + step] = (
+            (pop.game_cum[s_player[a : a + step]] < u[:, None]).sum(axis=1).clip(max=len(games) - 1)
+        )
     started = _ts(d0, sd[rows], offsets)
     minutes = cfg.activity.session_minutes
     duration = np.exp(np.log(minutes.median * 60) + minutes.sigma * rng.standard_normal(len(rows))).astype(np.int64)
@@ -145,7 +147,9 @@ def build_tables(
     next_promo, next_offer = ids.promotions, ids.promotion_players
     decision_to_offer: list[np.ndarray] = []
     for dec in log.decisions:
-        decision_to_offer.append(_promotion_rows(dec, names, catalog, d0, window, next_promo, next_offer, promo_rows, offer_parts, rng))
+        decision_to_offer.append(
+            _promotion_rows(dec, names, catalog, d0, window, next_promo, next_offer, promo_rows, offer_parts, rng)
+        )
         sent = int((dec.event >= 0).sum())
         next_offer += sent
         next_promo = ids.promotions + len(promo_rows)
@@ -166,8 +170,16 @@ def build_tables(
     claim_key = cday.astype(np.int64) * (len(pop) + 1) + c_player
     dep_sorted = np.argsort(dep_key, kind="stable")
     hit = np.searchsorted(dep_key[dep_sorted], claim_key)
-    hit_ok = (hit < len(dep_key)) & (dep_key[dep_sorted][np.clip(hit, 0, max(len(dep_key) - 1, 0))] == claim_key) if len(dep_key) else np.zeros(len(cd), bool)
-    after_deposit = np.where(hit_ok, dep_off[dep_sorted][np.clip(hit, 0, max(len(dep_key) - 1, 0))] if len(dep_key) else 0, first_session(c_player.astype(np.int32), cday))
+    hit_ok = (
+        (hit < len(dep_key)) & (dep_key[dep_sorted][np.clip(hit, 0, max(len(dep_key) - 1, 0))] == claim_key)
+        if len(dep_key)
+        else np.zeros(len(cd), bool)
+    )
+    after_deposit = np.where(
+        hit_ok,
+        dep_off[dep_sorted][np.clip(hit, 0, max(len(dep_key) - 1, 0))] if len(dep_key) else 0,
+        first_session(c_player.astype(np.int32), cday),
+    )
     claim_off = np.minimum(after_deposit + rng.integers(20, 300, len(cd)), 86_399)
     applied = _ts(d0, cday, claim_off)
     if len(offers):
@@ -179,9 +191,17 @@ def build_tables(
     flows = pd.DataFrame(
         {
             "playerId": np.concatenate([dp, wp, c_player]).astype(np.int64) + 1,
-            "type": np.concatenate([np.full(len(dp), "deposit", object), np.full(len(wp), "withdrawal", object), np.full(len(cd), "bonus", object)]),
+            "type": np.concatenate(
+                [
+                    np.full(len(dp), "deposit", object),
+                    np.full(len(wp), "withdrawal", object),
+                    np.full(len(cd), "bonus", object),
+                ]
+            ),
             "amount": np.concatenate([da, wa, cpay]).astype(np.int64),
-            "createdAt": np.concatenate([_ts(d0, dd, dep_off), _ts(d0, wdd, wd_off), _ts(d0, cday, np.minimum(claim_off + 5, 86_399))]),
+            "createdAt": np.concatenate(
+                [_ts(d0, dd, dep_off), _ts(d0, wdd, wd_off), _ts(d0, cday, np.minimum(claim_off + 5, 86_399))]
+            ),
             "promotionPlayerId": pd.array(np.concatenate([np.full(len(dp) + len(wp), -1), offer_id]), dtype="Int64"),
         }
     )

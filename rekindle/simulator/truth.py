@@ -33,8 +33,16 @@ def asof_truth(world: World, config: Config) -> pd.DataFrame:
     for event, reward in arms:
         e = -1 if event == "none" else names.index(event)
         t = window_truth(
-            world.pop, idx, age, np.full(len(idx), e), np.full(len(idx), float(reward)), n_recent,
-            world.cfg, world.events, config.business.attribution_days, world.drift,
+            world.pop,
+            idx,
+            age,
+            np.full(len(idx), e),
+            np.full(len(idx), float(reward)),
+            n_recent,
+            world.cfg,
+            world.events,
+            config.business.attribution_days,
+            world.drift,
         )
         parts.append(
             pd.DataFrame(
@@ -72,13 +80,14 @@ def calibration(truth: pd.DataFrame, decisions: pd.DataFrame, world: World, conf
     oracle_each = truth.groupby("player_id")["incremental_net_value"].max()  # "none" gives 0
     oracle = float(oracle_each.mean())
     out: dict[str, Any] = {
+        "as_of": None,
         "players": n_players,
         "dormant_share": n_dormant / max(n_players, 1),
         "candidates": int(truth["player_id"].nunique()),
         "arms": len(per_arm),
         "share_of_arms_losing_money_on_most_players": float((per_arm["share_losing"] > 0.5).mean()),
         "median_share_of_players_an_offer_loses_money_on": float(per_arm["share_losing"].median()),
-        "best_single_arm": f"{best_arm[0]}@{best_arm[1]}",
+        "best_single_arm": "{}@{}".format(*best_arm),  # type: ignore[misc]
         "best_single_arm_incremental_net_per_candidate": best_single,
         "oracle_incremental_net_per_candidate": oracle,
         "oracle_share_no_offer": float((oracle_each <= 0).mean()),
@@ -86,7 +95,11 @@ def calibration(truth: pd.DataFrame, decisions: pd.DataFrame, world: World, conf
     }
     if len(decisions):
         rnd = decisions[decisions["group"] == "random"]
-        effect = (rnd["expected_deposits"] - rnd["expected_deposits_none"]).groupby([rnd["event_type"], rnd["reward"]]).mean()
+        effect = (
+            (rnd["expected_deposits"] - rnd["expected_deposits_none"])
+            .groupby([rnd["event_type"], rnd["reward"]])
+            .mean()
+        )
         out["sd_7day_deposits_random_slice"] = float(rnd["realised_deposits"].std())
         out["max_mean_deposit_effect_of_an_arm"] = float(effect.abs().max())
         out["share_zero_7day_deposits"] = float((rnd["realised_deposits"] == 0).mean())

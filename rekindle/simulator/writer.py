@@ -7,6 +7,7 @@ failure leaves the database as it was.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -54,7 +55,9 @@ def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, pro
     engine = connect(url)
     present = set(sa.inspect(engine).get_table_names()) & set(SOURCE_TABLES)
     if present and not overwrite:
-        raise DatabaseError(f"{safe_url(url)} already has platform tables {sorted(present)}; pass --overwrite to replace them")
+        raise DatabaseError(
+            f"{safe_url(url)} already has platform tables {sorted(present)}; pass --overwrite to replace them"
+        )
     md = build_metadata()
     with engine.begin() as conn:
         md.drop_all(conn)
@@ -73,4 +76,5 @@ def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress |
 
 def _insert_all(conn: sa.Connection, tables: PlatformTables, progress: Progress | None) -> None:
     for name, frame in tables.items():
-        bulk_insert(conn, name, frame, on_rows=(lambda k, n=name: progress(n, k)) if progress else None)
+        on_rows = functools.partial(progress, name) if progress else None
+        bulk_insert(conn, name, frame, on_rows=on_rows)

@@ -1,0 +1,145 @@
+"""The command line as a user meets it: help everywhere, the main job, the
+validate exit codes with planted faults, segment outputs, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from rekindle.cli import main
+
+COMMANDS = [[], ["db"], ["db", "init"], ["simulate"], ["simulate", "respond"], ["validate"], ["segment"], ["run"]]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated platform (3,000 players, 60 days) under a home directory."""
+    home = tmp_path_factory.mktemp("home")
+    result = CliRunner().invoke(
+        main, ["--home", str(home), "simulate", "--players", "3000", "--days", "60", "--seed", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "rekindle")
+def test_every_command_has_help(command: list[str]) -> None:
+    code, out = invoke(*command, "--help")
+    assert code == 0
+    assert "Usage:" in out
+
+
+def test_installed_entry_point_runs() -> None:
+    exe = Path(sys.executable).parent / "rekindle"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "simulate" in out.stdout and "segment" in out.stdout
+
+
+def test_simulate_prints_the_as_of_time_and_writes_truth(world: Path) -> None:
+    truth = pd.read_parquet(world / "truth" / "truth.parquet")
+    assert {"player_id", "event_type", "reward", "p_reengage", "expected_deposits", "expected_cost"} <= set(
+        truth.columns
+    )
+    assert (world / "platform.db").is_file()
+
+
+def test_validate_passes_on_simulated_data(world: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    code, out = invoke("--home", str(world), "validate", "--report", str(report))
+    assert code == 0, out
+    data = json.loads(report.read_text())
+    assert data["ok"] is True
+
+
+PLANTS = [
+    ("negative amount", "UPDATE money_flows SET amount = -5 WHERE id = 1", "money_flows.amount_positive"),
+    ("orphan session", 'UPDATE player_sessions SET "playerId" = 999999 WHERE id = 1', "player_sessions.player_exists"),
+    (
+        "claim before send",
+        "UPDATE promotion_players SET \"appliedAt\" = '2000-01-01 00:00:00.000000' WHERE id = 1",
+        "promotion_players.applied_before_created",
+    ),
+    (
+        "future session",
+        "UPDATE player_sessions SET \"startedAt\" = '2099-01-01 00:00:00.000000' WHERE id = 2",
+        "player_sessions.in_future",
+    ),
+    ("unknown status", "UPDATE players SET status = 'zombie' WHERE id = 1", "players.status_known"),
+]
+
+
+def test_validate_fails_on_planted_faults_and_names_each(world: Path, tmp_path: Path) -> None:
+    db = tmp_path / "faulty.db"
+    db.write_bytes((world / "platform.db").read_bytes())
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        for _, sql, _ in PLANTS:
+            conn.exec_driver_sql(sql)
+    report = tmp_path / "report.json"
+    code, out = invoke("--home", str(tmp_path / "h"), "validate", "--db", f"sqlite:///{db}", "--report", str(report))
+    assert code == 1
+    failed = {r["name"]: r["count"] for r in json.loads(report.read_text())["checks"] if r["count"]}
+    for what, _, check in PLANTS:
+        assert failed.get(check) == 1, f"{what}: {check} not caught ({failed})"
+        assert check in out
+
+
+def test_segment_writes_store_and_file_and_matches_the_truth(world: Path, tmp_path: Path) -> None:
+    out_file = tmp_path / "segments.csv"
+    as_of = json.loads((world / "truth" / "world" / "world.json").read_text())
+    code, out = invoke("--home", str(world), "segment", "--out", str(out_file), "--as-of", _as_of(world))
+    assert code == 0, out
+    seg = pd.read_csv(out_file)
+    truth = pd.read_parquet(world / "truth" / "truth.parquet")
+    # the segmentation's candidates are exactly the simulator's dormant candidates
+    assert set(seg.loc[seg["is_candidate"], "player_id"]) == set(truth["player_id"])
+    stored = pd.read_sql("SELECT COUNT(*) AS n FROM segments", sa.create_engine(f"sqlite:///{world / 'rekindle.db'}"))
+    assert stored["n"].iloc[0] == len(seg)
+    assert as_of["day"] > 0
+
+
+def _as_of(home: Path) -> str:
+    return json.loads((home / "truth" / "calibration.json").read_text()).get("as_of") or "2026-10-05T10:00:00"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "--db", "sqlite:////nonexistent/x.db"], "no SQLite database"),
+        (["validate", "--db", "postgresql://postgres@127.0.0.1:5432/no_such_db_rekindle"], "cannot connect"),
+        (["validate", "--db", "not a url"], "not a database URL"),
+        (["segment", "--as-of", "yesterday"], "not an ISO time"),
+    ],
+    ids=["missing-sqlite", "unknown-postgres-db", "bad-url", "bad-time"],
+)
+def test_clear_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--home", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_segment_on_empty_platform_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert invoke("--home", str(tmp_path), "db", "init", "--db", url)[0] == 0
+    result = CliRunner().invoke(main, ["--home", str(tmp_path), "segment", "--db", url])
+    assert result.exit_code == 2
+    assert "holds no events" in result.output
+
+
+def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
+    code, out = invoke("--home", str(tmp_path), "run", "--players", "2000", "--days", "60")
+    assert code == 0, out
+    assert "PASSED" in out
+    assert list((tmp_path / "segments").glob("*.parquet"))
