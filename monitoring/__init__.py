@@ -1,0 +1,1 @@
+"""Monitoring: outcomes joined back, Evidently drift reports, retraining triggers (later issue)."""

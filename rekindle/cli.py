@@ -244,7 +244,8 @@ def run_validation(cfg: Any, now: datetime | None, report_path: Path | None) -> 
     from rekindle.validation.report import validate as do_validate
 
     engine = connect(cfg.db_url)
-    report = do_validate(engine, now=now or datetime.now(UTC).replace(tzinfo=None))
+    with console.status("running the checks in the database ..."):
+        report = do_validate(engine, now=now or datetime.now(UTC).replace(tzinfo=None))
     path = report_path or cfg.path("reports", "validation.json")
     report.to_json(path)
     report.render(console)
@@ -273,7 +274,8 @@ def run_segmentation(cfg: Any, as_of: datetime | None, out: Path | None) -> Any:
     from rekindle.reporting import print_segments
     from rekindle.segmentation.service import segment_and_store
 
-    result = segment_and_store(cfg, as_of, out)
+    with console.status("segmenting players ..."):
+        result = segment_and_store(cfg, as_of, out)
     print_segments(console, result)
     return result
 

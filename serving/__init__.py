@@ -1,0 +1,1 @@
+"""Serving: BentoML online service and batch scoring of the registered models (later issue)."""

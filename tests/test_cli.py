@@ -110,6 +110,17 @@ def test_segment_writes_store_and_file_and_matches_the_truth(world: Path, tmp_pa
     assert as_of["day"] > 0
 
 
+def test_segment_leaves_out_invalid_rows_and_says_how_many(world: Path, tmp_path: Path) -> None:
+    db = tmp_path / "faulty.db"
+    db.write_bytes((world / "platform.db").read_bytes())
+    with sa.create_engine(f"sqlite:///{db}").begin() as conn:
+        conn.exec_driver_sql("UPDATE money_flows SET amount = -5 WHERE id IN (1, 2)")
+    code, out = invoke("--home", str(tmp_path / "h"), "segment", "--db", f"sqlite:///{db}", "--as-of", _as_of(world))
+    assert code == 0, out
+    assert "left out invalid rows" in out
+    assert "money_flows 2" in out
+
+
 def _as_of(home: Path) -> str:
     return json.loads((home / "truth" / "calibration.json").read_text()).get("as_of") or "2026-10-05T10:00:00"
 

@@ -116,18 +116,21 @@ class ValidationReport:
     def render(self, console: Console) -> None:
         """Print a table of every check's count (failures highlighted), then the verdict."""
         table = Table(title=f"Validation of {self.db_url} (now = {self.now.isoformat(sep=' ')})")
-        for header, justify in (("check", "left"), ("severity", "left"), ("count", "right"), ("examples", "left")):
-            table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        table.add_column("check", no_wrap=True)
+        table.add_column("severity")
+        table.add_column("count", justify="right")
+        table.add_column("found")
         for r in self.results:
+            style, note = "", ""
             if r.skipped is not None:
                 style, note = "dim", f"skipped: {r.skipped}"
-            else:
-                style = ("bold red" if r.severity == "error" else "yellow") if r.failed else ""
+            elif r.failed:
+                style = "bold red" if r.severity == "error" else "yellow"
                 shown = [_example_text(e) for e in r.examples[:INLINE_EXAMPLES]]
                 more = r.count - len(shown)
-                note = "; ".join(shown) + (f" (+{more} more)" if shown and more > 0 else "")
-            table.add_row(Text(r.name), Text(r.severity), Text("-" if r.skipped else str(r.count)), Text(note),
-                          style=style)
+                note = f"{r.description}: " + "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
+            count = "-" if r.skipped is not None else str(r.count)
+            table.add_row(Text(r.name), Text(r.severity), Text(count), Text(note), style=style)
         console.print(table)
         console.print(Text(self.verdict(), style="bold green" if self.ok else "bold red"))
 
