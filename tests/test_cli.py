@@ -154,3 +154,45 @@ def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
     assert code == 0, out
     assert "PASSED" in out
     assert list((tmp_path / "segments").glob("*.parquet"))
+
+
+def test_respond_moves_the_world_and_the_database_stays_valid(tmp_path: Path) -> None:
+    home = str(tmp_path)
+    assert invoke("--home", home, "simulate", "--players", "2000", "--days", "60", "--seed", "4")[0] == 0
+    truth = pd.read_parquet(tmp_path / "truth" / "truth.parquet")
+    players = truth["player_id"].drop_duplicates().head(200).to_numpy()
+    decisions = pd.DataFrame(
+        {
+            "player_id": players,
+            "event_type": ["free_spins", "cashback", "none", "login_reward"] * 50,
+            "reward": [15_000, 10_000, 0, 3_000] * 50,
+            "sent_at": _as_of(tmp_path),
+        }
+    )
+    path = tmp_path / "decisions.parquet"
+    decisions.to_parquet(path)
+    code, out = invoke(
+        "--home",
+        home,
+        "simulate",
+        "respond",
+        "--decisions",
+        str(path),
+        "--drift-event",
+        "free_spins=0.5",
+        "--drift-fatigue",
+        "0.7",
+        "--drift-channel-mix",
+        '{"affiliate": 0.7, "organic": 0.3}',
+    )
+    assert code == 0, out
+    assert "200 decisions applied" in out
+    responses = list((tmp_path / "truth" / "responses").glob("*.parquet"))
+    assert len(responses) == 1 and len(pd.read_parquet(responses[0])) == 200
+    code, out = invoke("--home", home, "validate", "--now", "2030-01-01T00:00:00")
+    assert code == 0, out
+    result = CliRunner().invoke(
+        main, ["--home", home, "simulate", "respond", "--decisions", str(path), "--drift-event", "free_spins"]
+    )
+    assert result.exit_code == 2
+    assert "TYPE=MULTIPLIER" in result.output

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rekindle.config import Drift, Simulator
-from rekindle.simulator.population import NEVER, Population
+from rekindle.simulator.population import Population
 from rekindle.simulator.response import EventTable, natural_return, offer_pull, pull_on_day, return_day
 
 RECENT_OFFERS = 8  # offer days remembered per player (for fatigue)
@@ -263,10 +263,3 @@ class World:
         self.offer_decision[expired] = -1
         self.day = d + 1
 
-
-def lapsed_candidates_ok(world: World, idx: np.ndarray) -> bool:
-    """Every dormant candidate is away (the truth's model assumes it)."""
-    return not world.engaged[idx].any()
-
-
-NEVER_DAY = NEVER

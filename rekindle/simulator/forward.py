@@ -60,7 +60,7 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
         event = world.events.index(frame["event_type"].astype(str).to_numpy())
     except ValueError as exc:
         raise DecisionFileError(str(exc)) from exc
-    sent = pd.to_datetime(frame["sent_at"], errors="coerce", utc=True).dt.tz_localize(None)
+    sent = pd.to_datetime(frame["sent_at"], errors="coerce", utc=True, format="ISO8601").dt.tz_localize(None)
     if sent.isna().any():
         raise DecisionFileError(f"unparseable sent_at values {frame.loc[sent.isna(), 'sent_at'].head(5).tolist()}")
     now = pd.Timestamp(day0) + pd.Timedelta(days=world.day)

@@ -37,6 +37,15 @@ def _ts(day0: np.datetime64, day: np.ndarray, offset: np.ndarray) -> np.ndarray:
     return day0 + (day.astype(np.int64) * DAY + offset.astype(np.int64)).astype("timedelta64[s]")
 
 
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray, default: np.ndarray) -> np.ndarray:
+    """``values`` at the (unique) ``keys`` equal to ``query``; ``default`` where none is."""
+    if len(keys) == 0:
+        return default
+    order = np.argsort(keys, kind="stable")
+    pos = np.clip(np.searchsorted(keys[order], query), 0, len(keys) - 1)
+    return np.where(keys[order][pos] == query, values[order][pos], default)
+
+
 def _cat(chunks: list[tuple[np.ndarray, ...]], n: int, dtypes: tuple[str, ...]) -> list[np.ndarray]:
     if not chunks:
         return [np.zeros(0, dtype=t) for t in dtypes[:n]]
@@ -131,8 +140,8 @@ def build_tables(
     key_sd = sd.astype(np.int64) * (len(pop) + 1) + sp
 
     def first_session(players: np.ndarray, days: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(key_sd, days.astype(np.int64) * (len(pop) + 1) + players)
-        return first_offset[np.clip(pos, 0, max(len(key_sd) - 1, 0))]
+        query = days.astype(np.int64) * (len(pop) + 1) + players
+        return _lookup(key_sd, first_offset, query, np.full(len(query), FIRST_SECOND, np.int64))
 
     # ---- deposits and withdrawals happen during the day's play
     dp, dd, da = _cat(log.deposits, 3, ("int32", "int32", "float64"))
@@ -166,18 +175,11 @@ def build_tables(
     offer_id = dec_offer[cd] if len(cd) else np.zeros(0, np.int64)
     offer_pos = offer_id - ids.promotion_players
     c_player = offers["playerId"].to_numpy()[offer_pos].astype(np.int64) - 1 if len(cd) else np.zeros(0, np.int64)
-    dep_key = dd.astype(np.int64) * (len(pop) + 1) + dp
-    claim_key = cday.astype(np.int64) * (len(pop) + 1) + c_player
-    dep_sorted = np.argsort(dep_key, kind="stable")
-    hit = np.searchsorted(dep_key[dep_sorted], claim_key)
-    hit_ok = (
-        (hit < len(dep_key)) & (dep_key[dep_sorted][np.clip(hit, 0, max(len(dep_key) - 1, 0))] == claim_key)
-        if len(dep_key)
-        else np.zeros(len(cd), bool)
-    )
-    after_deposit = np.where(
-        hit_ok,
-        dep_off[dep_sorted][np.clip(hit, 0, max(len(dep_key) - 1, 0))] if len(dep_key) else 0,
+    # a claim follows that day's deposit when there is one, else the first session
+    after_deposit = _lookup(
+        dd.astype(np.int64) * (len(pop) + 1) + dp,
+        dep_off,
+        cday.astype(np.int64) * (len(pop) + 1) + c_player,
         first_session(c_player.astype(np.int32), cday),
     )
     claim_off = np.minimum(after_deposit + rng.integers(20, 300, len(cd)), 86_399)

@@ -4,6 +4,7 @@ invalid rows."""
 
 from rekindle.validation.checks import (
     CheckResult,
+    Severity,
     UnsupportedDatabaseError,
     excluded_counts,
     row_filters,
@@ -13,6 +14,7 @@ from rekindle.validation.report import ValidationReport, validate
 
 __all__ = [
     "CheckResult",
+    "Severity",
     "UnsupportedDatabaseError",
     "ValidationReport",
     "excluded_counts",
