@@ -8,7 +8,7 @@ result once. Inside the system the returned objects are trusted.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -225,6 +225,12 @@ class Simulator(_Strict):
     campaigns: Campaigns
     drift: Drift = Drift()
 
+    @field_validator("end")
+    @classmethod
+    def _naive_utc(cls, v: datetime) -> datetime:
+        """All times are naive UTC inside the system."""
+        return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
+
 
 # ------------------------------------------------------------------- root --
 class Config(_Strict):
@@ -243,6 +249,11 @@ class Config(_Strict):
         unknown = sorted(set(self.simulator.campaigns.rule_event_by_game.values()) - names)
         if unknown:
             raise ValueError(f"simulator.campaigns.rule_event_by_game names event types not in the catalog: {unknown}")
+        if self.simulator.campaigns.every_days < self.business.attribution_days:
+            raise ValueError(
+                f"simulator.campaigns.every_days is {self.simulator.campaigns.every_days} but must be at least "
+                f"business.attribution_days ({self.business.attribution_days}): a campaign's windows must close first"
+            )
         return self
 
     def path(self, *parts: str) -> Path:

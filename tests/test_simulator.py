@@ -17,8 +17,9 @@ from rekindle.platform.db import DatabaseError
 from rekindle.simulator.forward import DecisionFileError
 from rekindle.simulator.history import simulate_history
 from rekindle.simulator.response import EventTable, offer_pull, window_truth
-from rekindle.simulator.run import respond, simulate
-from rekindle.simulator.state import WorldStateError, load_world
+from rekindle.simulator.run import fingerprint, respond, simulate
+from rekindle.simulator.state import WorldStateError, load_world, recover_world, stage_world
+from rekindle.simulator.tables import status_on
 from rekindle.simulator.truth import asof_truth, calibration
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -189,9 +190,20 @@ def test_changed_response_knob_switches_an_event_type_off(big_history) -> None:
         world.events,
         7,
         drift,
+        day=world.day,
     )
     none = window_truth(
-        world.pop, idx, age, np.full(len(idx), -1), np.zeros(len(idx)), recent, cfg.simulator, world.events, 7, drift
+        world.pop,
+        idx,
+        age,
+        np.full(len(idx), -1),
+        np.zeros(len(idx)),
+        recent,
+        cfg.simulator,
+        world.events,
+        7,
+        drift,
+        day=world.day,
     )
     np.testing.assert_allclose(off.p_reengage, none.p_reengage)
 
@@ -255,9 +267,82 @@ def test_respond_appends_outcomes_and_moves_the_world(tmp_path: Path) -> None:
     assert out.outcomes["dormant_at_send"].all()
     assert out.as_of == out.from_time + pd.Timedelta(days=cfg.business.attribution_days)
     assert load_world(tmp_path / "truth", cfg).world.day == saved.world.day + cfg.business.attribution_days
-    # a second round continues from there; the same file is now in the past
+    # the database's statuses are the world's at the new as-of time (exclusions during the run included)
+    moved = load_world(tmp_path / "truth", cfg).world
+    db_status = pd.read_sql("SELECT id, status FROM players ORDER BY id", engine)
+    assert (db_status["status"].to_numpy() == status_on(moved.pop, np.arange(len(moved.pop)), moved.day)).all()
+    # decision ids continue after the history's; the truth now describes the new as-of time
+    history = pd.read_parquet(tmp_path / "truth" / "decisions.parquet")
+    assert out.outcomes["decision_id"].min() == history["decision_id"].max() + 1
+    truth = pd.read_parquet(tmp_path / "truth" / "truth.parquet")
+    assert set(truth["player_id"]) == set(moved.candidates(moved.day) + 1)
+    assert len(list((tmp_path / "truth" / "history").glob("truth-*.parquet"))) == 1
+    # the same file is now in the past; a new round continues from the new time
     with pytest.raises(DecisionFileError, match="before the world's current time"):
         respond(cfg, path, tmp_path / "truth", console=QUIET)
+    again = _decisions(moved, saved.day0)
+    again.to_csv(path, index=False)
+    second = respond(cfg, path, tmp_path / "truth", console=QUIET)
+    assert second.outcomes["decision_id"].min() == out.outcomes["decision_id"].max() + 1
+
+
+def test_respond_refuses_overlapping_windows_and_empty_files(small_world, tmp_path: Path) -> None:
+    cfg, summary = small_world
+    saved = load_world(summary.truth_dir, cfg)
+    frame = _decisions(saved.world, saved.day0, 2)
+    later = frame.assign(sent_at=frame["sent_at"] + pd.Timedelta(days=3))
+    path = tmp_path / "overlap.csv"
+    pd.concat([frame, later]).to_csv(path, index=False)
+    with pytest.raises(DecisionFileError, match="less than 7 days apart"):
+        respond(cfg, path, summary.truth_dir, console=QUIET)
+    frame.head(0).to_csv(path, index=False)
+    with pytest.raises(DecisionFileError, match="no decisions"):
+        respond(cfg, path, summary.truth_dir, console=QUIET)
+
+
+def test_an_interrupted_respond_is_rolled_back_or_forward(tmp_path: Path) -> None:
+    cfg = cfg_for(tmp_path, 1_000, 40)
+    simulate(cfg, tmp_path / "truth", overwrite=False, console=QUIET)
+    saved = load_world(tmp_path / "truth", cfg)
+    # a state staged for rows the database never got is thrown away
+    stage_world(saved.world, tmp_path / "truth", day0=saved.day0, db_fingerprint={"players": -1}, extra={})
+    recover_world(tmp_path / "truth", fingerprint(cfg.db_url))
+    assert not (tmp_path / "truth" / "world.staged").exists()
+    # a state staged for exactly what the database holds is kept
+    saved.world.day += 1
+    stage_world(saved.world, tmp_path / "truth", day0=saved.day0, db_fingerprint=fingerprint(cfg.db_url), extra={})
+    recover_world(tmp_path / "truth", fingerprint(cfg.db_url))
+    assert load_world(tmp_path / "truth", cfg).world.day == saved.world.day
+
+
+def test_ids_follow_time_in_every_table(small_world) -> None:
+    cfg, _ = small_world
+    engine = sa.create_engine(cfg.db_url)
+    for table, column in (
+        ("players", "createdAt"),
+        ("player_sessions", "startedAt"),
+        ("promotions", "startsAt"),
+        ("promotion_players", "createdAt"),
+        ("money_flows", "createdAt"),
+    ):
+        times = pd.read_sql(f'SELECT "{column}" AS t FROM "{table}" ORDER BY id', engine, parse_dates=["t"])["t"]
+        assert times.is_monotonic_increasing, table
+
+
+def test_claims_come_strictly_after_their_deposit(small_world) -> None:
+    cfg, _ = small_world
+    engine = sa.create_engine(cfg.db_url)
+    rows = pd.read_sql(
+        'SELECT pp."appliedAt" AS applied, MAX(mf."createdAt") AS deposit FROM promotion_players pp '
+        'JOIN promotions p ON p.id = pp."promotionId" '
+        'JOIN money_flows mf ON mf."playerId" = pp."playerId" AND mf.type = \'deposit\' '
+        'AND mf."createdAt" <= pp."appliedAt" AND mf."createdAt" > pp."createdAt" '
+        'WHERE pp."appliedAt" IS NOT NULL AND p."minDeposit" IS NOT NULL GROUP BY pp.id, pp."appliedAt"',
+        engine,
+        parse_dates=["applied", "deposit"],
+    )
+    assert len(rows) > 20
+    assert (rows["applied"] > rows["deposit"]).all()
 
 
 @pytest.mark.parametrize(
@@ -267,15 +352,26 @@ def test_respond_appends_outcomes_and_moves_the_world(tmp_path: Path) -> None:
         ({"event_type": "spa_voucher"}, "unknown event types"),
         ({"reward": -5}, "invalid reward"),
         ({"sent_at": "not a time"}, "unparseable sent_at"),
+        ({"reward": 1500.5}, "invalid reward"),
+        ({"event_type": "none", "reward": 5000}, "invalid reward"),
+        ({"propensity": 1.5}, "not probabilities"),
     ],
-    ids=["unknown-player", "unknown-event", "negative-reward", "bad-time"],
+    ids=[
+        "unknown-player",
+        "unknown-event",
+        "negative-reward",
+        "bad-time",
+        "fractional-reward",
+        "none-with-reward",
+        "bad-propensity",
+    ],
 )
 def test_respond_rejects_bad_decisions_and_writes_nothing(small_world, tmp_path: Path, change, message) -> None:
     cfg, summary = small_world
     saved = load_world(summary.truth_dir, cfg)
     frame = _decisions(saved.world, saved.day0, 5)
     for col, value in change.items():
-        frame[col] = frame[col].astype(object)
+        frame[col] = frame[col].astype(object) if col in frame else None
         frame.loc[0, col] = value
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False)

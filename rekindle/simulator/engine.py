@@ -262,4 +262,3 @@ class World:
         expired &= self.window_end < d + 1
         self.offer_decision[expired] = -1
         self.day = d + 1
-

@@ -44,6 +44,8 @@ def read_decisions(path: Path) -> pd.DataFrame:
 
 def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[int, Decisions]:
     """Check the decisions against the world and group them by simulated day."""
+    if frame.empty:
+        raise DecisionFileError("the decisions file holds no decisions: nothing to respond to")
     n_players = len(world.pop)
     pid = pd.to_numeric(frame["player_id"], errors="coerce")
     bad = frame.loc[pid.isna() | (pid < 1) | (pid > n_players) | (pid % 1 != 0), "player_id"]
@@ -51,10 +53,11 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
         raise DecisionFileError(f"unknown player_id values {bad.head(5).tolist()} (the world has ids 1..{n_players})")
     reward = pd.to_numeric(frame["reward"], errors="coerce")
     none = frame["event_type"].astype(str) == "none"
-    bad_r = frame.loc[reward.isna() | (reward < 0) | (~none & (reward <= 0)), "reward"]
+    bad_r = frame.loc[reward.isna() | (reward % 1 != 0) | (none & (reward != 0)) | (~none & (reward <= 0)), "reward"]
     if len(bad_r):
         raise DecisionFileError(
-            f"invalid reward values {bad_r.head(5).tolist()}: expected a positive KRW amount (0 with event_type 'none')"
+            f"invalid reward values {bad_r.head(5).tolist()}: "
+            "expected a positive whole KRW amount (0 with event_type 'none')"
         )
     try:
         event = world.events.index(frame["event_type"].astype(str).to_numpy())
@@ -71,16 +74,21 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
         )
     day = np.ceil(((sent - pd.Timestamp(day0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)).astype(int)
     idx = pid.astype(np.int64).to_numpy() - 1
-    dup = pd.Series(idx * 100_000 + day).duplicated(keep=False).to_numpy()
-    if dup.any():
+    order = np.lexsort((day, idx))
+    gap = np.diff(day[order])
+    overlap = (np.diff(idx[order]) == 0) & (gap < world.window)
+    if overlap.any():
+        players = sorted(set((idx[order][1:][overlap] + 1).tolist()))[:5]
         raise DecisionFileError(
-            f"players {sorted(set((idx[dup] + 1).tolist()))[:5]} have more than one decision on the same day"
+            f"players {players} have decisions less than {world.window} days apart: "
+            "a decision's attribution window must close before the next one for the same player"
         )
-    prop = (
-        pd.to_numeric(frame["propensity"], errors="coerce").to_numpy()
-        if "propensity" in frame
-        else np.full(len(frame), np.nan)
-    )
+    prop = np.full(len(frame), np.nan)
+    if "propensity" in frame:
+        prop = pd.to_numeric(frame["propensity"], errors="coerce").to_numpy()
+        bad_p = ~((prop > 0) & (prop <= 1)) & ~np.isnan(prop)
+        if bad_p.any():
+            raise DecisionFileError(f"propensity values {prop[bad_p][:5].tolist()} are not probabilities in (0, 1]")
     plan: dict[int, Decisions] = {}
     for d in np.unique(day):
         m = day == d

@@ -46,10 +46,9 @@ def send_with_truth(world: World, dec: Decisions, log: Log) -> pd.DataFrame:
     age = world.age(dec.player, dec.day)
     n_recent = world.n_recent(dec.player, dec.day)
     args = (world.cfg, world.events, window, world.drift)
-    logged = window_truth(world.pop, dec.player, age, dec.event.astype(int), dec.reward, n_recent, *args)
-    none = window_truth(
-        world.pop, dec.player, age, np.full(len(dec.player), -1), np.zeros(len(dec.player)), n_recent, *args
-    )
+    logged = window_truth(world.pop, dec.player, age, dec.event.astype(int), dec.reward, n_recent, *args, day=dec.day)
+    no_event, no_reward = np.full(len(dec.player), -1), np.zeros(len(dec.player))
+    none = window_truth(world.pop, dec.player, age, no_event, no_reward, n_recent, *args, day=dec.day)
     ids = world.send(dec, log)
     return pd.DataFrame(
         {

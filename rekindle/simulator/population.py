@@ -74,6 +74,13 @@ class Population:
         return cls(**kwargs)
 
 
+def _sorted_within_day(created_day: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Registration times in id order: offsets ascending within each (non-decreasing) day."""
+    if len(created_day) and (np.diff(created_day) < 0).any():
+        raise ValueError("players must be drawn in order of registration day")
+    return offsets[np.lexsort((offsets, created_day))].astype(np.int32)
+
+
 def _probs(mapping: dict[str, float], what: str) -> np.ndarray:
     p = np.asarray(list(mapping.values()), dtype=float)
     if (p < 0).any() or p.sum() <= 0:
@@ -162,7 +169,7 @@ def draw_population(
 
     return Population(
         created_day=created_day.astype(np.int32),
-        created_offset=rng.integers(60, 86_000, n).astype(np.int32),
+        created_offset=_sorted_within_day(created_day, rng.integers(60, 80_000, n)),
         channel=channel,
         bonus_hunter=bonus_hunter,
         status=status,

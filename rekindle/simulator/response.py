@@ -147,9 +147,13 @@ def window_truth(
     events: EventTable,
     window: int,
     drift: Drift | None = None,
+    *,
+    day: int | np.ndarray,
 ) -> WindowTruth:
     """Exact expectations over the attribution window for lapsed players ``idx``
-    (``age0`` days since they lapsed, at the decision) offered ``(event, reward)``.
+    (``age0`` days since they lapsed, counted on the decision ``day``) offered
+    ``(event, reward)``. From a player's status day on (self-exclusion, block)
+    nothing happens any more.
 
     States: still away in the original spell (``away``), back in play
     (``engaged``), and lapsed again on window day j (``relapsed[j]``).
@@ -168,8 +172,11 @@ def window_truth(
     relapsed = np.zeros((window + 1, m))
     deposits = np.zeros(m)
     cost = np.zeros(m)
+    first_return = np.zeros(m)
     for k in range(1, window + 1):
-        r = 1.0 - np.exp(-(natural_return(rate, age0 + k, act) + pull_on_day(pull, k, cfg.response)))
+        alive = np.asarray(day) + (k - 1) < pop.status_day[idx]
+        away, engaged, relapsed = away * alive, engaged * alive, relapsed * alive
+        r = 1.0 - np.exp(-(natural_return(rate, age0 + (k - 1), act) + pull_on_day(pull, k, cfg.response)))
         first = away * r
         deposits += first * rd.deposit_prob * rd.deposit_mean
         cost += first * rd.claim_prob * rd.payout
@@ -185,4 +192,5 @@ def window_truth(
         relapsed[k] = lapsing
         engaged = engaged - lapsing + back
         away -= first
-    return WindowTruth(1.0 - away, deposits, cost)
+        first_return += first
+    return WindowTruth(first_return, deposits, cost)

@@ -20,8 +20,8 @@ from rekindle.platform.db import DatabaseError, connect, max_id, safe_url
 from rekindle.platform.schema import SOURCE_TABLES
 from rekindle.simulator.forward import as_of_of, plan_decisions, read_decisions, run_forward
 from rekindle.simulator.history import simulate_history
-from rekindle.simulator.state import WorldStateError, load_world, save_world
-from rekindle.simulator.tables import IdStart, PlatformTables, build_tables
+from rekindle.simulator.state import WorldStateError, commit_world, load_world, recover_world, save_world, stage_world
+from rekindle.simulator.tables import IdStart, PlatformTables, build_tables, status_on
 from rekindle.simulator.truth import asof_truth, calibration
 from rekindle.simulator.writer import append_to_platform, write_new_platform
 
@@ -100,7 +100,7 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
         truth_dir,
         day0=history.day0,
         db_fingerprint=fingerprint(config.db_url),
-        extra={"seed": sim.seed, "db_url": safe_url(config.db_url)},
+        extra={"seed": sim.seed, "db_url": safe_url(config.db_url), "next_decision_id": world.n_decisions},
     )
     return SimulationSummary(history.as_of, {n: len(f) for n, f in tables.items()}, cal, truth_dir)
 
@@ -117,9 +117,10 @@ class ForwardSummary:
 
 def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: Console) -> ForwardSummary:
     """Apply decisions to the saved world, append what happens to the database."""
+    current = fingerprint(config.db_url)
+    recover_world(truth_dir, current)
     saved = load_world(truth_dir, config)
     world, day0 = saved.world, saved.day0
-    current = fingerprint(config.db_url)
     if current != saved.meta["db_fingerprint"]:
         raise WorldStateError(
             f"the database {safe_url(config.db_url)} does not match the world in {truth_dir} "
@@ -133,6 +134,10 @@ def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: C
         task = bar.add_task(f"respond to {len(frame):,} decisions", total=max(n_days, 1))
         log, outcomes, first_new = run_forward(world, plan, config, day0, on_day=lambda d: bar.advance(task))
     ids = IdStart(**{t: current[t] + 1 for t in ("player_sessions", "promotions", "promotion_players", "money_flows")})
+    if first_new != current["players"]:
+        raise DatabaseError(
+            f"player ids out of step: the world has {first_new} players, the database {current['players']}"
+        )
     tables = build_tables(
         log,
         world.pop,
@@ -145,22 +150,28 @@ def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: C
         ids=ids,
         first_player=first_new,
     )
-    if first_new != current["players"]:
-        raise DatabaseError(
-            f"player ids out of step: the world has {first_new} players, the database {current['players']}"
-        )
+    changed = np.flatnonzero(
+        (world.pop.status_day[:first_new] >= start_day) & (world.pop.status_day[:first_new] <= world.day)
+    )
+    tables.status_updates = pd.DataFrame({"id": changed + 1, "status": status_on(world.pop, changed, world.day)})
+    first_decision = int(saved.meta.get("next_decision_id", 0))
+    outcomes["decision_id"] += first_decision
+    truth = asof_truth(world, config)
+    expected = {name: int(frame["id"].max()) if len(frame) else current[name] for name, frame in tables.items()}
+    meta = {k: v for k, v in saved.meta.items() if k in ("seed", "db_url")}
+    meta["next_decision_id"] = first_decision + len(outcomes)
+    # state first (beside the old one), then the database, then swap: a crash leaves a world that matches the DB
+    staged = stage_world(world, truth_dir, day0=day0, db_fingerprint=expected, extra=meta)
     _write(tables, lambda cb: append_to_platform(config.db_url, tables, progress=cb), console)
+    commit_world(staged, truth_dir)
     out_dir = truth_dir / "responses"
     out_dir.mkdir(exist_ok=True)
     out_path = out_dir / f"responses-{as_of_of(day0, start_day):%Y%m%dT%H%M}.parquet"
     outcomes.to_parquet(out_path, index=False)
-    save_world(
-        world,
-        truth_dir,
-        day0=day0,
-        db_fingerprint=fingerprint(config.db_url),
-        extra={k: v for k, v in saved.meta.items() if k in ("seed", "db_url")},
-    )
+    archive = truth_dir / "history"
+    archive.mkdir(exist_ok=True)
+    (truth_dir / "truth.parquet").replace(archive / f"truth-{as_of_of(day0, start_day):%Y%m%dT%H%M}.parquet")
+    truth.to_parquet(truth_dir / "truth.parquet", index=False)
     return ForwardSummary(
         len(frame),
         as_of_of(day0, start_day),

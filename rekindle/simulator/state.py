@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from rekindle.simulator.population import Population
 from rekindle.simulator.response import EventTable
 
 STATE_DIR = "world"
+STAGED_DIR = "world.staged"
 DYNAMIC = ("engaged", "lapse_day", "last_session", "cum_deposits")
 
 
@@ -32,18 +34,20 @@ class SavedWorld:
     meta: dict[str, Any]
 
 
-def save_world(
+def stage_world(
     world: World, truth_dir: Path, *, day0: datetime, db_fingerprint: dict[str, int], extra: dict[str, Any]
-) -> None:
-    out = truth_dir / STATE_DIR
-    out.mkdir(parents=True, exist_ok=True)
+) -> Path:
+    """Write the world's state beside the current one (``world.staged``); :func:`commit_world` swaps it in."""
+    out = truth_dir / STAGED_DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     frame = world.pop.to_frame()
     for name in DYNAMIC:
         frame[f"state_{name}"] = getattr(world, name)
     for j in range(RECENT_OFFERS):
         frame[f"state_recent_{j}"] = world.recent_offers[:, j]
-    frame.to_parquet(out / "players.parquet.tmp", index=False)
-    (out / "players.parquet.tmp").replace(out / "players.parquet")
+    frame.to_parquet(out / "players.parquet", index=False)
     meta = {
         "day": world.day,
         "day0": day0.isoformat(),
@@ -52,6 +56,37 @@ def save_world(
         **extra,
     }
     (out / "world.json").write_text(json.dumps(meta, indent=1, default=str))
+    return out
+
+
+def commit_world(staged: Path, truth_dir: Path) -> None:
+    """Swap a staged state in for the current one."""
+    current, old = truth_dir / STATE_DIR, truth_dir / (STATE_DIR + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if current.exists():
+        current.rename(old)
+    staged.rename(current)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_world(
+    world: World, truth_dir: Path, *, day0: datetime, db_fingerprint: dict[str, int], extra: dict[str, Any]
+) -> None:
+    commit_world(stage_world(world, truth_dir, day0=day0, db_fingerprint=db_fingerprint, extra=extra), truth_dir)
+
+
+def recover_world(truth_dir: Path, db_fingerprint: dict[str, int]) -> None:
+    """Finish or discard a forward run interrupted between its database commit and its state swap."""
+    staged = truth_dir / STAGED_DIR
+    if not (staged / "world.json").is_file():
+        return
+    meta = json.loads((staged / "world.json").read_text())
+    if meta.get("db_fingerprint") == db_fingerprint:
+        commit_world(staged, truth_dir)  # the database has the run's rows: keep its state
+    else:
+        shutil.rmtree(staged)  # the database never got them
 
 
 def load_world(truth_dir: Path, config: Config) -> SavedWorld:

@@ -20,7 +20,7 @@ from rekindle.simulator.population import STATUS_CODES, Population
 DAY = 86_400
 SEND_JITTER = 60  # offers go out within the first minute of their day
 FIRST_SECOND = 60  # sessions start no earlier than this into the day
-LAST_SECOND = 86_340
+LAST_SECOND = 84_000  # leaves room in the day for the deposit, claim and bonus that follow a session
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,15 @@ def _cat(chunks: list[tuple[np.ndarray, ...]], n: int, dtypes: tuple[str, ...]) 
     return [np.concatenate([c[i] for c in chunks]) for i in range(n)]
 
 
-def players_frame(pop: Population, day0: np.datetime64, channels: list[str], first: int = 0) -> pd.DataFrame:
+def status_on(pop: Population, idx: np.ndarray, day: int) -> np.ndarray:
+    """Players' status at the start of ``day`` (a self-exclusion or block takes effect on its day)."""
+    code = np.where(pop.status_day[idx] <= day, pop.status[idx], 0)
+    return np.asarray(STATUS_CODES, dtype=object)[code]
+
+
+def players_frame(
+    pop: Population, day0: np.datetime64, channels: list[str], as_of_day: int, first: int = 0
+) -> pd.DataFrame:
     idx = np.arange(first, len(pop))
     return pd.DataFrame(
         {
@@ -60,7 +68,7 @@ def players_frame(pop: Population, day0: np.datetime64, channels: list[str], fir
             "createdAt": _ts(day0, pop.created_day[idx], pop.created_offset[idx]),
             "channel": np.asarray(channels, dtype=object)[pop.channel[idx]],
             "vipLevel": pop.vip[idx].astype(np.int64),
-            "status": np.asarray(STATUS_CODES, dtype=object)[pop.status[idx]],
+            "status": status_on(pop, idx, as_of_day),
         }
     )
 
@@ -72,6 +80,7 @@ class PlatformTables:
     promotions: pd.DataFrame
     promotion_players: pd.DataFrame
     money_flows: pd.DataFrame
+    status_updates: pd.DataFrame | None = None  # forward mode: (id, status) of existing players whose status changed
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         return [
@@ -145,7 +154,7 @@ def build_tables(
 
     # ---- deposits and withdrawals happen during the day's play
     dp, dd, da = _cat(log.deposits, 3, ("int32", "int32", "float64"))
-    dep_off = np.minimum(first_session(dp, dd) + rng.integers(30, 600, len(dp)), 86_399)
+    dep_off = first_session(dp, dd) + rng.integers(30, 600, len(dp))
     wp, wdd, wa = _cat(log.withdrawals, 3, ("int32", "int32", "float64"))
     wd_off = np.minimum(first_session(wp, wdd) + rng.integers(600, 3_600, len(wp)), 86_399)
 
@@ -182,7 +191,7 @@ def build_tables(
         cday.astype(np.int64) * (len(pop) + 1) + c_player,
         first_session(c_player.astype(np.int32), cday),
     )
-    claim_off = np.minimum(after_deposit + rng.integers(20, 300, len(cd)), 86_399)
+    claim_off = after_deposit + rng.integers(20, 300, len(cd))
     applied = _ts(d0, cday, claim_off)
     if len(offers):
         applied_col = np.full(len(offers), np.datetime64("NaT"), dtype="datetime64[s]")
@@ -201,9 +210,7 @@ def build_tables(
                 ]
             ),
             "amount": np.concatenate([da, wa, cpay]).astype(np.int64),
-            "createdAt": np.concatenate(
-                [_ts(d0, dd, dep_off), _ts(d0, wdd, wd_off), _ts(d0, cday, np.minimum(claim_off + 5, 86_399))]
-            ),
+            "createdAt": np.concatenate([_ts(d0, dd, dep_off), _ts(d0, wdd, wd_off), _ts(d0, cday, claim_off + 5)]),
             "promotionPlayerId": pd.array(np.concatenate([np.full(len(dp) + len(wp), -1), offer_id]), dtype="Int64"),
         }
     )
@@ -213,7 +220,7 @@ def build_tables(
     flows = flows[flows["amount"] > 0].reset_index(drop=True)
 
     return PlatformTables(
-        players=players_frame(pop, d0, list(cfg.population.channels), first_player),
+        players=players_frame(pop, d0, list(cfg.population.channels), as_of_day, first_player),
         player_sessions=sessions,
         promotions=promotions,
         promotion_players=offers,
@@ -261,7 +268,7 @@ def _promotion_rows(
                     "promotionId": np.array([promo_of_event[int(e)] for e in dec.event[sent]], dtype=np.int64),
                     "playerId": dec.player[sent].astype(np.int64) + 1,
                     "reward": dec.reward[sent].astype(np.int64),
-                    "createdAt": start + rng.integers(0, SEND_JITTER, len(sent)).astype("timedelta64[s]"),
+                    "createdAt": start + np.sort(rng.integers(0, SEND_JITTER, len(sent))).astype("timedelta64[s]"),
                     "appliedAt": np.full(len(sent), np.datetime64("NaT"), dtype="datetime64[s]"),
                 }
             )

@@ -43,6 +43,7 @@ def asof_truth(world: World, config: Config) -> pd.DataFrame:
             world.events,
             config.business.attribution_days,
             world.drift,
+            day=day,
         )
         parts.append(
             pd.DataFrame(

@@ -67,10 +67,15 @@ def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, pro
 
 
 def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress | None = None) -> None:
-    """Append rows (forward mode) in one transaction."""
+    """Append rows and apply status changes (forward mode) in one transaction."""
     engine = connect(url)
     with engine.begin() as conn:
         _insert_all(conn, tables, progress)
+        if tables.status_updates is not None and len(tables.status_updates):
+            conn.execute(
+                sa.text('UPDATE "players" SET "status" = :status WHERE "id" = :id'),
+                [{"status": str(s), "id": int(i)} for i, s in tables.status_updates[["id", "status"]].to_numpy()],
+            )
     engine.dispose()
 
 

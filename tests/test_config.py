@@ -1,0 +1,77 @@
+"""Configuration: typed, validated once, with clear errors and documented precedence."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from rekindle.config import ConfigError, load_config
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_defaults_load_and_put_state_under_home(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG_DIR, home=tmp_path)
+    assert cfg.home == tmp_path.resolve()
+    assert cfg.db_url == f"sqlite:///{tmp_path.resolve() / 'platform.db'}"
+    assert cfg.system_db_url == f"sqlite:///{tmp_path.resolve() / 'rekindle.db'}"
+    assert len(cfg.catalog.event_types) >= 5
+    assert all(2 <= len(e.rewards) <= 4 for e in cfg.catalog.event_types)
+
+
+def test_precedence_yaml_env_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REKINDLE_HOME", str(tmp_path / "env"))
+    monkeypatch.setenv("REKINDLE_DB_URL", "sqlite:///from-env.db")
+    assert load_config(CONFIG_DIR).home == (tmp_path / "env").resolve()
+    assert load_config(CONFIG_DIR).db_url == "sqlite:///from-env.db"
+    cfg = load_config(CONFIG_DIR, home=tmp_path / "flag", db_url="postgresql://u@h/db")
+    assert cfg.home == (tmp_path / "flag").resolve()
+    assert cfg.system_db_url == "postgresql://u@h/db"  # system tables: own schema in the same PostgreSQL
+
+
+def test_overrides_are_validated(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG_DIR, home=tmp_path, overrides={"business": {"margin": 0.2}})
+    assert cfg.business.margin == 0.2
+    with pytest.raises(ConfigError, match="margin"):
+        load_config(CONFIG_DIR, home=tmp_path, overrides={"business": {"margin": 3}})
+    with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
+        load_config(CONFIG_DIR, home=tmp_path, overrides={"business": {"margn": 0.2}})
+
+
+def test_campaigns_cannot_overlap_their_windows(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="every_days is 3 but must be at least"):
+        load_config(CONFIG_DIR, home=tmp_path, overrides={"simulator": {"campaigns": {"every_days": 3}}})
+
+
+def test_time_zone_of_the_as_of_time_becomes_utc(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG_DIR, home=tmp_path, overrides={"simulator": {"end": "2026-10-05T19:00:00+09:00"}})
+    assert cfg.simulator.end == datetime(2026, 10, 5, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        ("event_types: []", "at least 1 item"),
+        ("event_types: [{name: x, rewards: [3, 2]}]", "strictly increasing"),
+        ("event_types: [{name: x, rewards: [1], requires_deposit: true}]", "has no min_deposit"),
+        ("event_types: [{name: x, rewards: [1]}, {name: x, rewards: [2]}]", "duplicate event types"),
+        ("event_types: [{name: Bad Name, rewards: [1]}]", "pattern"),
+        ("event_types: [: :", "not valid YAML"),
+    ],
+    ids=["empty", "decreasing-ladder", "deposit-without-minimum", "duplicate", "bad-name", "broken-yaml"],
+)
+def test_bad_catalogs_are_refused_with_the_reason(tmp_path: Path, catalog: str, message: str) -> None:
+    cdir = tmp_path / "configs"
+    cdir.mkdir()
+    for name in ("rekindle.yaml", "simulator.yaml"):
+        (cdir / name).write_text((CONFIG_DIR / name).read_text())
+    (cdir / "catalog.yaml").write_text(catalog)
+    with pytest.raises(ConfigError, match=message):
+        load_config(cdir, home=tmp_path)
+
+
+def test_missing_config_dir_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "nowhere")
