@@ -196,3 +196,21 @@ def test_respond_moves_the_world_and_the_database_stays_valid(tmp_path: Path) ->
     )
     assert result.exit_code == 2
     assert "TYPE=MULTIPLIER" in result.output
+
+
+@pytest.mark.postgres
+def test_production_path_on_postgresql(pg_database_factory, tmp_path: Path) -> None:
+    """simulate -> validate -> segment against the real PostgreSQL; the system's
+    tables land in its own schema, the platform's tables are left alone."""
+    url = pg_database_factory()
+    home = str(tmp_path)
+    assert invoke("--home", home, "--db", url, "simulate", "--players", "1500", "--days", "60")[0] == 0
+    code, out = invoke("--home", home, "--db", url, "validate")
+    assert code == 0, out
+    code, out = invoke("--home", home, "--db", url, "segment", "--as-of", "2026-10-05T10:00:00")
+    assert code == 0, out
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    stored = pd.read_sql("SELECT COUNT(*) AS n FROM rekindle.segments", engine)["n"].iloc[0]
+    assert stored == 1500
+    public = set(sa.inspect(engine).get_table_names(schema="public"))
+    assert public == {"players", "player_sessions", "promotions", "promotion_players", "money_flows"}
