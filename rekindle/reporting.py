@@ -45,6 +45,7 @@ def print_simulation(console: Console, summary: Any, db: str) -> None:
         t.add_row("largest mean deposit effect of an arm", f"{cal['max_mean_deposit_effect_of_an_arm']:,.0f} KRW", "")
         t.add_row("7-day windows with no deposit", f"{cal['share_zero_7day_deposits']:.0%}", "many zeros")
     console.print(t)
+    console.print(f"calibration picture: {summary.truth_dir / 'calibration.png'}")
     console.print(
         f"as-of time: [bold]{summary.as_of:%Y-%m-%dT%H:%M:%S}[/] (UTC)   database: {db}   truth: {summary.truth_dir}"
     )

@@ -20,6 +20,7 @@ from rekindle.platform.db import DatabaseError, connect, max_id, safe_url
 from rekindle.platform.schema import SOURCE_TABLES
 from rekindle.simulator.forward import as_of_of, plan_decisions, read_decisions, run_forward
 from rekindle.simulator.history import simulate_history
+from rekindle.simulator.plots import plot_calibration
 from rekindle.simulator.state import WorldStateError, commit_world, load_world, recover_world, save_world, stage_world
 from rekindle.simulator.tables import IdStart, PlatformTables, build_tables, status_on
 from rekindle.simulator.truth import asof_truth, calibration
@@ -91,6 +92,7 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
     history.decisions.to_parquet(truth_dir / "decisions.parquet", index=False)
     cal = calibration(truth, history.decisions, world, config)
     cal["as_of"] = history.as_of.isoformat()
+    plot_calibration(cal, history.decisions, truth_dir / "calibration.png")
     (truth_dir / "calibration.json").write_text(json.dumps(cal, indent=1, default=str))
     world.pop.to_frame().assign(player_id=np.arange(1, len(world.pop) + 1)).to_parquet(
         truth_dir / "players.parquet", index=False
