@@ -33,27 +33,25 @@ class Context:
 
 
 def friendly_errors(fn: F) -> F:
-    """Known failures become one red line and exit code 2, not a traceback."""
+    """Failures a user can fix become one red line and exit code 2, not a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rekindle.config import ConfigError
-        from rekindle.platform.db import DatabaseError
-        from rekindle.simulator.forward import DecisionFileError
-        from rekindle.simulator.state import WorldStateError
+        from sqlalchemy.exc import DBAPIError
+
+        from rekindle.errors import RekindleError
 
         try:
             return fn(*args, **kwargs)
-        except (
-            ConfigError,
-            DatabaseError,
-            DecisionFileError,
-            WorldStateError,
-            FileExistsError,
-            FileNotFoundError,
-        ) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            sys.exit(2)
+        except RekindleError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        except OSError as exc:  # files: missing, a directory, not a directory, no permission
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            err_console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}", soft_wrap=True)
+        except DBAPIError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            err_console.print(f"[bold red]database error:[/] {first}", soft_wrap=True)
+        sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
 
@@ -102,18 +100,24 @@ def db() -> None:
 def db_init(obj: Context, db: str | None, no_constraints: bool, drop: bool) -> None:
     """Create the five source tables of the contract."""
     from rekindle.platform.db import connect, init_source_tables, safe_url
+    from rekindle.platform.schema import SOURCE_TABLES
 
     cfg = obj.config(db=db)
     engine = connect(cfg.db_url, must_exist=False)
-    init_source_tables(engine, constraints=not no_constraints, drop=drop)
-    console.print(f"platform tables ready in {safe_url(cfg.db_url)}")
+    created = init_source_tables(engine, constraints=not no_constraints, drop=drop)
+    kept = [t for t in SOURCE_TABLES if t not in created]
+    console.print(
+        f"platform tables in {safe_url(cfg.db_url)}: created {created or 'none'}; already there {kept or 'none'}"
+    )
 
 
 # ------------------------------------------------------------- simulate --
 @main.group(invoke_without_command=True)
-@click.option("--players", type=click.IntRange(min=1), help="Number of players (default from configs/simulator.yaml).")
+@click.option(
+    "--players", type=click.IntRange(min=100), help="Number of players (default from configs/simulator.yaml)."
+)
 @click.option("--days", type=click.IntRange(min=30), help="Days of history.")
-@click.option("--seed", type=int, help="Random seed (same seed, same world).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (same seed, same world).")
 @click.option("--end", metavar="TIME", help="The as-of time the history ends at (ISO, UTC).")
 @db_option
 @click.option("--truth", "truth_dir", metavar="DIR", help="Where the ground truth goes (default <home>/truth).")
@@ -282,18 +286,31 @@ def run_segmentation(cfg: Any, as_of: datetime | None, out: Path | None) -> Any:
 
 # ------------------------------------------------------------------ run --
 @main.command("run")
-@click.option("--players", type=click.IntRange(min=1), default=20_000, show_default=True)
-@click.option("--days", type=click.IntRange(min=30), default=150, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--players", type=click.IntRange(min=100), help="Players (default from configs/simulator.yaml).")
+@click.option("--days", type=click.IntRange(min=30), help="Days of history (default from configs/simulator.yaml).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (default from configs/simulator.yaml).")
 @click.pass_obj
 @friendly_errors
-def run_all(obj: Context, players: int, days: int, seed: int) -> None:
-    """The main job on the embedded default: simulate, validate, segment, summarise."""
-    cfg = obj.config({"simulator": {"players": players, "days": days, "seed": seed}})
+def run_all(obj: Context, players: int | None, days: int | None, seed: int | None) -> None:
+    """The main job on the embedded default: simulate, validate, segment, summarise.
+
+    It always works on the SQLite files under the home (it replaces the simulated
+    platform there), never on a database given with --db or REKINDLE_DB_URL."""
+    from rekindle.config import sqlite_url
+
+    over = {k: v for k, v in (("players", players), ("days", days), ("seed", seed)) if v is not None}
+    cfg = obj.config({"simulator": over} if over else None)
+    embedded = sqlite_url(cfg.home / "platform.db")
+    if cfg.db_url != embedded:
+        from rekindle.platform.db import safe_url
+
+        console.print(f"[yellow]note:[/] `run` uses the embedded default {embedded}, not {safe_url(cfg.db_url)}")
+    cfg = cfg.model_copy(update={"db_url": embedded, "system_db_url": sqlite_url(cfg.home / "rekindle.db")})
     console.rule("1. simulate the platform")
     summary = run_simulation(cfg, cfg.path("truth"), overwrite=True)
     console.rule("2. validate it")
-    ok = run_validation(cfg, None, None)
+    # the simulated world may end after this machine's clock: judge "future" from its as-of time then
+    ok = run_validation(cfg, max(summary.as_of, datetime.now(UTC).replace(tzinfo=None)), None)
     if not ok:
         err_console.print("[bold red]validation failed; stopping[/]")
         sys.exit(1)

@@ -15,12 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rekindle.errors import RekindleError
+
 CONFIG_ENV = "REKINDLE_CONFIG"
 HOME_ENV = "REKINDLE_HOME"
 DB_ENV = "REKINDLE_DB_URL"
 
 
-class ConfigError(ValueError):
+class ConfigError(RekindleError, ValueError):
     """A configuration file or override is missing or invalid."""
 
 
@@ -214,9 +216,9 @@ class Drift(_Strict):
 
 
 class Simulator(_Strict):
-    players: int = Field(ge=1)
+    players: int = Field(ge=100)
     days: int = Field(ge=30)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     end: datetime
     population: Population
     activity: Activity
@@ -249,6 +251,20 @@ class Config(_Strict):
         unknown = sorted(set(self.simulator.campaigns.rule_event_by_game.values()) - names)
         if unknown:
             raise ValueError(f"simulator.campaigns.rule_event_by_game names event types not in the catalog: {unknown}")
+        drift, channels = self.simulator.drift, set(self.simulator.population.channels)
+        if drift.channel_mix is not None:
+            bad = sorted(set(drift.channel_mix) - channels)
+            if bad or any(v < 0 for v in drift.channel_mix.values()) or sum(drift.channel_mix.values()) <= 0:
+                raise ValueError(
+                    f"drift channel mix {drift.channel_mix} must give non-negative weights with a positive sum "
+                    f"to known channels {sorted(channels)}" + (f"; unknown: {bad}" if bad else "")
+                )
+        bad_events = sorted(set(drift.event_multiplier) - names)
+        if bad_events or any(v < 0 for v in drift.event_multiplier.values()):
+            raise ValueError(
+                f"drift event multipliers {drift.event_multiplier} must be >= 0 for catalog event types {sorted(names)}"
+                + (f"; unknown: {bad_events}" if bad_events else "")
+            )
         if self.simulator.campaigns.every_days < self.business.attribution_days:
             raise ValueError(
                 f"simulator.campaigns.every_days is {self.simulator.campaigns.every_days} but must be at least "

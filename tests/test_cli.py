@@ -146,7 +146,7 @@ def test_segment_on_empty_platform_says_so(tmp_path: Path) -> None:
     assert invoke("--home", str(tmp_path), "db", "init", "--db", url)[0] == 0
     result = CliRunner().invoke(main, ["--home", str(tmp_path), "segment", "--db", url])
     assert result.exit_code == 2
-    assert "holds no events" in result.output
+    assert "holds no players" in result.output
 
 
 def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
@@ -214,3 +214,119 @@ def test_production_path_on_postgresql(pg_database_factory, tmp_path: Path) -> N
     assert stored == 1500
     public = set(sa.inspect(engine).get_table_names(schema="public"))
     assert public == {"players", "player_sessions", "promotions", "promotion_players", "money_flows"}
+
+
+def test_run_never_touches_a_database_given_with_db(tmp_path: Path) -> None:
+    other = tmp_path / "platform-of-record.db"
+    code, out = invoke(
+        "--home", str(tmp_path / "h"), "--db", f"sqlite:///{other}", "run", "--players", "500", "--days", "40"
+    )
+    assert code == 0, out
+    assert "uses the embedded default" in out
+    assert not other.exists()
+    assert (tmp_path / "h" / "platform.db").is_file()
+
+
+def test_segment_checks_out_path_before_any_work(world: Path, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    code, out = invoke(
+        "--home",
+        str(home),
+        "--db",
+        f"sqlite:///{world / 'platform.db'}",
+        "segment",
+        "--as-of",
+        _as_of(world),
+        "--out",
+        str(tmp_path / "segments.xlsx"),
+    )
+    assert code == 2
+    assert "'.xlsx' is not one of" in out
+    assert not (home / "rekindle.db").exists(), "nothing stored when the file cannot be written"
+
+
+def test_segment_refuses_an_as_of_before_the_first_player(world: Path) -> None:
+    code, out = invoke("--home", str(world), "segment", "--as-of", "1990-01-01T00:00:00")
+    assert code == 2
+    assert "before the first player registered" in out
+
+
+def test_default_as_of_ignores_invalid_future_rows(world: Path, tmp_path: Path) -> None:
+    db = tmp_path / "future.db"
+    db.write_bytes((world / "platform.db").read_bytes())
+    with sa.create_engine(f"sqlite:///{db}").begin() as conn:
+        conn.exec_driver_sql("UPDATE player_sessions SET \"startedAt\" = '2099-01-01 00:00:00.000000' WHERE id = 3")
+    code, out = invoke("--home", str(tmp_path / "h"), "segment", "--db", f"sqlite:///{db}")
+    assert code == 0, out
+    assert "player_sessions 1" in out
+    assert "2099" not in out.split("latest valid event")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ("", ".csv", "cannot read decisions"),
+        ('not,a\n"broken', ".csv", "cannot read decisions"),
+        ("garbage", ".parquet", "cannot read decisions"),
+        ("", ".xlsx", "must be .csv or .parquet"),
+    ],
+    ids=["empty-csv", "malformed-csv", "corrupt-parquet", "wrong-suffix"],
+)
+def test_respond_reports_unreadable_decision_files(
+    world: Path, tmp_path: Path, content: str, suffix: str, message: str
+) -> None:
+    path = tmp_path / f"decisions{suffix}"
+    path.write_text(content)
+    result = CliRunner().invoke(main, ["--home", str(world), "simulate", "respond", "--decisions", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_respond_refuses_unknown_drift_settings(world: Path, tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("player_id,event_type,reward,sent_at\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "--home",
+            str(world),
+            "simulate",
+            "respond",
+            "--decisions",
+            str(path),
+            "--drift-channel-mix",
+            '{"martians": 1}',
+        ],
+    )
+    assert result.exit_code == 2
+    assert "unknown: ['martians']" in result.output
+    result = CliRunner().invoke(
+        main, ["--home", str(world), "simulate", "respond", "--decisions", str(path), "--drift-event", "bogus=0.5"]
+    )
+    assert result.exit_code == 2
+    assert "unknown: ['bogus']" in result.output
+
+
+def test_simulate_refuses_an_existing_database_before_simulating(world: Path) -> None:
+    truth_before = (world / "truth" / "truth.parquet").stat().st_mtime
+    result = CliRunner().invoke(main, ["--home", str(world), "simulate", "--players", "3000", "--days", "60"])
+    assert result.exit_code == 2
+    assert "not empty" in result.output or "already exists" in result.output
+    assert "simulate 3,000 players" not in result.output, "refused before any work"
+    assert (world / "truth" / "truth.parquet").stat().st_mtime == truth_before
+
+
+def test_db_init_names_missing_contract_columns(tmp_path: Path) -> None:
+    db = tmp_path / "odd.db"
+    with sa.create_engine(f"sqlite:///{db}").begin() as conn:
+        conn.exec_driver_sql('CREATE TABLE players (id INTEGER PRIMARY KEY, "createdAt" TEXT)')
+    result = CliRunner().invoke(main, ["--home", str(tmp_path), "db", "init", "--db", f"sqlite:///{db}"])
+    assert result.exit_code == 2
+    assert "lack contract columns" in result.output and "vipLevel" in result.output
+
+
+def test_negative_seed_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--home", str(tmp_path), "simulate", "--seed", "-1"])
+    assert result.exit_code == 2
+    assert "-1" in result.output

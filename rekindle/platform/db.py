@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from rekindle.platform.schema import SOURCE_TABLES, build_metadata
+from rekindle.errors import RekindleError
+from rekindle.platform.schema import COLUMN_KINDS, SOURCE_TABLES, build_metadata
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(RekindleError, RuntimeError):
     """The database cannot be reached or does not hold what was expected."""
 
 
@@ -73,12 +74,28 @@ def connect(url: str, *, must_exist: bool = True) -> Engine:
     return engine
 
 
-def init_source_tables(engine: Engine, *, constraints: bool = True, drop: bool = False) -> None:
-    """Create the contract's tables (``drop`` first removes any that exist)."""
+def init_source_tables(engine: Engine, *, constraints: bool = True, drop: bool = False) -> list[str]:
+    """Create the contract's tables that are missing (``drop`` first removes any that
+    exist) and return the ones created. Tables already there must have the contract's
+    columns: a :class:`DatabaseError` names the ones they lack."""
     md = build_metadata(constraints=constraints)
     if drop:
         md.drop_all(engine)
+    before = set(sa.inspect(engine).get_table_names())
     md.create_all(engine)
+    inspector = sa.inspect(engine)
+    lacking = {
+        t: sorted(set(COLUMN_KINDS[t]) - {c["name"] for c in inspector.get_columns(t)})
+        for t in SOURCE_TABLES
+        if t in before
+    }
+    lacking = {t: cols for t, cols in lacking.items() if cols}
+    if lacking:
+        raise DatabaseError(
+            f"existing tables in {safe_url(str(engine.url))} lack contract columns {lacking}; "
+            "fix them or pass --drop to recreate the tables (destroys their data)"
+        )
+    return [t for t in SOURCE_TABLES if t not in before]
 
 
 def missing_tables(engine: Engine, tables: Iterable[str] = SOURCE_TABLES) -> list[str]:

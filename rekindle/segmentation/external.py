@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from rekindle.config import Config
+from rekindle.errors import RekindleError
 from rekindle.platform.db import connect, read_sql, safe_url
 from rekindle.segmentation.activity import load_player_activity
 from rekindle.segmentation.classify import ACTIVE_STATUS, SEGMENT_COLUMNS, classify
@@ -27,7 +28,7 @@ from rekindle.segmentation.classify import ACTIVE_STATUS, SEGMENT_COLUMNS, class
 SEGMENT_NAME_MAX = 64  # the width of segments.segment in the system store
 
 
-class SegmentationError(ValueError):
+class SegmentationError(RekindleError, ValueError):
     """The segmentation cannot be produced as configured (e.g. a bad external table)."""
 
 

@@ -73,15 +73,29 @@ def write_segments_file(frame: pd.DataFrame, path: str | Path) -> Path:
     SegmentationError
         If the suffix is not one of :data:`FILE_FORMATS`.
     """
+    target = check_segments_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    if target.suffix.lower() == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    tmp.replace(target)  # readers never see a half-written file
+    return target
+
+
+def check_segments_path(path: str | Path) -> Path:
+    """Fail early on a segments path that cannot be written: bad suffix, a directory."""
     target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in FILE_FORMATS:
+    if target.suffix.lower() not in FILE_FORMATS:
         raise SegmentationError(
             f"cannot write segments to {str(target)!r}: the suffix {target.suffix!r} is not one of {list(FILE_FORMATS)}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        frame.to_csv(target, index=False)
-    else:
-        frame.to_parquet(target, index=False)
+    if target.is_dir():
+        raise SegmentationError(f"cannot write segments to {str(target)!r}: it is a directory")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SegmentationError(f"cannot write segments to {str(target)!r}: {str(parent)!r} is not a directory")
+            break
     return target

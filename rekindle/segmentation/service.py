@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 from rekindle.config import Config
 from rekindle.platform.db import DatabaseError, connect, require_tables, safe_url
 from rekindle.segmentation.classify import summarise
-from rekindle.segmentation.pipeline import segment_players, write_segments_file
+from rekindle.segmentation.external import SegmentationError
+from rekindle.segmentation.pipeline import check_segments_path, segment_players, write_segments_file
 from rekindle.store import SystemStore
 from rekindle.validation.checks import excluded_counts, row_filters
 
@@ -35,33 +36,44 @@ class SegmentationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def latest_event_time(engine: Engine) -> datetime:
-    """The time just after the latest event in the platform database."""
+def event_time_range(engine: Engine, filters: dict[str, str] | None = None) -> tuple[datetime, datetime]:
+    """The first registration and the time just after the latest event (valid rows only, when filtered)."""
     latest: list[datetime] = []
     with engine.connect() as conn:
+        first = conn.execute(
+            sa.text(f'SELECT MIN("createdAt") FROM "players" WHERE {_where(filters, "players")}')
+        ).scalar()
         for table, column in EVENT_TIMES:
-            value = conn.execute(sa.text(f'SELECT MAX("{column}") FROM "{table}"')).scalar()
+            value = conn.execute(
+                sa.text(f'SELECT MAX("{column}") FROM "{table}" WHERE {_where(filters, table)}')
+            ).scalar()
             if value is not None:
                 latest.append(pd.Timestamp(value).to_pydatetime())
-    if not latest:
-        raise DatabaseError(
-            f"{safe_url(str(engine.url))} holds no events: nothing to segment (pass --as-of or fill the database)"
-        )
-    return max(latest).replace(microsecond=0) + timedelta(seconds=1)
+    if first is None or not latest:
+        raise DatabaseError(f"{safe_url(str(engine.url))} holds no players: nothing to segment")
+    return pd.Timestamp(first).to_pydatetime(), max(latest).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _where(filters: dict[str, str] | None, table: str) -> str:
+    return filters[table].replace(":", "\\:") if filters else "1 = 1"
 
 
 def segment_and_store(
     config: Config, as_of: datetime | None, out: Path | None, *, now: datetime | None = None
 ) -> SegmentationResult:
-    """Segment every player at ``as_of`` (default: just after the latest event),
-    leaving out rows the validator marks invalid, and store the result."""
+    """Segment every player at ``as_of`` (default: just after the latest valid event),
+    leaving out rows the validator marks invalid, write ``out`` (if given), then store.
+
+    Rows count as "in the future" after the later of the clock and ``as_of``, so
+    a simulated world ahead of the clock keeps its rows.
+    """
+    if out is not None:
+        check_segments_path(out)
     engine = connect(config.db_url)
     require_tables(engine)
     notes: list[str] = []
-    if as_of is None:
-        as_of = latest_event_time(engine)
-        notes.append(f"--as-of not given: using the time just after the latest event, {as_of:%Y-%m-%dT%H:%M:%S}")
-    check_time = now or datetime.now(UTC).replace(tzinfo=None)
+    clock = now or datetime.now(UTC).replace(tzinfo=None)
+    check_time = max(clock, as_of) if as_of is not None else clock
     excluded = {t: n for t, n in excluded_counts(engine, check_time).items() if n}
     filters = None  # filtering costs several times the segmentation itself: only when there is something to leave out
     if excluded:
@@ -70,15 +82,28 @@ def segment_and_store(
         notes.append(f"left out invalid rows (see `rekindle validate`): {left_out}")
     else:
         notes.append("no invalid rows to leave out")
+    first, after_latest = event_time_range(engine, filters)
+    if as_of is None:
+        as_of = after_latest
+        notes.append(f"--as-of not given: using the time just after the latest valid event, {as_of:%Y-%m-%dT%H:%M:%S}")
+    elif as_of <= first:
+        raise SegmentationError(
+            f"--as-of {as_of:%Y-%m-%dT%H:%M:%S} is before the first player registered ({first:%Y-%m-%dT%H:%M:%S}): "
+            "nobody to segment"
+        )
+    elif as_of > after_latest + timedelta(days=config.business.dormancy_days):
+        notes.append(
+            f"[yellow]warning:[/] --as-of is {(as_of - after_latest).days} days after the latest event "
+            f"({after_latest:%Y-%m-%dT%H:%M:%S}): every player will look dormant"
+        )
     segments = segment_players(engine, as_of, config, filters=filters)
-    store = SystemStore(config.system_db_url)
-    store.write_segments(segments, as_of)
-    notes.append(
-        f"stored {len(segments):,} rows in {safe_url(config.system_db_url)} (segments, as_of {as_of:%Y-%m-%dT%H:%M:%S})"
-    )
     out_path = None
     if out is not None:
         out_path = write_segments_file(segments.assign(as_of=pd.Timestamp(as_of)), out)
         notes.append(f"wrote {out_path}")
+    SystemStore(config.system_db_url).write_segments(segments, as_of)
+    notes.append(
+        f"stored {len(segments):,} rows in {safe_url(config.system_db_url)} (segments, as_of {as_of:%Y-%m-%dT%H:%M:%S})"
+    )
     engine.dispose()
     return SegmentationResult(as_of, segments, summarise(segments), excluded, out_path, notes)

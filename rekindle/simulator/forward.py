@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from rekindle.config import Config
+from rekindle.errors import RekindleError
 from rekindle.simulator.campaigns import SYSTEM
 from rekindle.simulator.engine import Decisions, Log, World
 from rekindle.simulator.history import finish_decisions, send_with_truth
@@ -23,19 +24,19 @@ from rekindle.simulator.population import draw_population
 REQUIRED = ("player_id", "event_type", "reward", "sent_at")
 
 
-class DecisionFileError(ValueError):
+class DecisionFileError(RekindleError, ValueError):
     """The decisions file cannot be applied; the message names the bad values."""
 
 
 def read_decisions(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DecisionFileError(f"decisions file not found: {path}")
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif path.suffix == ".csv":
-        frame = pd.read_csv(path)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise DecisionFileError(f"decisions file must be .csv or .parquet, got {path.name!r}")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:  # empty, malformed or corrupt files
+        raise DecisionFileError(f"cannot read decisions from {path}: {str(exc).splitlines()[0]}") from exc
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise DecisionFileError(f"{path} lacks columns {missing}; expected {list(REQUIRED)} (propensity optional)")

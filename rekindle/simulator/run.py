@@ -4,6 +4,7 @@ history and ground truth, and move it forward with given decisions."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ from rekindle.simulator.plots import plot_calibration
 from rekindle.simulator.state import WorldStateError, commit_world, load_world, recover_world, save_world, stage_world
 from rekindle.simulator.tables import IdStart, PlatformTables, build_tables, status_on
 from rekindle.simulator.truth import asof_truth, calibration
-from rekindle.simulator.writer import append_to_platform, write_new_platform
+from rekindle.simulator.writer import append_to_platform, check_new_platform, write_new_platform
 
 
 @dataclass
@@ -63,8 +64,11 @@ def fingerprint(url: str) -> dict[str, int]:
 def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Console) -> SimulationSummary:
     """Simulate ``config.simulator`` and write the platform DB and the truth."""
     sim = config.simulator
+    if truth_dir.exists() and not truth_dir.is_dir():
+        raise FileExistsError(f"--truth {truth_dir} is a file, not a directory")
     if truth_dir.exists() and any(truth_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{truth_dir} is not empty; pass --overwrite to replace the truth there")
+    check_new_platform(config.db_url, overwrite=overwrite)  # before minutes of work, not after
     with _progress(console) as bar:
         task = bar.add_task(f"simulate {sim.players:,} players", total=sim.days)
         history = simulate_history(config, on_day=lambda d: bar.advance(task))
@@ -83,27 +87,33 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
             window=config.business.attribution_days,
         )
         bar.advance(t2)
-    _write(tables, lambda cb: write_new_platform(config.db_url, tables, overwrite=overwrite, progress=cb), console)
 
-    if truth_dir.exists():
-        shutil.rmtree(truth_dir)
-    truth_dir.mkdir(parents=True)
-    truth.to_parquet(truth_dir / "truth.parquet", index=False)
-    history.decisions.to_parquet(truth_dir / "decisions.parquet", index=False)
+    # the truth is built aside and swapped in whole, so a failure never leaves half of one
+    staging = truth_dir.with_name(truth_dir.name + ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    truth.to_parquet(staging / "truth.parquet", index=False)
+    history.decisions.to_parquet(staging / "decisions.parquet", index=False)
     cal = calibration(truth, history.decisions, world, config)
     cal["as_of"] = history.as_of.isoformat()
-    plot_calibration(cal, history.decisions, truth_dir / "calibration.png")
-    (truth_dir / "calibration.json").write_text(json.dumps(cal, indent=1, default=str))
+    os.environ.setdefault("MPLCONFIGDIR", str(config.path("cache", "matplotlib")))  # keep state under the home
+    plot_calibration(cal, history.decisions, staging / "calibration.png")
+    (staging / "calibration.json").write_text(json.dumps(cal, indent=1, default=str))
     world.pop.to_frame().assign(player_id=np.arange(1, len(world.pop) + 1)).to_parquet(
-        truth_dir / "players.parquet", index=False
+        staging / "players.parquet", index=False
     )
     save_world(
         world,
-        truth_dir,
+        staging,
         day0=history.day0,
-        db_fingerprint=fingerprint(config.db_url),
+        db_fingerprint={name: int(frame["id"].max()) if len(frame) else 0 for name, frame in tables.items()},
         extra={"seed": sim.seed, "db_url": safe_url(config.db_url), "next_decision_id": world.n_decisions},
     )
+    _write(tables, lambda cb: write_new_platform(config.db_url, tables, overwrite=overwrite, progress=cb), console)
+    if truth_dir.exists():
+        shutil.rmtree(truth_dir)
+    staging.rename(truth_dir)
     return SimulationSummary(history.as_of, {n: len(f) for n, f in tables.items()}, cal, truth_dir)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rekindle.config import Config
+from rekindle.errors import RekindleError
 from rekindle.simulator.engine import RECENT_OFFERS, World
 from rekindle.simulator.population import Population
 from rekindle.simulator.response import EventTable
@@ -23,7 +24,7 @@ STAGED_DIR = "world.staged"
 DYNAMIC = ("engaged", "lapse_day", "last_session", "cum_deposits")
 
 
-class WorldStateError(RuntimeError):
+class WorldStateError(RekindleError, RuntimeError):
     """The saved world is missing or does not match the database."""
 
 

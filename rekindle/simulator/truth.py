@@ -14,8 +14,13 @@ import numpy as np
 import pandas as pd
 
 from rekindle.config import Config
+from rekindle.errors import RekindleError
 from rekindle.simulator.engine import World
 from rekindle.simulator.response import window_truth
+
+
+class EmptyWorldError(RekindleError, ValueError):
+    """A simulated world too small to have dormant candidates."""
 
 
 def asof_truth(world: World, config: Config) -> pd.DataFrame:
@@ -71,6 +76,10 @@ def calibration(truth: pd.DataFrame, decisions: pd.DataFrame, world: World, conf
     n_players = int(registered.sum())
     n_dormant = int(world.dormant(world.day)[registered].sum())
     offers = truth[truth["event_type"] != "none"]
+    if offers.empty:
+        raise EmptyWorldError(
+            "the simulated world has no dormant candidates at its as-of time: simulate more players or more days"
+        )
     per_arm = offers.groupby(["event_type", "reward"]).agg(
         mean_incremental_net=("incremental_net_value", "mean"),
         share_losing=("incremental_net_value", lambda x: float((x < 0).mean())),

@@ -28,13 +28,31 @@ from rekindle.simulator.tables import PlatformTables
 Progress = Callable[[str, int], None]
 
 
-def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress | None = None) -> None:
-    """Create the platform database at ``url`` holding exactly ``tables``."""
+def check_new_platform(url: str, *, overwrite: bool) -> None:
+    """Fail before any work if ``url`` cannot take a new platform (exists without ``overwrite``, unreachable)."""
     url = normalise_url(url)
     path = sqlite_path(url)
     if path is not None:
         if path.exists() and not overwrite:
             raise DatabaseError(f"{path} already exists; pass --overwrite to replace it")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise DatabaseError(f"cannot create {path}: {path.parent} is not a directory")
+        return
+    engine = connect(url)
+    present = set(sa.inspect(engine).get_table_names()) & set(SOURCE_TABLES)
+    engine.dispose()
+    if present and not overwrite:
+        raise DatabaseError(
+            f"{safe_url(url)} already has platform tables {sorted(present)}; pass --overwrite to replace them"
+        )
+
+
+def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress | None = None) -> None:
+    """Create the platform database at ``url`` holding exactly ``tables``."""
+    check_new_platform(url, overwrite=overwrite)
+    url = normalise_url(url)
+    path = sqlite_path(url)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -53,11 +71,6 @@ def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, pro
         return
 
     engine = connect(url)
-    present = set(sa.inspect(engine).get_table_names()) & set(SOURCE_TABLES)
-    if present and not overwrite:
-        raise DatabaseError(
-            f"{safe_url(url)} already has platform tables {sorted(present)}; pass --overwrite to replace them"
-        )
     md = build_metadata()
     with engine.begin() as conn:
         md.drop_all(conn)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeEngine
 
+from rekindle.errors import RekindleError
 from rekindle.platform.db import safe_url
 from rekindle.platform.schema import COLUMN_KINDS, SOURCE_TABLES
 from rekindle.validation.rules import RowCheck, Severity, declared_checks, generic_checks
@@ -39,7 +40,7 @@ EXAMPLES = 5
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 
-class UnsupportedDatabaseError(ValueError):
+class UnsupportedDatabaseError(RekindleError, ValueError):
     """The database's SQL dialect is not one the checks are written for."""
 
 
