@@ -149,9 +149,5 @@ def run_forward(
     return log, finish_decisions(parts, world, day0), first_new
 
 
-def forward_days(plan: dict[int, Decisions], world: World) -> int:
-    return (max(plan) + world.window - world.day) if plan else 0
-
-
 def as_of_of(day0: datetime, day: int) -> datetime:
     return day0 + timedelta(days=day)
