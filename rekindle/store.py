@@ -62,11 +62,9 @@ class SystemStore:
         rows = frame.assign(as_of=pd.Timestamp(as_of))[[c.name for c in self.segments.columns]]
         with self.engine.begin() as conn:
             conn.execute(sa.delete(self.segments).where(self.segments.c.as_of == as_of))
-            table = f"{self.schema}.segments" if self.schema else "segments"
-            if self.schema:
+            if self.schema:  # bulk_insert names the table unqualified
                 conn.exec_driver_sql(f'SET LOCAL search_path TO "{self.schema}"')
-                table = "segments"
-            return bulk_insert(conn, table, rows)
+            return bulk_insert(conn, "segments", rows)
 
     def read_segments(self, as_of: datetime | None = None) -> pd.DataFrame:
         """The segments of ``as_of`` (default: the latest stored)."""

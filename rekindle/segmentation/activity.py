@@ -40,7 +40,7 @@ def naive_utc(moment: datetime) -> datetime:
     return moment
 
 
-def _source(table: str, alias: str, filters: dict[str, str]) -> str:
+def valid_rows(table: str, alias: str, filters: dict[str, str]) -> str:
     """``table`` as a FROM item, restricted to its valid rows when a filter is given."""
     expr = filters.get(table)
     if expr:
@@ -51,10 +51,10 @@ def _source(table: str, alias: str, filters: dict[str, str]) -> str:
 
 
 def _queries(filters: dict[str, str]) -> dict[str, str]:
-    players = _source("players", "p", filters)
-    sessions = _source("player_sessions", "s", filters)
-    flows = _source("money_flows", "mf", filters)
-    claims = _source("promotion_players", "pp", filters)
+    players = valid_rows("players", "p", filters)
+    sessions = valid_rows("player_sessions", "s", filters)
+    flows = valid_rows("money_flows", "mf", filters)
+    claims = valid_rows("promotion_players", "pp", filters)
     return {
         "players": f"""
             SELECT p.id AS player_id, p."createdAt" AS created_at, p.status AS status

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from rekindle.config import Config
 from rekindle.platform.db import DatabaseError, connect, require_tables, safe_url
+from rekindle.segmentation.activity import valid_rows
 from rekindle.segmentation.classify import summarise
 from rekindle.segmentation.external import SegmentationError
 from rekindle.segmentation.pipeline import check_segments_path, segment_players, write_segments_file
@@ -41,21 +42,17 @@ def event_time_range(engine: Engine, filters: dict[str, str] | None = None) -> t
     latest: list[datetime] = []
     with engine.connect() as conn:
         first = conn.execute(
-            sa.text(f'SELECT MIN("createdAt") FROM "players" WHERE {_where(filters, "players")}')
+            sa.text(f'SELECT MIN("createdAt") FROM {valid_rows("players", "t", filters or {})}')
         ).scalar()
         for table, column in EVENT_TIMES:
             value = conn.execute(
-                sa.text(f'SELECT MAX("{column}") FROM "{table}" WHERE {_where(filters, table)}')
+                sa.text(f'SELECT MAX("{column}") FROM {valid_rows(table, "t", filters or {})}')
             ).scalar()
             if value is not None:
                 latest.append(pd.Timestamp(value).to_pydatetime())
     if first is None or not latest:
         raise DatabaseError(f"{safe_url(str(engine.url))} holds no players: nothing to segment")
     return pd.Timestamp(first).to_pydatetime(), max(latest).replace(microsecond=0) + timedelta(seconds=1)
-
-
-def _where(filters: dict[str, str] | None, table: str) -> str:
-    return filters[table].replace(":", "\\:") if filters else "1 = 1"
 
 
 def segment_and_store(
