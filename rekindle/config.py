@@ -129,6 +129,46 @@ class Segmentation(_Strict):
         return self
 
 
+# ---------------------------------------------------------------- features --
+class FeastStore(_Strict):
+    """Where Feast keeps its registry, offline and online stores (see docs/features.md)."""
+
+    mode: Literal["embedded", "production"] = "embedded"
+    project: str = Field("rekindle", pattern=r"^[a-z][a-z0-9_]*$")
+    # production: the PostgreSQL database holding the registry and the offline feature tables
+    # (null -> the system database, which must then be PostgreSQL)
+    postgres_url: str | None = None
+    registry_schema: str = Field("feast", pattern=r"^[a-z_][a-z0-9_]*$")
+    offline_schema: str = Field("features", pattern=r"^[a-z_][a-z0-9_]*$")
+    redis: str = "127.0.0.1:6379,db=0"  # Feast's connection string: host:port[,db=N][,password=...]
+
+
+class Features(_Strict):
+    games: list[str] = Field(["slots", "table", "sports", "poker", "casual"], min_length=1)
+    windows_days: list[int] = Field([7, 30, 90], min_length=1)
+    history_days: int | None = Field(None, ge=1)  # snapshots over the last N days before the as-of; null = all
+    embedding_dim: int = Field(3, ge=1, le=16)
+    cf_prior_strength: float = Field(5.0, ge=0)  # pseudo-offers shrinking a player's response rate to the mean
+    campaign_gap_minutes: int = Field(60, ge=1)  # offers sent closer than this belong to one campaign
+    chunk_players: int = Field(50_000, ge=100)
+    store: FeastStore = FeastStore()
+
+    @field_validator("windows_days")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v) or sorted(set(v)) != v:
+            raise ValueError(f"windows_days must be positive and strictly increasing, got {v}")
+        return v
+
+    @field_validator("games")
+    @classmethod
+    def _games(cls, v: list[str]) -> list[str]:
+        bad = [g for g in v if not g.isidentifier() or g != g.lower() or g == "other"]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"games must be unique lower-case identifiers other than 'other', got {v}")
+        return v
+
+
 # --------------------------------------------------------------- simulator --
 class Beta(_Strict):
     a: float = Field(gt=0)
@@ -244,6 +284,7 @@ class Config(_Strict):
     catalog: Catalog
     simulator: Simulator
     config_dir: Path
+    features: Features = Features()
 
     @model_validator(mode="after")
     def _catalog_matches_simulator(self) -> Config:

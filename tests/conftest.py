@@ -3,6 +3,7 @@ PostgreSQL at 127.0.0.1:5432 (one database per test session, dropped after)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -87,3 +88,46 @@ def config(tmp_path: Path):
     from rekindle.config import load_config
 
     return load_config(CONFIG_DIR, home=tmp_path / "home")
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(REDIS_PORT),
+    "--save", "", "--appendonly", "no",
+]  # fmt: skip
+
+
+def _redis_up() -> str | None:
+    """None if Redis answers, else why not (after one attempt to start it)."""
+    import redis
+
+    def ping() -> str | None:
+        try:
+            redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=2).ping()
+            return None
+        except redis.RedisError as exc:
+            return str(exc)
+
+    why = ping()
+    if why is None:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(REDIS_START, check=False, capture_output=True, timeout=30)
+    return ping()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A Redis database number of its own for this session (flushed before and after), as a Feast connection string."""
+    import redis
+
+    why = _redis_up()
+    if why is not None:
+        msg = f"Redis at {REDIS_HOST}:{REDIS_PORT} is DOWN and could not be started: {why}"
+        print(f"\n!!! SKIPPING REDIS TESTS: {msg}\n")
+        pytest.skip(msg)
+    db = 11
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+    client.flushdb()
+    yield f"{REDIS_HOST}:{REDIS_PORT},db={db}"
+    client.flushdb()

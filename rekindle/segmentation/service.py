@@ -17,7 +17,7 @@ from rekindle.segmentation.classify import summarise
 from rekindle.segmentation.external import SegmentationError
 from rekindle.segmentation.pipeline import check_segments_path, segment_players, write_segments_file
 from rekindle.store import SystemStore
-from rekindle.validation.checks import excluded_counts, row_filters
+from rekindle.validation.checks import filters_for_invalid_rows
 
 EVENT_TIMES = (
     ("players", "createdAt"),
@@ -71,10 +71,8 @@ def segment_and_store(
     notes: list[str] = []
     clock = now or datetime.now(UTC).replace(tzinfo=None)
     check_time = max(clock, as_of) if as_of is not None else clock
-    excluded = {t: n for t, n in excluded_counts(engine, check_time).items() if n}
-    filters = None  # filtering costs several times the segmentation itself: only when there is something to leave out
+    filters, excluded = filters_for_invalid_rows(engine, check_time)
     if excluded:
-        filters = row_filters(engine, check_time)
         left_out = ", ".join(f"{t} {n:,}" for t, n in excluded.items())
         notes.append(f"left out invalid rows (see `rekindle validate`): {left_out}")
     else:

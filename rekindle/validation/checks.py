@@ -249,3 +249,10 @@ def excluded_counts(engine: Engine, now: datetime) -> dict[str, int]:
             kept = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{t}" WHERE {filters[t]}')).scalar_one()
             out[t] = int(total) - int(kept)
     return out
+
+
+def filters_for_invalid_rows(engine: Engine, now: datetime) -> tuple[dict[str, str] | None, dict[str, int]]:
+    """The row filters to leave out invalid rows, or None when there is nothing to leave out
+    (filtering costs several times a plain read), and the per-table counts of rows left out."""
+    excluded = {t: n for t, n in excluded_counts(engine, now).items() if n}
+    return (row_filters(engine, now) if excluded else None), excluded
