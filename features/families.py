@@ -92,21 +92,28 @@ def money(cfg: Config) -> Family:
 def promotions(cfg: Config) -> Family:
     w = cfg.business.attribution_days
     resolved = (
-        f"an offer is resolved at T once its outcome is known before T: claimed (or deposited after) "
-        f"before T, or its {w}-day window ended before T"
+        f"for each rate, an offer is resolved at T once its outcome is known before T: the claim, deposit or "
+        f"session happened before T, or its {w}-day window ended before T"
     )
     feats = [
         _f("offers_lifetime", "offers sent before T"),
         _f("offers_30d", "offers sent in [T - 30 days, T)"),
-        _f("claim_rate", f"claimed / resolved offers ({resolved}; NaN: none resolved)"),
+        _f(
+            "claim_rate",
+            f"claimed / resolved offers ({resolved}; a claim after the window counts once made; NaN: none)",
+        ),
         _f("deposit_rate", f"offers followed by a deposit within {w} days / resolved offers (NaN: none resolved)"),
         _f("reengage_rate", f"offers followed by a session within {w} days / resolved offers (NaN: none resolved)"),
-        _f("days_since_last_offer", "days from the last offer sent to T (NaN: never offered)"),
+        _f(
+            "offers_resolved",
+            "catalog offers whose re-engagement outcome is known before T (the evidence behind the cf embedding)",
+        ),
+        _f("days_since_last_offer", "days from the last offer sent to T (ties: highest offer id; NaN: never offered)"),
         _f("last_reward", "reward of the last offer sent before T, KRW (NaN: never offered)"),
-        _f("bonus_sum_lifetime", "bonus KRW paid before T"),
+        _f("bonus_sum_lifetime", "bonus KRW paid before T (all bonus flows)"),
         _f(
             "bonus_to_deposit_ratio",
-            "bonus paid / KRW deposited before T (bonus hunting; NaN: neither, inf capped at 1e6)",
+            "bonus paid / KRW deposited before T (bonus hunting; NaN: neither; capped at 1e6, also with no deposit)",
         ),
     ]
     for e in cfg.catalog.event_types:
@@ -142,7 +149,13 @@ def segment(cfg: Config) -> Family:
         _f("is_dormant", "1 if dormant at T, else 0", "int"),
         _f("is_bonus_hunter", "1 if the bonus-hunter rule holds at T, else 0", "int"),
     )
-    return Family("segment", ENTITY, feats, "the segmentation of the foundation issue, at every snapshot")
+    return Family(
+        "segment",
+        ENTITY,
+        feats,
+        "the segmentation of the foundation issue, at every snapshot (status: the players row's current value, "
+        "the platform keeps no history)",
+    )
 
 
 def cf(cfg: Config) -> Family:

@@ -284,6 +284,121 @@ def run_segmentation(cfg: Any, as_of: datetime | None, out: Path | None) -> Any:
     return result
 
 
+# ------------------------------------------------------------- features --
+@main.group()
+def features() -> None:
+    """The feature store: build snapshots, materialise candidates, read features, build training sets."""
+
+
+class _Bars:
+    """Rich progress bars behind features.build.Progress callbacks."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description:<20}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def callbacks(self) -> Any:
+        from features.progress import Progress as Callbacks
+
+        def start(name: str, total: int) -> None:
+            self.tasks[name] = self.progress.add_task(name, total=max(total, 1))
+
+        def advance(name: str, n: int) -> None:
+            self.progress.advance(self.tasks[name], n)
+
+        return Callbacks(start, advance)
+
+    def __enter__(self) -> _Bars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+
+@features.command("build")
+@db_option
+@click.option(
+    "--as-of", "as_of", metavar="TIME", help="Last snapshot time (default: the first full hour after the latest event)."
+)
+@click.option(
+    "--since", metavar="TIME", help="Rebuild snapshots from this time on, keeping the older ones of the last build."
+)
+@click.pass_obj
+@friendly_errors
+def features_build(obj: Context, db: str | None, as_of: str | None, since: str | None) -> None:
+    """Compute daily point-in-time snapshots of every feature family into the offline store."""
+    from features.build import build_features
+    from rekindle.reporting import print_feature_build
+
+    cfg = obj.config(db=db)
+    with _Bars() as bars:
+        summary = build_features(
+            cfg, as_of=parse_time(as_of, "--as-of"), since=parse_time(since, "--since"), progress=bars.callbacks()
+        )
+    print_feature_build(console, summary)
+
+
+@features.command("materialize")
+@click.pass_obj
+@friendly_errors
+def features_materialize(obj: Context) -> None:
+    """Load the as-of features of the dormant candidates (and every event type) into the online store."""
+    from features.materialize import materialize
+
+    cfg = obj.config()
+    with _Bars() as bars:
+        summary = materialize(cfg, progress=bars.callbacks())
+    console.print(
+        f"materialised {summary.candidates:,} candidates as of {summary.as_of:%Y-%m-%dT%H:%M} "
+        f"({sum(summary.rows.values()):,} rows over {len(summary.rows)} views) in {summary.seconds:.1f} s "
+        f"= {summary.players_per_second:,.0f} players/s\nstore: {summary.store}"
+    )
+
+
+@features.command("show")
+@click.argument("player_ids", nargs=-1, type=int, required=True)
+@click.pass_obj
+@friendly_errors
+def features_show(obj: Context, player_ids: tuple[int, ...]) -> None:
+    """Print the online features of some players (as serving sees them)."""
+    from features.online import OnlineFeatures
+
+    online = OnlineFeatures(obj.config(), warm_up=False)
+    frame = online.players(list(player_ids)).set_index("player_id").T
+    console.print(frame.to_string())
+
+
+@features.command("training-set")
+@db_option
+@click.option(
+    "--as-of", "as_of", metavar="TIME", help="Labels known at this time (default: the feature build's as-of)."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Parquet file (default <home>/training/training_set.parquet)."
+)
+@click.pass_obj
+@friendly_errors
+def features_training_set(obj: Context, db: str | None, as_of: str | None, out: Path | None) -> None:
+    """Decision rows (offers and reconstructed no-offer rows) with labels and point-in-time features."""
+    from features.training_set import build_training_set
+    from rekindle.reporting import print_training_set
+
+    cfg = obj.config(db=db)
+    path = out or cfg.path("training", "training_set.parquet")
+    with _Bars() as bars:
+        ts = build_training_set(cfg, as_of=parse_time(as_of, "--as-of"), out=path, progress=bars.callbacks())
+    print_training_set(console, ts)
+
+
 # ------------------------------------------------------------------ run --
 @main.command("run")
 @click.option("--players", type=click.IntRange(min=100), help="Players (default from configs/simulator.yaml).")

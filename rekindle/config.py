@@ -150,7 +150,7 @@ class Features(_Strict):
     embedding_dim: int = Field(3, ge=1, le=16)
     cf_prior_strength: float = Field(5.0, ge=0)  # pseudo-offers shrinking a player's response rate to the mean
     campaign_gap_minutes: int = Field(60, ge=1)  # offers sent closer than this belong to one campaign
-    chunk_players: int = Field(50_000, ge=100)
+    chunk_players: int = Field(20_000, ge=100)
     store: FeastStore = FeastStore()
 
     @field_validator("windows_days")

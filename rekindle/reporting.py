@@ -81,3 +81,43 @@ def print_segments(console: Console, result: Any) -> None:
     console.print(t)
     for line in result.notes:
         console.print(line)
+
+
+def print_feature_build(console: Console, summary: Any) -> None:
+    for note in summary.notes:
+        console.print(note)
+    t = Table(title=f"feature snapshots as of {summary.as_of:%Y-%m-%dT%H:%M} (UTC)", show_header=True)
+    t.add_column("view")
+    t.add_column("rows", justify="right")
+    for view, n in summary.rows.items():
+        t.add_row(view, f"{n:,}")
+    console.print(t)
+    secs = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
+    console.print(
+        f"{summary.players:,} players x {summary.snapshots} daily snapshots "
+        f"from {summary.first_snapshot:%Y-%m-%dT%H:%M}"
+        f"\ntime: {secs}\nstore: {summary.store}"
+    )
+
+
+def print_training_set(console: Console, ts: Any) -> None:
+    rates = ts.label_rates()
+    t = Table(title=f"training set as of {ts.as_of:%Y-%m-%dT%H:%M}: {len(ts.frame):,} decision rows", show_header=True)
+    for col in ("arm", "rows", "re-engaged", "converted", "deposits KRW", "reward cost KRW", "net value KRW"):
+        t.add_column(col, justify="left" if col == "arm" else "right")
+    for r in rates.itertuples():
+        t.add_row(
+            str(r.arm),
+            f"{r.rows:,}",
+            f"{r.reengaged:.1%}",
+            f"{r.converted:.1%}",
+            f"{r.deposits:,.0f}",
+            f"{r.reward_cost:,.0f}",
+            f"{r.net_value:,.0f}",
+        )
+    console.print(t)
+    console.print(
+        f"{len(ts.campaigns):,} campaigns; left out {ts.open_windows:,} rows whose attribution window is still open"
+    )
+    if ts.path is not None:
+        console.print(f"wrote {ts.path}")

@@ -8,6 +8,7 @@ out in ``docs/segmentation.md``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,10 +49,111 @@ def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{what} lacks the columns {missing}; it has {list(frame.columns)}")
 
 
-def _lookup(values: np.ndarray, bounds: list[int], names: list[str]) -> np.ndarray:
-    """The name of the last bound at or below each value (values below the first get the first)."""
+def bound_index(values: np.ndarray, bounds: list[int]) -> np.ndarray:
+    """The index of the last bound at or below each value (values below the first bound get 0)."""
     idx = np.searchsorted(np.asarray(bounds), values, side="right") - 1
-    return np.asarray(names, dtype=object)[np.clip(idx, 0, None)]
+    return np.clip(idx, 0, None)
+
+
+def idle_state(
+    created: np.ndarray,
+    last: np.ndarray,
+    moment: np.ndarray | np.datetime64,
+    window: np.timedelta64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Days idle, registered long enough and dormant, element-wise.
+
+    Parameters
+    ----------
+    created, last : numpy.ndarray
+        datetime64 registration times and last session starts before ``moment`` (NaT: never played).
+    moment : numpy.ndarray or numpy.datetime64
+        The time(s) of the segmentation, broadcast against ``created``.
+    window : numpy.timedelta64
+        ``business.dormancy_days`` as a duration.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``days_idle`` (int64, whole days from the last session, or from registration
+        without one), ``registered`` (``created <= moment - window``) and ``is_dormant``
+        (registered and no session in ``[moment - window, moment)``).
+    """
+    since = np.where(np.isnat(last), created, last)
+    days_idle = np.floor_divide(moment - since, np.timedelta64(1, "D")).astype("int64")
+    registered = created <= moment - window
+    recent = last >= moment - window  # NaT compares False: never played = not recent
+    return days_idle, registered, registered & ~recent
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The rules' verdicts, element-wise; names come from :meth:`stage_names` and ``segment``."""
+
+    stage: np.ndarray  # int64 index into rules.stages; -1 when not dormant
+    tier: np.ndarray  # int64 index into rules.value_tiers
+    ratio: np.ndarray  # bonus / deposits: NaN with neither, inf with bonus only
+    is_hunter: np.ndarray
+    segment: np.ndarray  # object: the segment name
+
+
+def label_players(
+    status: np.ndarray | pd.Categorical,
+    registered: np.ndarray,
+    is_dormant: np.ndarray,
+    days_idle: np.ndarray,
+    deposits: np.ndarray,
+    bonus: np.ndarray,
+    claims: np.ndarray,
+    rules: Segmentation,
+) -> Labels:
+    """Apply the stage, tier, bonus-hunter and naming rules element-wise.
+
+    Shared by :func:`classify` (one row per player) and the feature snapshots
+    (one row per player and snapshot time), so both name segments alike.
+
+    Parameters
+    ----------
+    status : numpy.ndarray or pandas.Categorical
+        Player statuses (object array, or a Categorical: much faster over millions of rows).
+    registered, is_dormant, days_idle : numpy.ndarray
+        As returned by :func:`idle_state`.
+    deposits, bonus : numpy.ndarray
+        Lifetime deposits and bonus paid, KRW.
+    claims : numpy.ndarray
+        Offers claimed.
+    rules : Segmentation
+        Dormancy stages, value tiers and the bonus-hunter rule.
+
+    Returns
+    -------
+    Labels
+        The stage and tier indices, the bonus ratio, the hunter flag and the segment name.
+    """
+    n = len(status)
+    stage = np.where(is_dormant, bound_index(days_idle, [s.min_days for s in rules.stages]), -1)
+    tier = bound_index(deposits, [t.min_deposits for t in rules.value_tiers])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.asarray(bonus, dtype="float64") / np.asarray(deposits, dtype="float64")  # 0/0 NaN, b/0 inf
+    hunter = rules.bonus_hunter
+    is_hunter = (claims >= hunter.min_claims) & (ratio >= hunter.min_bonus_ratio)
+
+    # Names by integer code into one small table, so millions of rows cost no string work.
+    codes, statuses = pd.factorize(status, use_na_sentinel=True)
+    status_names = [s.replace("_", "-") if isinstance(s, str) else None for s in statuses]
+    stages = [s.name for s in rules.stages]
+    dormant_names = [f"{t.name} {s} dormant" for t in rules.value_tiers for s in stages]
+    k = len(status_names) + 1  # code -1 (missing status) -> the None appended at index k - 1
+    table = np.asarray(
+        [*status_names, None, NEW_PLAYER_SEGMENT, ACTIVE_SEGMENT, BONUS_HUNTER_SEGMENT, *dormant_names], dtype=object
+    )
+    is_active = np.asarray(status == ACTIVE_STATUS, dtype=bool)
+    code = np.select(
+        [~is_active, ~registered, ~is_dormant, is_hunter],
+        [np.where(codes < 0, k - 1, codes), np.full(n, k), np.full(n, k + 1), np.full(n, k + 2)],
+        default=k + 3 + tier * len(stages) + np.clip(stage, 0, None),
+    )
+    return Labels(stage=stage, tier=tier, ratio=ratio, is_hunter=is_hunter, segment=table[code])
 
 
 def empty_segments() -> pd.DataFrame:
@@ -116,42 +218,28 @@ def classify(
     if frame.empty:
         return empty_segments()
 
-    window = pd.Timedelta(days=business.dormancy_days)
-    created = pd.to_datetime(frame["created_at"])
-    last = pd.to_datetime(frame["last_session"])
-    days_idle = ((moment - last.fillna(created)) // pd.Timedelta(days=1)).to_numpy(dtype="int64")
-    registered = (created <= moment - window).to_numpy()
-    recent = (last >= moment - window).to_numpy()  # NaT compares False: never played = not recent
-    is_dormant = registered & ~recent
+    window = np.timedelta64(business.dormancy_days, "D")
+    created_at = pd.to_datetime(frame["created_at"]).to_numpy()
+    last = pd.to_datetime(frame["last_session"]).to_numpy()
+    days_idle, registered, is_dormant = idle_state(created_at, last, moment.to_datetime64(), window)
 
     status = frame["status"].astype(object).to_numpy()
-    is_active = status == ACTIVE_STATUS
-    stage = np.full(len(frame), None, dtype=object)
-    stage_names = _lookup(days_idle, [s.min_days for s in rules.stages], [s.name for s in rules.stages])
-    stage[is_dormant] = stage_names[is_dormant]
     deposits = frame["lifetime_deposits"].to_numpy(dtype="int64")
-    tier = _lookup(deposits, [t.min_deposits for t in rules.value_tiers], [t.name for t in rules.value_tiers])
-
-    bonus = frame["bonus_paid"].to_numpy(dtype="float64")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = bonus / deposits.astype("float64")  # 0/0 -> NaN, bonus/0 -> inf
     claims = frame["claims"].to_numpy(dtype="int64")
-    hunter_rule = rules.bonus_hunter
-    is_hunter = (claims >= hunter_rule.min_claims) & (ratio >= hunter_rule.min_bonus_ratio)
-
-    n = len(frame)
-    dormant_name = pd.Series(tier).str.cat(pd.Series(stage).fillna(""), sep=" ").add(" dormant").to_numpy(object)
-    status_name = pd.Series(status).str.replace("_", "-", regex=False).to_numpy(object)
-    segment = np.select(
-        [~is_active, ~registered, ~is_dormant, is_hunter],
-        [
-            status_name,
-            np.full(n, NEW_PLAYER_SEGMENT, dtype=object),
-            np.full(n, ACTIVE_SEGMENT, dtype=object),
-            np.full(n, BONUS_HUNTER_SEGMENT, dtype=object),
-        ],
-        default=dormant_name,
+    labels = label_players(
+        status,
+        registered,
+        is_dormant,
+        days_idle,
+        deposits,
+        frame["bonus_paid"].to_numpy(dtype="float64"),
+        claims,
+        rules,
     )
+    stage_names = np.asarray([s.name for s in rules.stages], dtype=object)
+    stage = np.where(labels.stage >= 0, stage_names[np.clip(labels.stage, 0, None)], None)
+    tier = np.asarray([t.name for t in rules.value_tiers], dtype=object)[labels.tier]
+    is_active = status == ACTIVE_STATUS
 
     out = pd.DataFrame(
         {
@@ -165,10 +253,10 @@ def classify(
             "lifetime_deposits": deposits,
             "deposit_count": frame["deposit_count"].to_numpy(dtype="int64"),
             "claims": claims,
-            "bonus_ratio": ratio,
+            "bonus_ratio": labels.ratio,
             "main_game": frame["main_game"].astype(object).where(frame["main_game"].notna(), None).to_numpy(),
-            "is_bonus_hunter": is_hunter,
-            "segment": segment,
+            "is_bonus_hunter": labels.is_hunter,
+            "segment": labels.segment,
         }
     )
     return out[list(SEGMENT_COLUMNS)]

@@ -1,0 +1,187 @@
+"""`rekindle features build`: platform database -> point-in-time snapshots -> offline store -> registry.
+
+Steps: leave out invalid rows (the validator's filters), load the per-day facts
+(:mod:`features.facts`), compute the daily snapshots of every family per chunk
+of players (:mod:`features.snapshots`, :mod:`features.cf`), write them to the
+offline store (:mod:`features.offline`, all or nothing) and apply the Feast
+repository. A manifest (``<home>/feast/build.json``) records what was built.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
+from features.content import event_type_content
+from features.facts import Facts, load_facts
+from features.families import ENTITY, Family, all_families
+from features.layout import FeatureStoreError, layout
+from features.manifest import store_description, write_manifest
+from features.offline import VIEW_MODES, read_view, writer
+from features.progress import Progress
+from features.repo import event_type_service_name, player_service_name
+from features.snapshots import player_snapshots, profile_frame, snapshot_days
+from features.store import open_store
+from rekindle.config import Config
+from rekindle.errors import RekindleError
+from rekindle.platform.db import connect, require_tables, safe_url
+from rekindle.segmentation.service import event_time_range
+from rekindle.validation.checks import filters_for_invalid_rows
+
+CONTENT_SINCE = datetime(1970, 1, 1)  # the catalog's attributes hold for any past decision
+
+
+class BuildError(RekindleError, ValueError):
+    """The build's arguments do not fit the data."""
+
+
+@dataclass
+class BuildSummary:
+    as_of: datetime
+    since: datetime | None
+    first_snapshot: datetime
+    snapshots: int
+    players: int
+    rows: dict[str, int]
+    seconds: dict[str, float]
+    store: str
+    left_out: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def default_as_of(after_latest: datetime) -> datetime:
+    """The first full hour at or after the latest event (so daily snapshots fall on round times)."""
+    hour = after_latest.replace(minute=0, second=0, microsecond=0)
+    return hour if hour == after_latest else hour + timedelta(hours=1)
+
+
+def _profile_rows(cfg: Config, facts: Facts, since: datetime | None, family: Family) -> pd.DataFrame:
+    """Profile values as seen now. First build: dated at registration (no history exists). Later builds
+    keep the old rows and add a row at the as-of for each player whose values changed (or who is new)."""
+    lay = layout(cfg)
+    if since is None or not lay.manifest_path.is_file():
+        return profile_frame(facts, stamp_at_registration=True)
+    old = read_view(lay, family)
+    latest = old.sort_values("event_timestamp").drop_duplicates(ENTITY, keep="last")
+    now = profile_frame(facts, stamp_at_registration=False)
+    merged = now.merge(latest, on=ENTITY, how="left", suffixes=("", "_old"), indicator=True)
+    new = merged["_merge"] == "left_only"
+    changed = pd.Series(False, index=merged.index)
+    for col in family.columns:
+        changed |= merged[col].astype(str) != merged[f"{col}_old"].astype(str)
+    fresh = profile_frame(facts, stamp_at_registration=True).set_index(ENTITY)
+    add_new = fresh.loc[merged.loc[new, ENTITY]].reset_index()
+    add_changed = now.loc[(changed & ~new).to_numpy()]
+    return pd.concat([old, add_new, add_changed], ignore_index=True)
+
+
+def build_features(
+    cfg: Config,
+    *,
+    as_of: datetime | None = None,
+    since: datetime | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> BuildSummary:
+    """Build the offline store of ``cfg`` from its platform database; see the module docstring."""
+    bar = progress or Progress()
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    engine = connect(cfg.db_url)
+    require_tables(engine)
+    clock = now or datetime.now(UTC).replace(tzinfo=None)
+    filters, left_out = filters_for_invalid_rows(engine, max(clock, as_of) if as_of else clock)
+    if left_out:
+        notes.append(
+            "left out invalid rows (see `rekindle validate`): " + ", ".join(f"{t} {n:,}" for t, n in left_out.items())
+        )
+    first, after_latest = event_time_range(engine, filters)
+    if as_of is None:
+        as_of = default_as_of(after_latest)
+        notes.append(
+            f"--as-of not given: using the first full hour after the latest valid event, {as_of:%Y-%m-%dT%H:%M}"
+        )
+    elif as_of <= first:
+        raise BuildError(
+            f"--as-of {as_of:%Y-%m-%dT%H:%M:%S} is not after the first registration ({first:%Y-%m-%dT%H:%M:%S}): "
+            "there is no history to build features from"
+        )
+    if since is not None and since > as_of:
+        raise BuildError(f"--since {since:%Y-%m-%dT%H:%M:%S} is after --as-of {as_of:%Y-%m-%dT%H:%M:%S}")
+    lay = layout(cfg)
+    if since is not None and not lay.manifest_path.is_file():
+        raise FeatureStoreError(
+            f"--since needs an earlier build in {lay.root}; run `rekindle features build` without it first"
+        )
+    seconds["validate"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    bar.start("load facts", 4)
+    facts = load_facts(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("load facts", 1))
+    engine.dispose()
+    seconds["load"] = time.perf_counter() - t
+
+    store = open_store(cfg)  # fails early if PostgreSQL or Redis is down
+    families = {f.view: f for f in all_families(cfg)}
+    days = snapshot_days(facts, cfg, since=since)
+    rows = dict.fromkeys(families, 0)
+    out = writer(lay, families.values(), VIEW_MODES, since)
+    try:
+        t = time.perf_counter()
+        factors = fit_event_factors(facts.offers, cfg, as_of, days)
+        seconds["cf_fit"] = time.perf_counter() - t
+        t = time.perf_counter()
+        bar.start("snapshots", len(facts.players))
+        created = facts.players.set_index(ENTITY)["created_at"]
+        for chunk in player_snapshots(facts, cfg, days):
+            for name, frame in chunk.items():
+                rows[f"player_{name}"] += out.write(families[f"player_{name}"], frame)
+            ids = chunk["activity"][ENTITY].unique()
+            emb = player_embeddings(facts.offers, factors, ids, days, created.loc[ids].to_numpy())
+            rows["player_cf"] += out.write(families["player_cf"], emb)
+            bar.advance("snapshots", len(ids))
+            del chunk, emb  # else the last chunk's frames stay alive while the next one is computed
+        rows["event_type_cf"] += out.write(families["event_type_cf"], event_type_embeddings(factors))
+        rows["event_type_content"] += out.write(families["event_type_content"], event_type_content(cfg, CONTENT_SINCE))
+        profile = _profile_rows(cfg, facts, since, families["player_profile"])
+        rows["player_profile"] += out.write(families["player_profile"], profile)
+        seconds["snapshots"] = time.perf_counter() - t
+        t = time.perf_counter()
+        out.commit()
+        seconds["commit"] = time.perf_counter() - t
+    except BaseException:
+        out.abort()
+        raise
+    first_snapshot = as_of + timedelta(days=int(days.min()))
+    summary = BuildSummary(
+        as_of=as_of,
+        since=since,
+        first_snapshot=first_snapshot,
+        snapshots=len(days),
+        players=len(facts.players),
+        rows=rows,
+        seconds=seconds,
+        store=store_description(cfg),
+        left_out=left_out,
+        notes=notes,
+    )
+    _write_manifest(cfg, summary)
+    del store
+    summary.seconds["total"] = time.perf_counter() - t0
+    return summary
+
+
+def _write_manifest(cfg: Config, summary: BuildSummary) -> None:
+    data: dict[str, Any] = asdict(summary)
+    data |= {
+        "db": safe_url(cfg.db_url),
+        "built_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "services": [player_service_name(), event_type_service_name()],
+    }
+    write_manifest(cfg, data)

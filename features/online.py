@@ -1,0 +1,52 @@
+"""Online feature reads for serving: one player (or a few) from the online store, in about a millisecond.
+
+The feature services are fetched once and reused (a fresh lookup per call costs
+~3.5 ms), and the store is warmed up on creation (the first read is 20-100 ms).
+Batch scoring of the whole base reads the offline store instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from features.families import ENTITY, EVENT_TYPE_KEY
+from features.layout import FeatureStoreError, layout
+from features.repo import event_type_service_name, player_service_name
+from features.store import open_store
+from rekindle.config import Config
+
+
+class OnlineFeatures:
+    """Reads the materialised features of players and event types."""
+
+    def __init__(self, cfg: Config, *, warm_up: bool = True) -> None:
+        lay = layout(cfg)
+        if not lay.manifest_path.is_file():
+            raise FeatureStoreError(f"no feature build in {lay.root}: run `rekindle features build` and `materialize`")
+        self.store = open_store(cfg, apply=False)
+        self.player_service = self.store.get_feature_service(player_service_name())
+        self.event_service = self.store.get_feature_service(event_type_service_name())
+        self.event_types = [e.name for e in cfg.catalog.event_types]
+        if warm_up:
+            self.players([0])
+            self.arms()
+
+    def players(self, player_ids: Sequence[int]) -> pd.DataFrame:
+        """One row per id, in order; features of players not in the online store are null."""
+        rows = [{ENTITY: int(p)} for p in player_ids]
+        resp = self.store.get_online_features(features=self.player_service, entity_rows=rows)
+        return pd.DataFrame(resp.to_dict())
+
+    def player(self, player_id: int) -> dict[str, Any]:
+        """The features of one player as a plain dict (None where unknown)."""
+        resp = self.store.get_online_features(features=self.player_service, entity_rows=[{ENTITY: int(player_id)}])
+        return {k: v[0] for k, v in resp.to_dict().items()}
+
+    def arms(self) -> pd.DataFrame:
+        """Content and collaborative features of every catalog event type."""
+        rows = [{EVENT_TYPE_KEY: e} for e in self.event_types]
+        resp = self.store.get_online_features(features=self.event_service, entity_rows=rows)
+        return pd.DataFrame(resp.to_dict())

@@ -1,0 +1,142 @@
+"""Training sets: decision rows (:mod:`features.decisions`) x features as of each decision (Feast's point-in-time join).
+
+Each row is one decision: an offer sent, or an eligible player who got no offer
+in that campaign. Its features come from ``get_historical_features``: for every
+view, the latest snapshot at or before the decision time, whose values use only
+platform rows strictly before that snapshot. Labels come from events strictly
+after the decision, within the attribution window.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.build import CONTENT_SINCE
+from features.content import event_type_content
+from features.decisions import build_decisions
+from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
+from features.join import ROW_ID, historical_features
+from features.layout import FeatureStoreError, layout
+from features.manifest import read_manifest
+from features.matching import collaborative_score, content_score, hybrid_score
+from features.offline import read_view
+from features.progress import Progress
+from features.store import open_store
+from rekindle.config import Config
+from rekindle.platform.db import connect
+from rekindle.validation.checks import filters_for_invalid_rows
+
+
+@dataclass
+class TrainingSet:
+    frame: pd.DataFrame
+    as_of: datetime
+    open_windows: int
+    campaigns: pd.DataFrame
+    seconds: dict[str, float] = field(default_factory=dict)
+    path: Path | None = None
+
+    def label_rates(self) -> pd.DataFrame:
+        """Per arm: rows and mean labels (the first look a data scientist takes)."""
+        g = self.frame.groupby("arm", sort=True)
+        out = g.agg(
+            rows=(ROW_ID, "size"),
+            reengaged=("reengaged", "mean"),
+            converted=("converted", "mean"),
+            deposits=("deposits", "mean"),
+            reward_cost=("reward_cost", "mean"),
+            net_value=("net_value", "mean"),
+        )
+        return out.reset_index()
+
+
+def own_type(wide: pd.DataFrame, event_types: pd.Series) -> np.ndarray:
+    """From a rows x event types frame, each row's value for its own event type (NaN for none or unknown)."""
+    idx = wide.columns.get_indexer(pd.Index(event_types))
+    values = wide.to_numpy(np.float64)[np.arange(len(wide)), np.maximum(idx, 0)]
+    return np.where(idx >= 0, values, np.nan)
+
+
+def add_match_scores(frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame) -> pd.DataFrame:
+    """The collaborative, content-based and hybrid match scores of each row's event type (NaN for no offer).
+
+    ``event_emb`` is the event_type_cf view (every snapshot); each row uses the latest snapshot at or before
+    its decision, like the point-in-time join.
+    """
+    k = cfg.features.embedding_dim
+    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: frame["decision_at"].to_numpy()})
+    collaborative = collaborative_score(player, event_emb)
+    content = content_score(frame, event_type_content(cfg, CONTENT_SINCE))[collaborative.columns]
+    hybrid = hybrid_score(
+        collaborative,
+        content,
+        frame["offers_resolved"].fillna(0).to_numpy(),
+        prior_offers=cfg.features.cf_prior_strength,
+    )
+    out = frame.copy()
+    for name, wide in (("collaborative", collaborative), ("content", content), ("hybrid", hybrid)):
+        out[f"match_{name}"] = own_type(wide, frame["event_type"])
+    return out
+
+
+def build_training_set(
+    cfg: Config,
+    *,
+    as_of: datetime | None = None,
+    out: Path | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> TrainingSet:
+    """Decision rows with labels and point-in-time features; written to ``out`` (Parquet) if given."""
+    bar = progress or Progress()
+    manifest = read_manifest(cfg)
+    built = manifest["as_of"]
+    as_of = as_of or built
+    if as_of > built:
+        raise FeatureStoreError(
+            f"--as-of {as_of:%Y-%m-%dT%H:%M:%S} is after the feature build's as-of {built:%Y-%m-%dT%H:%M:%S}: "
+            "rebuild the features up to it first"
+        )
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    engine = connect(cfg.db_url)
+    clock = now or datetime.now(UTC).replace(tzinfo=None)
+    filters, _ = filters_for_invalid_rows(engine, max(clock, as_of))
+    bar.start("decisions", 4)
+    decisions = build_decisions(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("decisions", 1))
+    engine.dispose()
+    seconds["decisions"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    bar.start("point-in-time join", 1)
+    rows = decisions.rows
+    store = open_store(cfg)
+    entity_df = pd.DataFrame(
+        {
+            ROW_ID: rows[ROW_ID].to_numpy(),
+            ENTITY: rows[ENTITY].to_numpy(),
+            EVENT_TYPE_KEY: rows["event_type"].astype(object).to_numpy(),
+            TIMESTAMP: pd.to_datetime(rows["decision_at"]).dt.tz_localize("UTC"),
+        }
+    )
+    feats = historical_features(store, entity_df, all_families(cfg))
+    bar.advance("point-in-time join", 1)
+    seconds["join"] = time.perf_counter() - t
+    feature_cols = [c for c in feats.columns if c not in (ENTITY, EVENT_TYPE_KEY, TIMESTAMP, ROW_ID)]
+    frame = rows.merge(feats[[ROW_ID, *feature_cols]], on=ROW_ID, how="left", validate="one_to_one")
+    event_emb = read_view(layout(cfg), next(f for f in all_families(cfg) if f.view == "event_type_cf"))
+    frame = add_match_scores(frame, cfg, event_emb)
+    path = None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+        path = out
+    return TrainingSet(frame, as_of, decisions.open_windows, decisions.campaigns, seconds, path)
