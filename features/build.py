@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
 from features.content import event_type_content
-from features.facts import Facts, load_facts
+from features.facts import FACT_STEPS, Facts, load_facts
 from features.families import ENTITY, Family, all_families
 from features.layout import FeatureStoreError, layout
 from features.manifest import store_description, write_manifest
@@ -122,7 +122,7 @@ def build_features(
     seconds["validate"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    bar.start("load facts", 4)
+    bar.start("load facts", len(FACT_STEPS))
     facts = load_facts(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("load facts", 1))
     engine.dispose()
     seconds["load"] = time.perf_counter() - t

@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.build import CONTENT_SINCE
 from features.content import event_type_content
+from features.decisions import STEPS as DECISION_STEPS
 from features.decisions import build_decisions
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
 from features.join import ROW_ID, historical_features
@@ -108,7 +109,7 @@ def build_training_set(
     engine = connect(cfg.db_url)
     clock = now or datetime.now(UTC).replace(tzinfo=None)
     filters, _ = filters_for_invalid_rows(engine, max(clock, as_of))
-    bar.start("decisions", 4)
+    bar.start("decisions", len(DECISION_STEPS))
     decisions = build_decisions(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("decisions", 1))
     engine.dispose()
     seconds["decisions"] = time.perf_counter() - t

@@ -180,3 +180,14 @@ def test_point_in_time_join_and_online_roundtrip(any_store: Config) -> None:
         features=store.get_feature_service("rekindle_player_v1"), entity_rows=[{ENTITY: 7}]
     ).to_dict()
     assert resp["days_since_last_session"][0] is None
+
+
+def test_every_feature_is_documented(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "features.md").read_text()
+    missing = [
+        f"{fam.view}.{f.name}"
+        for fam in all_families(store_config(tmp_path))
+        for f in fam.features
+        if f"`{f.name}`" not in docs
+    ]
+    assert not missing, f"docs/features.md does not document {missing}"
