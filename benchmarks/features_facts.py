@@ -1,8 +1,10 @@
 """Speed of the facts load (features/facts.py): wall time per step, rows and peak memory.
 
-    .venv/bin/python benchmarks/features_facts.py --db sqlite:////tmp/facts100k/platform.db
-    .venv/bin/python benchmarks/features_facts.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench \\
+    .venv/bin/python -m benchmarks.features_facts --db sqlite:////tmp/facts100k/platform.db
+    .venv/bin/python -m benchmarks.features_facts --db postgresql+psycopg://postgres@127.0.0.1:5432/bench \\
         --as-of 2026-10-05T10:00:00
+
+(``-m`` from the repository root: run by path, benchmarks/features.py would shadow the features package.)
 
 Simulate the world first, e.g. ``rekindle --home /tmp/facts100k simulate --players 100000 --days 180 --seed 1``.
 """

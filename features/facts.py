@@ -19,7 +19,6 @@ players registered before it: every ``player_id`` of the facts is in ``players``
 from __future__ import annotations
 
 import io
-import queue
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
@@ -40,7 +39,7 @@ from sqlalchemy.engine import Engine
 from features.families import OTHER_GAME
 from rekindle.config import Config
 from rekindle.errors import RekindleError
-from rekindle.platform.db import DatabaseError, require_tables, safe_url, sqlite_path
+from rekindle.platform.db import DatabaseError, require_tables, safe_url
 from rekindle.platform.schema import SOURCE_TABLES
 from rekindle.segmentation.activity import naive_utc
 
@@ -56,8 +55,7 @@ SORT_KEYS = {
 _EPOCH = datetime(1970, 1, 1)
 MONEY_TYPES = ("deposit", "withdrawal", "bonus")
 _SQLITE_CHUNK_ROWS = 500_000  # rowids per SQLite read: ~25 MB of CSV text
-_DUCKDB_MEMORY = "6GB"  # DuckDB spills to a temporary directory beyond this
-_SQLITE_READERS = 2  # SQLite reads chunks on two connections at once (it releases the GIL)
+_DUCKDB_MEMORY = "3GB"  # DuckDB spills to a temporary directory beyond this (1M players peak at 4.3 GiB RSS)
 
 # The columns each query needs from its source tables; the SQLite path copies exactly these.
 _SOURCE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
@@ -107,7 +105,7 @@ class EmptyHistoryError(RekindleError):
     """No player registered before the as-of time: there is nothing to build features from."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # frames have no truth value: compare Facts field by field
 class Facts:
     """A player history as of ``as_of``, aggregated per player and day bucket (see the module docstring).
 
@@ -411,39 +409,24 @@ def _postgres(engine: Engine) -> Iterator[Fetch]:
 
 # -------------------------------------------------------------------- SQLite --
 @contextmanager
-def _sqlite_readers(engine: Engine) -> Iterator[queue.Queue[sqlite3.Connection]]:
-    """Connections that read the SQLite file side by side (read-only), or the one connection of an in-memory DB.
-
-    They do not share a snapshot: the file must not be written during the load (the simulator is its only writer).
-    """
-    path = sqlite_path(str(engine.url))
-    pool: queue.Queue[sqlite3.Connection] = queue.Queue()
-    if path is None:
-        raw = engine.raw_connection()
-        pool.put(raw.driver_connection)  # type: ignore[arg-type]
-        try:
-            yield pool
-        finally:
-            raw.close()
-        return
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    opened = [sqlite3.connect(uri, uri=True, check_same_thread=False) for _ in range(_SQLITE_READERS)]
-    for conn in opened:
-        pool.put(conn)
+def _sqlite_snapshot(engine: Engine) -> Iterator[sqlite3.Connection]:
+    """One connection in one read transaction, so that every table is read as of the same moment."""
+    raw = engine.raw_connection()
     try:
-        yield pool
+        conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        if not conn.in_transaction:
+            conn.execute("BEGIN")
+        yield conn
     finally:
-        for conn in opened:
-            conn.close()
+        raw.close()  # the pool rolls the read transaction back
 
 
-def _sqlite_table(
-    pool: queue.Queue[sqlite3.Connection], table: str, as_of: datetime, filters: dict[str, str]
-) -> pa.Table:
+def _sqlite_table(conn: sqlite3.Connection, table: str, as_of: datetime, filters: dict[str, str]) -> pa.Table:
     """The needed columns of ``table``'s (valid) rows before ``as_of``, as Arrow.
 
     SQLite renders each chunk of rowids as one CSV text (``printf('%Q')`` quotes strings SQL-style
-    and writes NULL bare) and Arrow's parser types it: several times faster than building Python tuples.
+    and writes NULL bare) and Arrow's parser types it, while SQLite renders the next chunk:
+    several times faster than building Python tuples.
     """
     columns = _SOURCE_COLUMNS[table]
     where = [f"({filters[table]})"] if filters.get(table) else []
@@ -460,29 +443,18 @@ def _sqlite_table(
     convert = pcsv.ConvertOptions(
         column_types=columns, null_values=["NULL"], strings_can_be_null=True, quoted_strings_can_be_null=False
     )
-    conn = pool.get()
     try:
-        try:
-            lo, hi = conn.execute(f'SELECT MIN(rowid), MAX(rowid) FROM "{table}"').fetchone()
-            key = "rowid"
-        except sqlite3.OperationalError:  # a WITHOUT ROWID table: chunk by its id instead
-            lo, hi = conn.execute(f'SELECT MIN("id"), MAX("id") FROM "{table}"').fetchone()
-            key = '"id"'
-    finally:
-        pool.put(conn)
+        lo, hi = conn.execute(f'SELECT MIN(rowid), MAX(rowid) FROM "{table}"').fetchone()
+        key = "rowid"
+    except sqlite3.OperationalError:  # a WITHOUT ROWID table: chunk by its id instead
+        lo, hi = conn.execute(f'SELECT MIN("id"), MAX("id") FROM "{table}"').fetchone()
+        key = '"id"'
     sql = (
         f'SELECT CAST(group_concat({row}, char(10)) AS BLOB) FROM "{table}" '
         f"WHERE {key} >= ? AND {key} < ? AND {' AND '.join(where) or '1 = 1'}"
     )
 
-    def chunk(start: int) -> pa.Table | None:
-        conn = pool.get()
-        try:
-            (text,) = conn.execute(sql, (start, start + _SQLITE_CHUNK_ROWS)).fetchone()
-        finally:
-            pool.put(conn)
-        if text is None:
-            return None
+    def parsed(text: bytes) -> pa.Table:
         try:
             return pcsv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
         except pa.ArrowInvalid as exc:
@@ -492,15 +464,20 @@ def _sqlite_table(
             ) from exc
 
     starts = range(int(lo), int(hi) + 1, _SQLITE_CHUNK_ROWS) if lo is not None else range(0)
-    with ThreadPoolExecutor(pool.qsize()) as threads:
-        parts = [p for p in threads.map(chunk, starts) if p is not None]
+    with ThreadPoolExecutor(1) as parser:  # sqlite3 releases the GIL while it renders a chunk
+        pending = []
+        for start in starts:
+            (text,) = conn.execute(sql, (start, start + _SQLITE_CHUNK_ROWS)).fetchone()
+            if text is not None:
+                pending.append(parser.submit(parsed, text))
+        parts = [p.result() for p in pending]
     return pa.concat_tables(parts) if parts else pa.schema(list(columns.items())).empty_table()
 
 
 @contextmanager
 def _duckdb_over_sqlite(engine: Engine, as_of: datetime, filters: dict[str, str]) -> Iterator[Fetch]:
     """Queries run in an in-memory DuckDB holding copies of the SQLite tables (rows before ``as_of``, valid ones)."""
-    with _sqlite_readers(engine) as pool, tempfile.TemporaryDirectory(prefix="rekindle-duckdb-") as spill:
+    with _sqlite_snapshot(engine) as sqlite, tempfile.TemporaryDirectory(prefix="rekindle-duckdb-") as spill:
         con = duckdb.connect(
             config={
                 "autoinstall_known_extensions": False,  # never touch the network
@@ -512,7 +489,7 @@ def _duckdb_over_sqlite(engine: Engine, as_of: datetime, filters: dict[str, str]
 
         def fetch(name: str, sql: str, schema: pa.Schema) -> pa.Table:
             for table in _STEP_SOURCES[name]:
-                con.register(table, _sqlite_table(pool, table, as_of, filters))
+                con.register(table, _sqlite_table(sqlite, table, as_of, filters))
             return con.sql(sql).to_arrow_table()
 
         try:

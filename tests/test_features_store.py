@@ -191,3 +191,38 @@ def test_every_feature_is_documented(tmp_path: Path) -> None:
         if f"`{f.name}`" not in docs
     ]
     assert not missing, f"docs/features.md does not document {missing}"
+
+
+def test_bulk_sqlite_writer_writes_the_rows_feast_writes(tmp_path: Path) -> None:
+    """features.online_sqlite must stay byte-for-byte what Feast's SQLite writer stores (NaN, ints, strings too)."""
+    import sqlite3
+
+    from features.online_sqlite import write_view
+
+    tables = {}
+    for how in ("feast", "bulk"):
+        cfg = store_config(tmp_path / how, project="bulktest")
+        write_all(cfg)
+        store = open_store(cfg)
+        fams = all_families(cfg)
+        reset_online(store, [store.get_feature_view(f.view) for f in fams])
+        for fam in fams:
+            frame = read_view(layout(cfg), fam, at=AS_OF)
+            frame.loc[frame.index[::3], fam.columns[0]] = np.nan if fam.features[0].kind == "float" else None
+            if how == "feast":
+                store.write_to_online_store(fam.view, numpy_backed(frame))
+            else:
+                write_view(str(layout(cfg).root / "online.db"), "bulktest", fam, frame, chunk_rows=7)
+        con = sqlite3.connect(layout(cfg).root / "online.db")
+        tables[how] = {
+            fam.view: sorted(
+                con.execute(
+                    f'SELECT entity_key, feature_name, value, value_text, event_ts FROM "bulktest_{fam.view}"'
+                ).fetchall()
+            )
+            for fam in fams
+        }
+        con.close()
+    for view, rows in tables["feast"].items():
+        assert len(rows) > 0
+        assert rows == tables["bulk"][view], view

@@ -3,9 +3,9 @@
 Each stage runs as its own `rekindle` command under /usr/bin/time, so every figure is what a user gets
 (imports and all) and every peak RSS is that stage's own.
 
-    .venv/bin/python benchmarks/features.py --home /tmp/feat100k                       # simulate 100k x 180 first
-    .venv/bin/python benchmarks/features.py --home /tmp/feat1m --players 1000000
-    .venv/bin/python benchmarks/features.py --home /tmp/feat100k --skip-simulate --production \\
+    .venv/bin/python benchmarks/feature_store.py --home /tmp/feat100k                       # simulate 100k x 180 first
+    .venv/bin/python benchmarks/feature_store.py --home /tmp/feat1m --players 1000000
+    .venv/bin/python benchmarks/feature_store.py --home /tmp/feat100k --skip-simulate --production \\
         --pg postgresql+psycopg://postgres@127.0.0.1:5432/feat100k --redis 127.0.0.1:6379,db=5
 
 With --production the platform is simulated into (or read from) the PostgreSQL database given with --pg,
