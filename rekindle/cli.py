@@ -336,15 +336,17 @@ class _Bars:
 @friendly_errors
 def features_build(obj: Context, db: str | None, as_of: str | None, since: str | None) -> None:
     """Compute daily point-in-time snapshots of every feature family into the offline store."""
+    run_feature_build(obj.config(db=db), parse_time(as_of, "--as-of"), parse_time(since, "--since"))
+
+
+def run_feature_build(cfg: Any, as_of: datetime | None, since: datetime | None) -> Any:
     from features.build import build_features
     from rekindle.reporting import print_feature_build
 
-    cfg = obj.config(db=db)
     with _Bars() as bars:
-        summary = build_features(
-            cfg, as_of=parse_time(as_of, "--as-of"), since=parse_time(since, "--since"), progress=bars.callbacks()
-        )
+        summary = build_features(cfg, as_of=as_of, since=since, progress=bars.callbacks())
     print_feature_build(console, summary)
+    return summary
 
 
 @features.command("materialize")
@@ -352,9 +354,12 @@ def features_build(obj: Context, db: str | None, as_of: str | None, since: str |
 @friendly_errors
 def features_materialize(obj: Context) -> None:
     """Load the as-of features of the dormant candidates (and every event type) into the online store."""
+    run_materialize(obj.config())
+
+
+def run_materialize(cfg: Any) -> Any:
     from features.materialize import materialize
 
-    cfg = obj.config()
     with _Bars() as bars:
         summary = materialize(cfg, progress=bars.callbacks())
     console.print(
@@ -362,6 +367,7 @@ def features_materialize(obj: Context) -> None:
         f"({sum(summary.rows.values()):,} rows over {len(summary.rows)} views) in {summary.seconds:.1f} s "
         f"= {summary.players_per_second:,.0f} players/s\nstore: {summary.store}"
     )
+    return summary
 
 
 @features.command("show")
@@ -389,14 +395,18 @@ def features_show(obj: Context, player_ids: tuple[int, ...]) -> None:
 @friendly_errors
 def features_training_set(obj: Context, db: str | None, as_of: str | None, out: Path | None) -> None:
     """Decision rows (offers and reconstructed no-offer rows) with labels and point-in-time features."""
+    cfg = obj.config(db=db)
+    run_training_set(cfg, parse_time(as_of, "--as-of"), out or cfg.path("training", "training_set.parquet"))
+
+
+def run_training_set(cfg: Any, as_of: datetime | None, out: Path) -> Any:
     from features.training_set import build_training_set
     from rekindle.reporting import print_training_set
 
-    cfg = obj.config(db=db)
-    path = out or cfg.path("training", "training_set.parquet")
     with _Bars() as bars:
-        ts = build_training_set(cfg, as_of=parse_time(as_of, "--as-of"), out=path, progress=bars.callbacks())
+        ts = build_training_set(cfg, as_of=as_of, out=out, progress=bars.callbacks())
     print_training_set(console, ts)
+    return ts
 
 
 # ------------------------------------------------------------------ run --
@@ -407,7 +417,7 @@ def features_training_set(obj: Context, db: str | None, as_of: str | None, out: 
 @click.pass_obj
 @friendly_errors
 def run_all(obj: Context, players: int | None, days: int | None, seed: int | None) -> None:
-    """The main job on the embedded default: simulate, validate, segment, summarise.
+    """The main job on the embedded default: simulate, validate, segment, build features, train set.
 
     It always works on the SQLite files under the home (it replaces the simulated
     platform there), never on a database given with --db or REKINDLE_DB_URL."""
@@ -421,6 +431,10 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
 
         console.print(f"[yellow]note:[/] `run` uses the embedded default {embedded}, not {safe_url(cfg.db_url)}")
     cfg = cfg.model_copy(update={"db_url": embedded, "system_db_url": sqlite_url(cfg.home / "rekindle.db")})
+    if cfg.features.store.mode != "embedded":
+        console.print("[yellow]note:[/] `run` uses the embedded feature store, not features.store.mode: production")
+        store = cfg.features.store.model_copy(update={"mode": "embedded"})
+        cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"store": store})})
     console.rule("1. simulate the platform")
     summary = run_simulation(cfg, cfg.path("truth"), overwrite=True)
     console.rule("2. validate it")
@@ -431,6 +445,12 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
         sys.exit(1)
     console.rule("3. segment the players")
     run_segmentation(cfg, summary.as_of, cfg.path("segments", f"segments-{summary.as_of:%Y%m%dT%H%M}.parquet"))
+    console.rule("4. build the feature store")
+    run_feature_build(cfg, summary.as_of, None)
+    console.rule("5. load the candidates into the online store")
+    run_materialize(cfg)
+    console.rule("6. build the training set")
+    run_training_set(cfg, None, cfg.path("training", "training_set.parquet"))
     console.print(f"\nall state is under {cfg.home}")
 
 

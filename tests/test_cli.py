@@ -154,6 +154,9 @@ def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
     assert code == 0, out
     assert "PASSED" in out
     assert list((tmp_path / "segments").glob("*.parquet"))
+    assert "materialised" in out and (tmp_path / "feast" / "online.db").is_file()
+    training = pd.read_parquet(tmp_path / "training" / "training_set.parquet")
+    assert training["is_offer"].any() and (~training["is_offer"]).any()
 
 
 def test_respond_moves_the_world_and_the_database_stays_valid(tmp_path: Path) -> None:
