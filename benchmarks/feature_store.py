@@ -41,13 +41,13 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return float(secs), int(kb) / 2**20, proc.stdout
 
 
-def online_reads(home: Path, config: Path | None, n: int) -> tuple[float, float, float]:
+def online_reads(home: Path, config: Path | None, db: str | None, n: int) -> tuple[float, float, float]:
     """p50, p99 and max latency (ms) of single-player online reads of random candidates."""
     from features.families import ENTITY
     from features.online import OnlineFeatures
     from rekindle.config import load_config
 
-    cfg = load_config(config, home=home)
+    cfg = load_config(config, home=home, db_url=db)
     online = OnlineFeatures(cfg)  # warms up
     seg = pd.read_parquet(cfg.path("truth", "truth.parquet"), columns=[ENTITY])
     ids = np.random.default_rng(0).choice(seg[ENTITY].unique(), n)
@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--redis", default="127.0.0.1:6379,db=5")
     ap.add_argument("--reads", type=int, default=2_000)
     ap.add_argument("--no-training-set", action="store_true")
+    ap.add_argument("--skip-build", action="store_true", help="reuse the build and the online store under --home")
     args = ap.parse_args()
     home: Path = args.home.resolve()
     env = dict(os.environ, REKINDLE_HOME=str(home))
@@ -126,13 +127,14 @@ def main() -> None:
         sim = [REKINDLE, "simulate", "--players", str(args.players), "--days", str(args.days), "--seed", "1"]
         secs, peak, _ = timed([*sim, "--overwrite"], env)
         figures.append(("simulate", f"{secs:.0f} s, peak {peak:.2f} GiB"))
-    secs, peak, out = timed([REKINDLE, "features", "build"], env)
-    figures.append(("features build", f"{secs:.0f} s, peak {peak:.2f} GiB"))
-    print(out)
-    secs, peak, out = timed([REKINDLE, "features", "materialize"], env)
-    figures.append(("features materialize", f"{secs:.0f} s, peak {peak:.2f} GiB"))
-    print(out)
-    p50, p99, worst = online_reads(home, config, args.reads)
+    if not args.skip_build:
+        secs, peak, out = timed([REKINDLE, "features", "build"], env)
+        figures.append(("features build", f"{secs:.0f} s, peak {peak:.2f} GiB"))
+        print(out)
+        secs, peak, out = timed([REKINDLE, "features", "materialize"], env)
+        figures.append(("features materialize", f"{secs:.0f} s, peak {peak:.2f} GiB"))
+        print(out)
+    p50, p99, worst = online_reads(home, config, env.get("REKINDLE_DB_URL"), args.reads)
     figures.append(
         (f"online read, 1 player ({args.reads:,} reads)", f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.1f} ms")
     )

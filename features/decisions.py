@@ -26,26 +26,25 @@ campaign's eligible set (its eligible offers plus its no-offer rows). Rows are o
 by campaign, player id and offer id; ``row_id`` numbers them over every campaign
 *before* open windows are dropped, so a row keeps its id when the as-of time moves later.
 
-Each table is read as one CSV stream, whatever the backend (SQLite: ``group_concat``
-over rowid ranges; PostgreSQL: ``COPY ... TO STDOUT``), parsed by pyarrow; the rest is
-vectorised numpy on int64 microseconds.
+Offers, promotions, players, sessions and money flows are read in one read-only snapshot by
+:mod:`rekindle.platform.bulk` (CSV text parsed by pyarrow); the rest is vectorised numpy on int64
+microseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pcsv
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from rekindle.config import Config
 from rekindle.errors import RekindleError
+from rekindle.platform.bulk import BLOCK_BYTES, Columns, Snapshot, snapshot, ts_literal
 from rekindle.platform.db import read_sql, require_tables, safe_url
 from rekindle.platform.schema import SOURCE_TABLES
 from rekindle.segmentation.activity import naive_utc, valid_rows
@@ -66,7 +65,7 @@ NO_OFFER = "none"
 UNKNOWN_EVENT = "unknown"  # an offer whose promotion row is missing (or invalid)
 US_PER_DAY = 86_400_000_000
 SQLITE_CHUNK_ROWS = 1_000_000  # rowids per group_concat (SQLite caps a string at 1e9 bytes)
-PARSE_BYTES = 64 * 2**20  # CSV bytes parsed at a time
+PARSE_BYTES = BLOCK_BYTES  # PostgreSQL COPY bytes parsed at a time
 
 # what is read of each table: name -> (SQL expression, Arrow type of its CSV text)
 _TS, _INT, _FLOAT = pa.timestamp("us"), pa.int64(), pa.float64()
@@ -82,6 +81,7 @@ _PLAYERS = {
     "created": ('"createdAt"', _TS),
     "active": ("CASE WHEN status = 'active' THEN 1 ELSE 0 END", _INT),
 }
+_PROMOS = {"id": ("id", _INT), "type": ("type", pa.string())}
 _SESSIONS = {"player": ('"playerId"', _INT), "at": ('"startedAt"', _TS)}
 _DEPOSITS = {"player": ('"playerId"', _INT), "amount": ("amount", _FLOAT), "at": ('"createdAt"', _TS)}
 _BONUSES = {"offer": ('"promotionPlayerId"', _INT), "amount": ("amount", _FLOAT), "at": ('"createdAt"', _TS)}
@@ -103,82 +103,24 @@ class DecisionSet:
 
 
 # ------------------------------------------------------------------ reading --
-def _lines(blocks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
-    """Regroup a byte stream cut anywhere (PostgreSQL's COPY gives a row at a time) into chunks of
-    whole lines of about :data:`PARSE_BYTES`."""
-    buf = bytearray()
-    for block in blocks:
-        buf += block
-        if len(buf) >= PARSE_BYTES:
-            cut = buf.rfind(b"\n") + 1
-            with memoryview(buf) as view:
-                chunk = bytes(view[:cut])
-            del buf[:cut]
-            yield chunk
-    if buf:
-        yield bytes(buf)
-
-
-def _csv_table(chunks: Iterator[bytes], schema: dict[str, pa.DataType]) -> pa.Table:
-    """Parse chunks of whole CSV lines (no header) into one table typed by ``schema``."""
-    read = pcsv.ReadOptions(column_names=list(schema))
-    convert = pcsv.ConvertOptions(column_types=schema)
-    parts = [
-        pcsv.read_csv(pa.py_buffer(chunk), read_options=read, convert_options=convert) for chunk in chunks if chunk
-    ]
-    if not parts:
-        return pa.table({name: pa.array([], type=t) for name, t in schema.items()})
-    return pa.concat_tables(parts)
-
-
-def _chunks(engine: Engine, table: str, columns: list[str], where: str, params: dict, filters: dict) -> Iterator:
-    """CSV lines of ``SELECT columns FROM table WHERE where`` (valid rows only), in chunks of whole lines."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            # formatted inside SQLite, one string per rowid range, instead of a Python tuple per row
-            expr = filters.get(table)
-            valid = f"({expr.replace(':', chr(92) + ':')})" if expr else "1 = 1"
-            line = " || ',' || ".join(f"IFNULL({c}, '')" for c in columns)
-            sql = sa.text(
-                f'SELECT CAST(group_concat({line}, char(10)) || char(10) AS BLOB) FROM "{table}" '
-                f"WHERE rowid >= :_lo AND rowid < :_hi AND ({where}) AND {valid}"
-            )
-            lo, hi = conn.execute(sa.text(f'SELECT MIN(rowid), MAX(rowid) FROM "{table}"')).one()
-            for start in range(int(lo or 0), int(hi or -1) + 1, SQLITE_CHUNK_ROWS):
-                yield conn.execute(sql, {**params, "_lo": start, "_hi": start + SQLITE_CHUNK_ROWS}).scalar()
-            return
-        select = f"SELECT {', '.join(columns)} FROM {valid_rows(table, 't', filters)} WHERE {where}"
-        compiled = (
-            sa.text(f"COPY ({select}) TO STDOUT (FORMAT csv)").bindparams(**params).compile(dialect=engine.dialect)
-        )
-        raw = conn.connection.dbapi_connection
-        with raw.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute("SET LOCAL datestyle TO 'ISO, YMD'")
-            with cur.copy(str(compiled), compiled.params) as copy:  # type: ignore[attr-defined]
-                yield from _lines(copy)
-
-
 def _read(
-    engine: Engine,
+    db: Snapshot,
     table: str,
-    schema: dict[str, tuple[str, pa.DataType]],
+    schema: Columns,
     period: tuple[str, datetime, datetime],
-    filters: dict,
     where: str = "1 = 1",
 ) -> dict[str, np.ndarray]:
     """The valid rows of ``table`` whose time column ``period[0]`` (a key of ``schema``) lies in
     ``[period[1], period[2])``, as numpy columns: times as int64 microseconds, ints as int64
     (NULL as -1), floats as float64. ``schema`` maps names to (SQL expression, Arrow type)."""
     name, since, until = period
-    column = schema[name][0]
-    params: dict = {}
-    if engine.dialect.name != "sqlite":  # SQLite compares a DATETIME column with a text bound slowly: numpy does it
-        where = f"({where}) AND {column} >= :since AND {column} < :until"
-        params = {"since": since, "until": until}
-    types = {key: t for key, (_, t) in schema.items()}
-    frame = _csv_table(_chunks(engine, table, [expr for expr, _ in schema.values()], where, params, filters), types)
+    conditions = [where]
+    if db.dialect != "sqlite":  # SQLite compares a DATETIME column with a text bound slowly: numpy does it
+        column = schema[name][0]
+        conditions += [f"{column} >= {ts_literal(since)}", f"{column} < {ts_literal(until)}"]
+    frame = db.table(table, schema, conditions, chunk_rows=SQLITE_CHUNK_ROWS, block_bytes=PARSE_BYTES)
     out = {}
-    for key, t in types.items():
+    for key, (_, t) in schema.items():
         col = frame.column(key)
         if pa.types.is_timestamp(t):
             out[key] = col.to_numpy().astype("datetime64[us]", copy=False).view(np.int64)
@@ -378,60 +320,61 @@ def build_decisions(
     until = datetime.max if as_of is None else naive_utc(as_of)  # the default is found in the rows read
     dormancy, window = biz.dormancy_days * US_PER_DAY, biz.attribution_days * US_PER_DAY
 
-    step(STEPS[0])
-    offers = _read(engine, "promotion_players", _OFFERS, ("sent", datetime.min, until), filters)
-    if len(offers["id"]) == 0:
-        before = "" if as_of is None else f" before {until:%Y-%m-%dT%H:%M:%S}"
-        raise NoDecisionsError(
-            f"{safe_url(str(engine.url))} has no offers in promotion_players{before}: "
-            "there is no decision to learn from"
+    with snapshot(engine, filters) as db:  # every table as of one moment
+        step(STEPS[0])
+        offers = _read(db, "promotion_players", _OFFERS, ("sent", datetime.min, until))
+        if len(offers["id"]) == 0:
+            before = "" if as_of is None else f" before {until:%Y-%m-%dT%H:%M:%S}"
+            raise NoDecisionsError(
+                f"{safe_url(str(engine.url))} has no offers in promotion_players{before}: "
+                "there is no decision to learn from"
+            )
+        order = np.lexsort((offers["id"], offers["sent"]))
+        offers = {k: v[order] for k, v in offers.items()}
+        sent = offers["sent"]
+        campaign = np.concatenate([[0], np.cumsum(np.diff(sent) > cfg.features.campaign_gap_minutes * 60_000_000)])
+        first = np.flatnonzero(np.diff(campaign, prepend=-1))
+        campaign_at = sent[first]
+        promos = db.table("promotions", _PROMOS).to_pandas()
+        event, o_arm, arm_names = _arms(offers, promos)
+
+        step(STEPS[1])
+        players = _read(db, "players", _PLAYERS, ("created", datetime.min, until))
+        ids = _unique(np.concatenate([players["id"], offers["player"]]))  # dense player index over both
+        at, _ = _lookup(ids, players["id"])
+        created = np.full(len(ids), np.iinfo(np.int64).max)
+        created[at] = players["created"]
+        active = np.zeros(len(ids), dtype=bool)
+        active[at] = players["active"] == 1
+        o_player, _ = _lookup(ids, offers["player"])
+        latest = [sent[-1], players["created"].max(initial=sent[-1])]
+        del players, at
+
+        step(STEPS[2])
+        bounds = np.concatenate(
+            [campaign_at - dormancy, campaign_at, campaign_at + window, sent - dormancy, sent, sent + window]
         )
-    order = np.lexsort((offers["id"], offers["sent"]))
-    offers = {k: v[order] for k, v in offers.items()}
-    sent = offers["sent"]
-    campaign = np.concatenate([[0], np.cumsum(np.diff(sent) > cfg.features.campaign_gap_minutes * 60_000_000)])
-    first = np.flatnonzero(np.diff(campaign, prepend=-1))
-    campaign_at = sent[first]
-    promos = read_sql(engine, f"SELECT t.id AS id, t.type AS type FROM {valid_rows('promotions', 't', filters)}")
-    event, o_arm, arm_names = _arms(offers, promos)
+        since = _moment(int(campaign_at[0]) - dormancy)
+        s = _read(db, "player_sessions", _SESSIONS, ("at", since, until))
+        latest.append(s["at"].max(initial=sent[-1]))
+        pos, known = _lookup(ids, s["player"])
+        sessions = _Timeline(bounds, pos[known], s["at"][known])
+        del s, pos, known
 
-    step(STEPS[1])
-    players = _read(engine, "players", _PLAYERS, ("created", datetime.min, until), filters)
-    ids = _unique(np.concatenate([players["id"], offers["player"]]))  # dense player index over both
-    at, _ = _lookup(ids, players["id"])
-    created = np.full(len(ids), np.iinfo(np.int64).max)
-    created[at] = players["created"]
-    active = np.zeros(len(ids), dtype=bool)
-    active[at] = players["active"] == 1
-    o_player, _ = _lookup(ids, offers["player"])
-    latest = [sent[-1], players["created"].max(initial=sent[-1])]
-    del players, at
-
-    step(STEPS[2])
-    bounds = np.concatenate(
-        [campaign_at - dormancy, campaign_at, campaign_at + window, sent - dormancy, sent, sent + window]
-    )
-    since = _moment(int(campaign_at[0]) - dormancy)
-    s = _read(engine, "player_sessions", _SESSIONS, ("at", since, until), filters)
-    latest.append(s["at"].max(initial=sent[-1]))
-    pos, known = _lookup(ids, s["player"])
-    sessions = _Timeline(bounds, pos[known], s["at"][known])
-    del s, pos, known
-
-    step(STEPS[3])
-    period = ("at", _moment(int(sent[0])), until)  # nothing earlier falls in a window
-    d = _read(engine, "money_flows", _DEPOSITS, period, filters, "type = 'deposit'")
-    pos, known = _lookup(ids, d["player"])
-    deposits = _Timeline(bounds, pos[known], d["at"][known], np.rint(d["amount"][known]).astype(np.int64))
-    latest.append(d["at"].max(initial=sent[-1]))
-    del d, pos, known
-    b = _read(engine, "money_flows", _BONUSES, period, filters, "type = 'bonus' AND \"promotionPlayerId\" IS NOT NULL")
-    latest.append(b["at"].max(initial=sent[-1]))
-    # the reward cost of an offer: bonus paid for it (promotionPlayerId) inside its own window
-    pos, known = _lookup(offers["id"], b["offer"])
-    paid = known & (b["at"] > sent[pos]) & (b["at"] <= sent[pos] + window)
-    offer_cost = np.bincount(pos[paid], weights=np.rint(b["amount"][paid]), minlength=len(sent)).astype(np.int64)
-    del b, pos, known, paid
+        step(STEPS[3])
+        period = ("at", _moment(int(sent[0])), until)  # nothing earlier falls in a window
+        d = _read(db, "money_flows", _DEPOSITS, period, "type = 'deposit'")
+        pos, known = _lookup(ids, d["player"])
+        deposits = _Timeline(bounds, pos[known], d["at"][known], np.rint(d["amount"][known]).astype(np.int64))
+        latest.append(d["at"].max(initial=sent[-1]))
+        del d, pos, known
+        b = _read(db, "money_flows", _BONUSES, period, "type = 'bonus' AND \"promotionPlayerId\" IS NOT NULL")
+        latest.append(b["at"].max(initial=sent[-1]))
+        # the reward cost of an offer: bonus paid for it (promotionPlayerId) inside its own window
+        pos, known = _lookup(offers["id"], b["offer"])
+        paid = known & (b["at"] > sent[pos]) & (b["at"] <= sent[pos] + window)
+        offer_cost = np.bincount(pos[paid], weights=np.rint(b["amount"][paid]), minlength=len(sent)).astype(np.int64)
+        del b, pos, known, paid
     if as_of is None:  # just after the latest event, as `rekindle segment` takes it; withdrawals count too
         flows = valid_rows("money_flows", "t", filters)
         sql = f"SELECT MAX(t.\"createdAt\") AS m FROM {flows} WHERE t.type = 'withdrawal'"

@@ -8,7 +8,7 @@ the same on both backends:
   out (``COPY (query) TO STDOUT`` parsed by Arrow's CSV reader);
 - SQLite has no such engine, so the needed columns of its rows before the as-of
   time are copied into an in-memory DuckDB under the same table and column names
-  (SQLite builds each chunk as CSV text, Arrow parses it), and DuckDB runs the SQL.
+  (read by :mod:`rekindle.platform.bulk`), and DuckDB runs the SQL.
 
 Day bucket ``d`` of a row at ``ts`` is ``floor((ts - as_of) / 1 day)``, so bucket ``d``
 covers ``[as_of + d days, as_of + (d + 1) days)`` and every row before the as-of time
@@ -18,27 +18,21 @@ players registered before it: every ``player_id`` of the facts is in ``players``
 
 from __future__ import annotations
 
-import io
-import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 from sqlalchemy.engine import Engine
 
 from features.families import OTHER_GAME
 from rekindle.config import Config
 from rekindle.errors import RekindleError
+from rekindle.platform.bulk import Snapshot, local_duckdb, snapshot, source, ts_literal
 from rekindle.platform.db import DatabaseError, require_tables, safe_url
 from rekindle.platform.schema import SOURCE_TABLES
 from rekindle.segmentation.activity import naive_utc
@@ -54,8 +48,6 @@ SORT_KEYS = {
 }
 _EPOCH = datetime(1970, 1, 1)
 MONEY_TYPES = ("deposit", "withdrawal", "bonus")
-_SQLITE_CHUNK_ROWS = 500_000  # rowids per SQLite read: ~25 MB of CSV text
-_DUCKDB_MEMORY = "3GB"  # DuckDB spills to a temporary directory beyond this (1M players peak at 4.3 GiB RSS)
 
 # The columns each query needs from its source tables; the SQLite path copies exactly these.
 _SOURCE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
@@ -144,10 +136,6 @@ class Facts:
 
 
 # ------------------------------------------------------------------ the SQL --
-def _ts_literal(moment: datetime) -> str:
-    return f"TIMESTAMP '{moment:%Y-%m-%d %H:%M:%S.%f}'"
-
-
 def _day_bucket(column: str, as_of: datetime) -> str:
     """floor((column - as_of) / 1 day), exact to the microsecond on both engines.
 
@@ -180,7 +168,7 @@ def fact_queries(games: list[str], attribution_days: int, as_of: datetime, sourc
     dict of str to str
         SQL that runs unchanged on PostgreSQL and DuckDB.
     """
-    t = _ts_literal(as_of)
+    t = ts_literal(as_of)
     window = f"INTERVAL '{int(attribution_days)} days'"
     p, s, mf = sources["players"], sources["player_sessions"], sources["money_flows"]
     pp, pr = sources["promotion_players"], sources["promotions"]
@@ -308,12 +296,6 @@ def fact_schemas(games: list[str]) -> dict[str, pa.Schema]:
     }
 
 
-def _source(table: str, filters: dict[str, str]) -> str:
-    """``table`` as a FROM item without alias, restricted to its valid rows when a filter is given."""
-    expr = filters.get(table)
-    return f'(SELECT * FROM "{table}" WHERE ({expr}))' if expr else f'"{table}"'
-
-
 def _frame(name: str, table: pa.Table, schema: pa.Schema, players: pa.Array | None) -> pd.DataFrame:
     """Query ``name``'s result typed by ``schema``, restricted to rows of ``players`` (if given), sorted.
 
@@ -335,101 +317,30 @@ def _frame(name: str, table: pa.Table, schema: pa.Schema, players: pa.Array | No
     return table.take(order).to_pandas(split_blocks=True, self_destruct=True)
 
 
-# ---------------------------------------------------------------- PostgreSQL --
-class _CopyStream(io.RawIOBase):
-    """The bytes of a psycopg COPY TO STDOUT as a readable file, so Arrow parses while rows arrive.
-
-    libpq hands over one row at a time: rows are joined into the reader's (megabyte) blocks.
-    """
-
-    def __init__(self, rows: Iterator[Any]) -> None:
-        self._rows, self._rest = rows, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        size = len(buffer)
-        parts, have = [self._rest], len(self._rest)
-        for row in self._rows:
-            parts.append(row)
-            have += len(row)
-            if have >= size:
-                break
-        data = b"".join(parts)
-        n = min(size, len(data))
-        buffer[:n], self._rest = data[:n], data[n:]
-        return n
-
-
-def _read_pg_csv(stream: io.BufferedIOBase, schema: pa.Schema) -> pa.Table:
-    """COPY's CSV: NULL is an empty unquoted field, an empty string a quoted one."""
-    return pcsv.read_csv(
-        stream,
-        read_options=pcsv.ReadOptions(column_names=schema.names),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(
-            column_types=schema,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-
-
 Fetch = Callable[[str, str, pa.Schema], pa.Table]
 """Runs one named fact query and returns its rows as Arrow with the given schema."""
 
 
 @contextmanager
-def _postgres(engine: Engine) -> Iterator[Fetch]:
-    """Queries run inside PostgreSQL, in one read-only snapshot, so a live platform cannot change between them."""
-    raw = engine.raw_connection()
-    try:
-        conn: Any = raw.driver_connection
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        for setting in ("DateStyle = 'ISO, YMD'", "extra_float_digits = 3"):  # the text Arrow parses exactly
-            conn.execute(f"SET LOCAL {setting}")
+def _fetcher(db: Snapshot, as_of: datetime) -> Iterator[Fetch]:
+    """PostgreSQL runs the queries itself; SQLite's needed rows are copied into DuckDB, which runs them."""
+    if db.dialect == "postgresql":
+        yield lambda name, sql, schema: db.query(sql, schema, f"the {name} facts")
+        return
+    with local_duckdb() as con:
 
         def fetch(name: str, sql: str, schema: pa.Schema) -> pa.Table:
-            with conn.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
-                stream = io.BufferedReader(_CopyStream(iter(copy)), buffer_size=1 << 22)
-                if not stream.peek(1):  # Arrow refuses an empty file
-                    return schema.empty_table()
-                try:
-                    return _read_pg_csv(stream, schema)
-                except pa.ArrowInvalid as exc:  # e.g. a timestamptz column where the contract has naive UTC
-                    raise DatabaseError(f"cannot read the {name} facts as the contract's types: {exc}") from exc
+            for table in _STEP_SOURCES[name]:
+                columns = {c: (f'"{c}"', t) for c, t in _SOURCE_COLUMNS[table].items()}
+                con.register(table, db.table(table, columns, _sqlite_bounds(table, as_of)))
+            return con.sql(sql).to_arrow_table()
 
         yield fetch
-        conn.rollback()
-    finally:
-        raw.close()
 
 
-# -------------------------------------------------------------------- SQLite --
-@contextmanager
-def _sqlite_snapshot(engine: Engine) -> Iterator[sqlite3.Connection]:
-    """One connection in one read transaction, so that every table is read as of the same moment."""
-    raw = engine.raw_connection()
-    try:
-        conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
-        if not conn.in_transaction:
-            conn.execute("BEGIN")
-        yield conn
-    finally:
-        raw.close()  # the pool rolls the read transaction back
-
-
-def _sqlite_table(conn: sqlite3.Connection, table: str, as_of: datetime, filters: dict[str, str]) -> pa.Table:
-    """The needed columns of ``table``'s (valid) rows before ``as_of``, as Arrow.
-
-    SQLite renders each chunk of rowids as one CSV text (``printf('%Q')`` quotes strings SQL-style
-    and writes NULL bare) and Arrow's parser types it, while SQLite renders the next chunk:
-    several times faster than building Python tuples.
-    """
-    columns = _SOURCE_COLUMNS[table]
-    where = [f"({filters[table]})"] if filters.get(table) else []
+def _sqlite_bounds(table: str, as_of: datetime) -> list[str]:
+    """What keeps the rows of ``table`` the queries can use (the reader adds the valid-row filter)."""
+    where = []
     time_column = _TIME_COLUMN[table]
     if time_column is not None:
         # Text comparison is exact on the canonical format and keeps a superset otherwise;
@@ -437,65 +348,7 @@ def _sqlite_table(conn: sqlite3.Connection, table: str, as_of: datetime, filters
         where.append(f"\"{time_column}\" < '{as_of:%Y-%m-%d %H:%M:%S.%f}'")
     if table == "money_flows":
         where.append("type IN (" + ", ".join(f"'{m}'" for m in MONEY_TYPES) + ")")
-    row = "printf('" + ",".join("%Q" for _ in columns) + "', " + ", ".join(f'"{c}"' for c in columns) + ")"
-    read = pcsv.ReadOptions(column_names=list(columns))
-    parse = pcsv.ParseOptions(quote_char="'", double_quote=True, newlines_in_values=True)
-    convert = pcsv.ConvertOptions(
-        column_types=columns, null_values=["NULL"], strings_can_be_null=True, quoted_strings_can_be_null=False
-    )
-    try:
-        lo, hi = conn.execute(f'SELECT MIN(rowid), MAX(rowid) FROM "{table}"').fetchone()
-        key = "rowid"
-    except sqlite3.OperationalError:  # a WITHOUT ROWID table: chunk by its id instead
-        lo, hi = conn.execute(f'SELECT MIN("id"), MAX("id") FROM "{table}"').fetchone()
-        key = '"id"'
-    sql = (
-        f'SELECT CAST(group_concat({row}, char(10)) AS BLOB) FROM "{table}" '
-        f"WHERE {key} >= ? AND {key} < ? AND {' AND '.join(where) or '1 = 1'}"
-    )
-
-    def parsed(text: bytes) -> pa.Table:
-        try:
-            return pcsv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as exc:
-            raise DatabaseError(
-                f"cannot read {table} ({', '.join(columns)}) as the contract's types: {exc}; "
-                "run `rekindle validate` to find the bad rows"
-            ) from exc
-
-    starts = range(int(lo), int(hi) + 1, _SQLITE_CHUNK_ROWS) if lo is not None else range(0)
-    with ThreadPoolExecutor(1) as parser:  # sqlite3 releases the GIL while it renders a chunk
-        pending = []
-        for start in starts:
-            (text,) = conn.execute(sql, (start, start + _SQLITE_CHUNK_ROWS)).fetchone()
-            if text is not None:
-                pending.append(parser.submit(parsed, text))
-        parts = [p.result() for p in pending]
-    return pa.concat_tables(parts) if parts else pa.schema(list(columns.items())).empty_table()
-
-
-@contextmanager
-def _duckdb_over_sqlite(engine: Engine, as_of: datetime, filters: dict[str, str]) -> Iterator[Fetch]:
-    """Queries run in an in-memory DuckDB holding copies of the SQLite tables (rows before ``as_of``, valid ones)."""
-    with _sqlite_snapshot(engine) as sqlite, tempfile.TemporaryDirectory(prefix="rekindle-duckdb-") as spill:
-        con = duckdb.connect(
-            config={
-                "autoinstall_known_extensions": False,  # never touch the network
-                "autoload_known_extensions": False,
-                "temp_directory": spill,
-                "memory_limit": _DUCKDB_MEMORY,
-            }
-        )
-
-        def fetch(name: str, sql: str, schema: pa.Schema) -> pa.Table:
-            for table in _STEP_SOURCES[name]:
-                con.register(table, _sqlite_table(sqlite, table, as_of, filters))
-            return con.sql(sql).to_arrow_table()
-
-        try:
-            yield fetch
-        finally:
-            con.close()
+    return where
 
 
 # ------------------------------------------------------------------- public --
@@ -546,15 +399,11 @@ def load_facts(
     games = list(cfg.features.games)
     schemas = fact_schemas(games)
     attribution = cfg.business.attribution_days
-    opened: AbstractContextManager[Fetch]
-    if engine.dialect.name == "postgresql":
-        queries = fact_queries(games, attribution, moment, {t: _source(t, filters) for t in SOURCE_TABLES})
-        opened = _postgres(engine)
-    else:  # the valid-row filters are SQLite SQL: applied while copying, so DuckDB sees only valid rows
-        queries = fact_queries(games, attribution, moment, {t: f'"{t}"' for t in SOURCE_TABLES})
-        opened = _duckdb_over_sqlite(engine, moment, filters)
+    # PostgreSQL reads each table through its valid-row filter; on SQLite the copies into DuckDB are filtered
+    quoted = {t: (source(t, filters) if engine.dialect.name == "postgresql" else f'"{t}"') for t in SOURCE_TABLES}
+    queries = fact_queries(games, attribution, moment, quoted)
     frames: dict[str, pd.DataFrame] = {}
-    with opened as fetch:
+    with snapshot(engine, filters) as db, _fetcher(db, moment) as fetch:
         for name in FACT_STEPS:
             table = fetch(name, queries[name], schemas[name])
             if name == "players":

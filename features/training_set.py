@@ -93,6 +93,7 @@ def build_training_set(
     out: Path | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    row_checks: bool = True,
 ) -> TrainingSet:
     """Decision rows with labels and point-in-time features; written to ``out`` (Parquet) if given."""
     bar = progress or Progress()
@@ -108,7 +109,7 @@ def build_training_set(
     t = time.perf_counter()
     engine = connect(cfg.db_url)
     clock = now or datetime.now(UTC).replace(tzinfo=None)
-    filters, _ = filters_for_invalid_rows(engine, max(clock, as_of))
+    filters = filters_for_invalid_rows(engine, max(clock, as_of))[0] if row_checks else None
     bar.start("decisions", len(DECISION_STEPS))
     decisions = build_decisions(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("decisions", 1))
     engine.dispose()

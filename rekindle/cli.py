@@ -332,19 +332,26 @@ class _Bars:
 @click.option(
     "--since", metavar="TIME", help="Rebuild snapshots from this time on, keeping the older ones of the last build."
 )
+@click.option(
+    "--skip-row-checks",
+    is_flag=True,
+    help="Use every platform row, without leaving out those `rekindle validate` marks invalid (faster on a "
+    "database that just passed validation).",
+)
 @click.pass_obj
 @friendly_errors
-def features_build(obj: Context, db: str | None, as_of: str | None, since: str | None) -> None:
+def features_build(obj: Context, db: str | None, as_of: str | None, since: str | None, skip_row_checks: bool) -> None:
     """Compute daily point-in-time snapshots of every feature family into the offline store."""
-    run_feature_build(obj.config(db=db), parse_time(as_of, "--as-of"), parse_time(since, "--since"))
+    cfg = obj.config(db=db)
+    run_feature_build(cfg, parse_time(as_of, "--as-of"), parse_time(since, "--since"), row_checks=not skip_row_checks)
 
 
-def run_feature_build(cfg: Any, as_of: datetime | None, since: datetime | None) -> Any:
+def run_feature_build(cfg: Any, as_of: datetime | None, since: datetime | None, *, row_checks: bool = True) -> Any:
     from features.build import build_features
     from rekindle.reporting import print_feature_build
 
     with _Bars() as bars:
-        summary = build_features(cfg, as_of=as_of, since=since, progress=bars.callbacks())
+        summary = build_features(cfg, as_of=as_of, since=since, progress=bars.callbacks(), row_checks=row_checks)
     print_feature_build(console, summary)
     return summary
 
@@ -391,20 +398,29 @@ def features_show(obj: Context, player_ids: tuple[int, ...]) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Parquet file (default <home>/training/training_set.parquet)."
 )
+@click.option(
+    "--skip-row-checks",
+    is_flag=True,
+    help="Use every platform row, without leaving out those `rekindle validate` marks invalid (faster on a "
+    "database that just passed validation).",
+)
 @click.pass_obj
 @friendly_errors
-def features_training_set(obj: Context, db: str | None, as_of: str | None, out: Path | None) -> None:
+def features_training_set(
+    obj: Context, db: str | None, as_of: str | None, out: Path | None, skip_row_checks: bool
+) -> None:
     """Decision rows (offers and reconstructed no-offer rows) with labels and point-in-time features."""
     cfg = obj.config(db=db)
-    run_training_set(cfg, parse_time(as_of, "--as-of"), out or cfg.path("training", "training_set.parquet"))
+    path = out or cfg.path("training", "training_set.parquet")
+    run_training_set(cfg, parse_time(as_of, "--as-of"), path, row_checks=not skip_row_checks)
 
 
-def run_training_set(cfg: Any, as_of: datetime | None, out: Path) -> Any:
+def run_training_set(cfg: Any, as_of: datetime | None, out: Path, *, row_checks: bool = True) -> Any:
     from features.training_set import build_training_set
     from rekindle.reporting import print_training_set
 
     with _Bars() as bars:
-        ts = build_training_set(cfg, as_of=as_of, out=out, progress=bars.callbacks())
+        ts = build_training_set(cfg, as_of=as_of, out=out, progress=bars.callbacks(), row_checks=row_checks)
     print_training_set(console, ts)
     return ts
 
@@ -446,11 +462,11 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     console.rule("3. segment the players")
     run_segmentation(cfg, summary.as_of, cfg.path("segments", f"segments-{summary.as_of:%Y%m%dT%H%M}.parquet"))
     console.rule("4. build the feature store")
-    run_feature_build(cfg, summary.as_of, None)
+    run_feature_build(cfg, summary.as_of, None, row_checks=False)  # step 2 just passed
     console.rule("5. load the candidates into the online store")
     run_materialize(cfg)
     console.rule("6. build the training set")
-    run_training_set(cfg, None, cfg.path("training", "training_set.parquet"))
+    run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     console.print(f"\nall state is under {cfg.home}")
 
 

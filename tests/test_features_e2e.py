@@ -209,3 +209,20 @@ def test_missing_tables_and_empty_history_are_named(tmp_path: Path) -> None:
     assert code == 0, out
     code, out = invoke("--home", str(tmp_path / "h"), "--db", f"sqlite:///{db}", "features", "build")
     assert code == 2 and "no players" in out
+
+
+def test_build_leaves_out_invalid_rows_unless_told_not_to(world: Path, tmp_path: Path) -> None:
+    db = tmp_path / "faulty.db"
+    shutil.copy(world / "platform.db", db)
+    with sqlite3.connect(db) as con:  # a negative deposit: `rekindle validate` marks it invalid
+        con.execute(
+            'INSERT INTO money_flows (id, "playerId", type, amount, "createdAt", "promotionPlayerId") '
+            "VALUES (99999999, 1, 'deposit', -500, '2026-01-01 00:00:00.000000', NULL)"
+        )
+    base = ["--home", str(tmp_path / "h"), "--db", f"sqlite:///{db}", "features", "build"]
+    code, out = invoke(*base)
+    assert code == 0, out
+    assert "left out invalid rows" in out and "money_flows 1" in out
+    code, out = invoke(*base, "--skip-row-checks")
+    assert code == 0, out
+    assert "row checks skipped" in out
