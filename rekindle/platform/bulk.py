@@ -139,6 +139,8 @@ class Snapshot:
     def _sqlite_table(self, table: str, columns: Columns, where: list[str], chunk_rows: int) -> pa.Table:
         """One CSV text per range of rowids: strings quoted SQL-style (NULL bare), other values bare (NULL empty)."""
         conn: sqlite3.Connection = self._conn
+        # Bare values render faster than printf('%Q'); text of a wrong type that holds a comma or a newline
+        # breaks the row's column count, which Arrow reports like any other value it cannot parse.
         fields = [f"quote({e})" if pa.types.is_string(t) else f"IFNULL({e}, '')" for e, t in columns.values()]
         row = " || ',' || ".join(fields)
         read = pcsv.ReadOptions(column_names=list(columns))
