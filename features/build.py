@@ -19,9 +19,9 @@ import pandas as pd
 from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
 from features.content import event_type_content
 from features.facts import FACT_STEPS, Facts, load_facts
-from features.families import ENTITY, Family, all_families
+from features.families import ENTITY, TIMESTAMP, Family, all_families
 from features.layout import FeatureStoreError, layout
-from features.manifest import store_description, write_manifest
+from features.manifest import read_manifest, store_description, write_manifest
 from features.offline import VIEW_MODES, read_view, writer
 from features.progress import Progress
 from features.repo import event_type_service_name, player_service_name
@@ -60,14 +60,26 @@ def default_as_of(after_latest: datetime) -> datetime:
     return hour if hour == after_latest else hour + timedelta(hours=1)
 
 
-def _profile_rows(cfg: Config, facts: Facts, since: datetime | None, family: Family) -> pd.DataFrame:
-    """Profile values as seen now. First build: dated at registration (no history exists). Later builds
-    keep the old rows and add a row at the as-of for each player whose values changed (or who is new)."""
+def previous_build(cfg: Config) -> dict[str, Any] | None:
+    """The manifest of the last build, if it was of the same platform database into the same store."""
     lay = layout(cfg)
-    if since is None or not lay.manifest_path.is_file():
+    if not lay.manifest_path.is_file():
+        return None
+    manifest = read_manifest(cfg)
+    if manifest.get("db") != safe_url(cfg.db_url) or manifest.get("store") != store_description(cfg):
+        return None
+    return manifest
+
+
+def _profile_rows(cfg: Config, facts: Facts, previous: dict[str, Any] | None, family: Family) -> pd.DataFrame:
+    """Profile values as seen now. First build of a database: dated at registration (no history exists).
+    Later builds keep the old rows (before this as-of) and add a row at the as-of for each player whose
+    values changed, or who is new (dated at registration)."""
+    if previous is None:
         return profile_frame(facts, stamp_at_registration=True)
-    old = read_view(lay, family)
-    latest = old.sort_values("event_timestamp").drop_duplicates(ENTITY, keep="last")
+    old = read_view(layout(cfg), family)
+    old = old[old[TIMESTAMP] < pd.Timestamp(facts.as_of)]  # a rebuild at the same as-of replaces its own rows
+    latest = old.sort_values(TIMESTAMP, kind="stable").drop_duplicates(ENTITY, keep="last")
     now = profile_frame(facts, stamp_at_registration=False)
     merged = now.merge(latest, on=ENTITY, how="left", suffixes=("", "_old"), indicator=True)
     new = merged["_merge"] == "left_only"
@@ -121,19 +133,29 @@ def build_features(
     if since is not None and since > as_of:
         raise BuildError(f"--since {since:%Y-%m-%dT%H:%M:%S} is after --as-of {as_of:%Y-%m-%dT%H:%M:%S}")
     lay = layout(cfg)
-    if since is not None and not lay.manifest_path.is_file():
-        raise FeatureStoreError(
-            f"--since needs an earlier build in {lay.root}; run `rekindle features build` without it first"
-        )
+    previous = previous_build(cfg)
+    if since is not None:
+        if previous is None:
+            raise FeatureStoreError(
+                f"--since needs an earlier build of {safe_url(cfg.db_url)} into this store ({store_description(cfg)}) "
+                f"in {lay.root}; run `rekindle features build` without --since first"
+            )
+        if since > previous["as_of"] + timedelta(days=1):
+            raise BuildError(
+                f"--since {since:%Y-%m-%dT%H:%M:%S} would leave a gap: the last build ends at "
+                f"{previous['as_of']:%Y-%m-%dT%H:%M:%S}; pass --since at or before it"
+            )
     seconds["validate"] = time.perf_counter() - t0
 
+    store = open_store(cfg)  # fails now, not after minutes of work, if PostgreSQL or Redis is down
     t = time.perf_counter()
     bar.start("load facts", len(FACT_STEPS))
-    facts = load_facts(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("load facts", 1))
-    engine.dispose()
+    try:
+        facts = load_facts(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("load facts", 1))
+    finally:
+        engine.dispose()
     seconds["load"] = time.perf_counter() - t
 
-    store = open_store(cfg)  # fails early if PostgreSQL or Redis is down
     families = {f.view: f for f in all_families(cfg)}
     days = snapshot_days(facts, cfg, since=since)
     rows = dict.fromkeys(families, 0)
@@ -155,7 +177,7 @@ def build_features(
             del chunk, emb  # else the last chunk's frames stay alive while the next one is computed
         rows["event_type_cf"] += out.write(families["event_type_cf"], event_type_embeddings(factors))
         rows["event_type_content"] += out.write(families["event_type_content"], event_type_content(cfg, CONTENT_SINCE))
-        profile = _profile_rows(cfg, facts, since, families["player_profile"])
+        profile = _profile_rows(cfg, facts, previous, families["player_profile"])
         rows["player_profile"] += out.write(families["player_profile"], profile)
         seconds["snapshots"] = time.perf_counter() - t
         t = time.perf_counter()

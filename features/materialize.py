@@ -9,8 +9,11 @@ player who is no longer a candidate cannot be served stale features.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,29 @@ from features.progress import Progress
 from features.store import open_store
 
 ACTIVE = "active"
+
+
+def _marker(cfg: Any) -> Any:
+    return layout(cfg).root / "online.json"
+
+
+def clear_marker(cfg: Any) -> None:
+    _marker(cfg).unlink(missing_ok=True)
+
+
+def write_marker(cfg: Any, as_of: datetime, candidates: int) -> None:
+    """Record what the online store holds (written only after a complete materialisation)."""
+    data = {"as_of": as_of.isoformat(), "candidates": candidates, "store": store_description(cfg)}
+    _marker(cfg).write_text(json.dumps(data, indent=2))
+
+
+def read_marker(cfg: Any) -> dict[str, Any] | None:
+    path = _marker(cfg)
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    data["as_of"] = datetime.fromisoformat(data["as_of"])
+    return data
 
 
 @dataclass
@@ -87,12 +113,10 @@ def materialize(
             f"the offline store holds no snapshot at the build's as-of {as_of}: rebuild the features"
         )
     ids = candidates_at(segment, profile)
-    views = [store.get_feature_view(name) for name in families]
-    reset_online(store, views)
-    frames: dict[str, pd.DataFrame] = {}
+    frames: dict[str, pd.DataFrame] = {}  # every view read before the online store is touched
     for name, fam in families.items():
         if name == "player_profile":
-            frame = profile.sort_values(TIMESTAMP).drop_duplicates(ENTITY, keep="last")
+            frame = profile.sort_values(TIMESTAMP, kind="stable").drop_duplicates(ENTITY, keep="last")
         elif name == "event_type_content":
             frame = read_view(lay, fam)
         else:
@@ -103,21 +127,33 @@ def materialize(
     total = sum(len(f) for f in frames.values())
     bar.start("online store", total)
     rows = dict.fromkeys(families, 0)
-    for name, frame in frames.items():
-        if bulk and not lay.production:
-            rows[name] = write_view(
-                str(lay.root / "online.db"),
-                lay.project,
-                families[name],
-                frame,
-                chunk_rows=chunk_rows,
-                on_rows=lambda n: bar.advance("online store", n),
-            )
-            continue
-        for start in range(0, len(frame), chunk_rows):
-            part = frame.iloc[start : start + chunk_rows]
-            store.write_to_online_store(name, part)
-            rows[name] += len(part)
-            bar.advance("online store", len(part))
+    clear_marker(cfg)  # until the write completes, readers are told the online store is not materialised
+    try:
+        reset_online(store, [store.get_feature_view(name) for name in families])
+        for name, frame in frames.items():
+            if bulk and not lay.production:
+                rows[name] = write_view(
+                    str(lay.root / "online.db"),
+                    lay.project,
+                    families[name],
+                    frame,
+                    chunk_rows=chunk_rows,
+                    on_rows=lambda n: bar.advance("online store", n),
+                )
+                continue
+            for start in range(0, len(frame), chunk_rows):
+                part = frame.iloc[start : start + chunk_rows]
+                store.write_to_online_store(name, part)
+                rows[name] += len(part)
+                bar.advance("online store", len(part))
+    except Exception as exc:
+        import redis
+
+        if isinstance(exc, redis.RedisError | sqlite3.Error):
+            raise FeatureStoreError(
+                f"writing the online store failed ({exc}); it is incomplete: run `rekindle features materialize` again"
+            ) from exc
+        raise
+    write_marker(cfg, as_of, len(ids))
     seconds = time.perf_counter() - t0
     return MaterializeSummary(as_of, len(ids), rows, seconds, store_description(cfg))

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from features.families import TIMESTAMP, Family
-from features.layout import Layout
+from features.layout import FeatureStoreError, Layout
 from features.repo import offline_table
 from features.store import ensure_schemas
 
@@ -44,6 +44,14 @@ VIEW_MODES: dict[str, Mode] = {  # snapshot views keep their old rows before --s
 }
 _ARROW = {"float": pa.float32(), "int": pa.int64(), "string": pa.string()}
 _PG = {"float": "REAL", "int": "BIGINT", "string": "TEXT"}
+
+
+def changed_columns(family: Family, have: list[str]) -> str:
+    want = arrow_schema(family).names
+    return (
+        f"the features of {family.view} changed since the last build (added {sorted(set(want) - set(have))}, "
+        f"removed {sorted(set(have) - set(want))}): run a full `rekindle features build` without --since"
+    )
 
 
 def arrow_schema(family: Family) -> pa.Schema:
@@ -93,6 +101,9 @@ class ParquetWriter:
         files = sorted(str(p) for p in old.glob("*.parquet"))
         if not files:
             return
+        have = pq.read_schema(files[0]).names
+        if have != arrow_schema(family).names:
+            raise FeatureStoreError(changed_columns(family, have))
         ds = pads.dataset(files, format="parquet", schema=arrow_schema(family))
         cut = pa.scalar(pd.Timestamp(self.since).to_datetime64(), type=pa.timestamp("us"))
         table = ds.to_table(filter=pads.field(TIMESTAMP) < cut)
@@ -108,8 +119,12 @@ class ParquetWriter:
         tmp = self.lay.offline_root / f".current-{uuid.uuid4().hex[:6]}"
         os.symlink(self.gen.name, tmp)
         os.replace(tmp, link)  # atomic: readers see the old generation or the new one
-        if previous is not None and previous != self.gen and previous.parent == self.lay.offline_root:
-            shutil.rmtree(previous, ignore_errors=True)
+        # Keep the previous generation for readers that resolved it before the swap (a running join);
+        # older ones, and those of builds that were killed, go.
+        keep = {self.gen.name, previous.name if previous is not None else ""}
+        for stale in self.lay.offline_root.glob("gen-*"):
+            if stale.name not in keep:
+                shutil.rmtree(stale, ignore_errors=True)
 
     def abort(self) -> None:
         shutil.rmtree(self.gen, ignore_errors=True)
@@ -177,8 +192,18 @@ class PostgresWriter:
                 table, staging = self._table(fam), self._staging(fam)
                 exists = conn.exec_driver_sql(f"SELECT to_regclass('{table}')").scalar() is not None
                 if self.since is not None and self.modes.get(fam.view) == "snapshot" and exists:
+                    have = [r[0] for r in conn.execute(
+                        sa.text(
+                            "SELECT column_name FROM information_schema.columns "
+                            "WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
+                        ),
+                        {"s": self.schema, "t": offline_table(fam)},
+                    )]  # fmt: skip
+                    if have != arrow_schema(fam).names:
+                        raise FeatureStoreError(changed_columns(fam, have))
+                    cols = ", ".join(f'"{c}"' for c in have)
                     conn.execute(sa.text(f'DELETE FROM {table} WHERE "{TIMESTAMP}" >= :since'), {"since": self.since})
-                    conn.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM {staging}")
+                    conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging}")
                     conn.exec_driver_sql(f"DROP TABLE {staging}")
                 else:
                     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
@@ -186,6 +211,15 @@ class PostgresWriter:
                     conn.exec_driver_sql(
                         f'CREATE INDEX ON {table} ("{fam.key}", "{TIMESTAMP}")'  # the point-in-time join's lookups
                     )
+        with self.engine.begin() as conn:  # staging tables left by builds that were killed
+            leftovers = conn.execute(
+                sa.text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = :s AND tablename LIKE '%\\_\\_staging\\_%'"
+                ),
+                {"s": self.schema},
+            ).scalars()
+            for name in list(leftovers):
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{self.schema}"."{name}"')
         with self.engine.begin() as conn:  # fresh statistics for the planner of Feast's join
             for fam in self.families.values():
                 conn.exec_driver_sql(f"ANALYZE {self._table(fam)}")

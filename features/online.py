@@ -8,12 +8,15 @@ Batch scoring of the whole base reads the offline store instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from features.families import ENTITY, EVENT_TYPE_KEY
 from features.layout import FeatureStoreError, layout
+from features.manifest import read_manifest
+from features.materialize import read_marker
 from features.repo import event_type_service_name, player_service_name
 from features.store import open_store
 from rekindle.config import Config
@@ -26,6 +29,15 @@ class OnlineFeatures:
         lay = layout(cfg)
         if not lay.manifest_path.is_file():
             raise FeatureStoreError(f"no feature build in {lay.root}: run `rekindle features build` and `materialize`")
+        marker = read_marker(cfg)
+        built = read_manifest(cfg)["as_of"]
+        if marker is None:
+            raise FeatureStoreError(
+                f"the online store in {lay.root} is not materialised (or its last materialisation failed): "
+                "run `rekindle features materialize`"
+            )
+        self.as_of: datetime = marker["as_of"]
+        self.stale = self.as_of != built  # a newer build has not been materialised yet
         self.store = open_store(cfg, apply=False)
         self.player_service = self.store.get_feature_service(player_service_name())
         self.event_service = self.store.get_feature_service(event_type_service_name())

@@ -386,6 +386,11 @@ def features_show(obj: Context, player_ids: tuple[int, ...]) -> None:
     from features.online import OnlineFeatures
 
     online = OnlineFeatures(obj.config(), warm_up=False)
+    if online.stale:
+        err_console.print(
+            f"[yellow]warning:[/] the online store holds features as of {online.as_of:%Y-%m-%dT%H:%M}, older than the "
+            "last build: run `rekindle features materialize`"
+        )
     frame = online.players(list(player_ids)).set_index("player_id").T
     console.print(frame.to_string())
 

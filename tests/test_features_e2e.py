@@ -226,3 +226,16 @@ def test_build_leaves_out_invalid_rows_unless_told_not_to(world: Path, tmp_path:
     code, out = invoke(*base, "--skip-row-checks")
     assert code == 0, out
     assert "row checks skipped" in out
+
+
+def test_show_needs_a_materialised_store_and_since_refuses_a_gap(world: Path, tmp_path: Path) -> None:
+    home = str(tmp_path / "h")
+    db = f"sqlite:///{world / 'platform.db'}"
+    code, out = invoke("--home", home, "--db", db, "features", "build", "--as-of", "2026-09-20T10:00:00")
+    assert code == 0, out
+    code, out = invoke("--home", home, "--db", db, "features", "show", "1")
+    assert code == 2 and "not materialised" in out
+    code, out = invoke("--home", home, "--db", db, "features", "build", "--since", "2026-09-25T10:00:00")
+    assert code == 2 and "gap" in out
+    code, out = invoke("--home", home, "--db", db, "features", "build", "--since", "2026-09-18T10:00:00")
+    assert code == 0, out
