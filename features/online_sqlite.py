@@ -1,7 +1,7 @@
 """A bulk writer for Feast's SQLite online store: the same rows Feast writes, about twice as fast.
 
 Feast's SQLite writer upserts one row per (player, feature) with one ``execute``
-each (about 490 players a second here for our 68 features). This writer builds
+each (about 790 players a second here for our 63 player features). This writer builds
 exactly the rows Feast would — its own entity-key serialisation and value
 protos (``python_values_to_proto_values``), the ``value_text`` copy, the
 timestamps — and inserts them with one ``executemany`` per view in a single
