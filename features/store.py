@@ -47,7 +47,12 @@ def check_redis(lay: Layout) -> None:
 
 
 def quiet_feast() -> None:
-    """Feast and ibis are chatty (deprecation warnings on every retrieval, INFO logs); keep our output readable."""
+    """Feast and ibis are chatty (deprecation warnings on every retrieval, INFO logs); keep our output readable.
+
+    Feast's modules call ``warnings.simplefilter("once", DeprecationWarning)`` when imported, which goes in
+    front of earlier filters: import them first, then filter."""
+    import feast.feature_store
+    import feast.feature_view  # noqa: F401
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(ibis|feast)(\..*)?")
     warnings.filterwarnings("ignore", message=r".*fetch_arrow_table.*")
     for name in ("feast", "ibis"):
