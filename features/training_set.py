@@ -33,24 +33,6 @@ from rekindle.config import Config
 from rekindle.platform.db import connect
 from rekindle.validation.checks import filters_for_invalid_rows
 
-JOIN_ROWS = 1_000_000  # decision rows per point-in-time join: bounds its memory (16 GiB for 5.5M rows at once)
-
-
-def join_groups(campaign: np.ndarray, max_rows: int) -> list[np.ndarray]:
-    """Boolean masks over the rows, each a run of whole campaigns (in campaign order) of at most ``max_rows``
-    rows, unless one campaign alone is larger."""
-    counts = pd.Series(campaign).value_counts(sort=False).sort_index()  # np.unique is slow on millions in numpy 2.4
-    groups: list[list[int]] = []
-    size = 0
-    for cid, n in zip(counts.index.tolist(), counts.tolist(), strict=True):
-        if not groups or size + n > max_rows:
-            groups.append([])
-            size = 0
-        groups[-1].append(cid)
-        size += n
-    series = pd.Series(campaign)
-    return [series.isin(g).to_numpy() for g in groups]
-
 
 @dataclass
 class TrainingSet:
@@ -134,6 +116,7 @@ def build_training_set(
     seconds["decisions"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    bar.start("point-in-time join", 1)
     rows = decisions.rows
     store = open_store(cfg)
     entity_df = pd.DataFrame(
@@ -144,14 +127,8 @@ def build_training_set(
             TIMESTAMP: pd.to_datetime(rows["decision_at"]).dt.tz_localize("UTC"),
         }
     )
-    groups = join_groups(rows["campaign_id"].to_numpy(), JOIN_ROWS)
-    bar.start("point-in-time join", len(entity_df))
-    parts = []
-    for mask in groups:  # whole campaigns per join: Feast reads only the snapshots of their time range
-        part = entity_df[mask]
-        parts.append(historical_features(store, part, all_families(cfg)))
-        bar.advance("point-in-time join", len(part))
-    feats = pd.concat(parts, ignore_index=True) if parts else historical_features(store, entity_df, all_families(cfg))
+    feats = historical_features(store, entity_df, all_families(cfg))
+    bar.advance("point-in-time join", 1)
     seconds["join"] = time.perf_counter() - t
     feature_cols = [c for c in feats.columns if c not in (ENTITY, EVENT_TYPE_KEY, TIMESTAMP, ROW_ID)]
     frame = rows.merge(feats[[ROW_ID, *feature_cols]], on=ROW_ID, how="left", validate="one_to_one")

@@ -239,23 +239,3 @@ def test_show_needs_a_materialised_store_and_since_refuses_a_gap(world: Path, tm
     assert code == 2 and "gap" in out
     code, out = invoke("--home", home, "--db", db, "features", "build", "--since", "2026-09-18T10:00:00")
     assert code == 0, out
-
-
-def test_training_set_joined_in_campaign_groups_equals_one_join(built, monkeypatch: pytest.MonkeyPatch) -> None:
-    import features.training_set as ts_module
-
-    cfg, _, whole = built
-    assert len(ts_module.join_groups(whole.frame["campaign_id"].to_numpy(), 500)) > 3
-    monkeypatch.setattr(ts_module, "JOIN_ROWS", 500)  # several joins of whole campaigns
-    grouped = build_training_set(cfg).frame
-    pd.testing.assert_frame_equal(grouped, whole.frame)
-
-
-def test_join_groups_keep_campaigns_whole() -> None:
-    from features.training_set import join_groups
-
-    campaign = np.array([3, 1, 1, 2, 2, 2, 3, 4])
-    groups = join_groups(campaign, 3)
-    assert [sorted(set(campaign[g])) for g in groups] == [[1], [2], [3, 4]]
-    assert sum(g.sum() for g in groups) == len(campaign)
-    assert [sorted(set(campaign[g])) for g in join_groups(campaign, 5)] == [[1, 2], [3, 4]]
