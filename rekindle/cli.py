@@ -68,6 +68,12 @@ def parse_time(value: str | None, what: str) -> datetime | None:
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
+skip_row_checks_option = click.option(
+    "--skip-row-checks",
+    is_flag=True,
+    help="Use every platform row, without leaving out those `rekindle validate` marks invalid (faster on a "
+    "database that just passed validation).",
+)
 db_option = click.option(
     "--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL; default: SQLite under the home)."
 )
@@ -332,12 +338,7 @@ class _Bars:
 @click.option(
     "--since", metavar="TIME", help="Rebuild snapshots from this time on, keeping the older ones of the last build."
 )
-@click.option(
-    "--skip-row-checks",
-    is_flag=True,
-    help="Use every platform row, without leaving out those `rekindle validate` marks invalid (faster on a "
-    "database that just passed validation).",
-)
+@skip_row_checks_option
 @click.pass_obj
 @friendly_errors
 def features_build(obj: Context, db: str | None, as_of: str | None, since: str | None, skip_row_checks: bool) -> None:
@@ -403,12 +404,7 @@ def features_show(obj: Context, player_ids: tuple[int, ...]) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Parquet file (default <home>/training/training_set.parquet)."
 )
-@click.option(
-    "--skip-row-checks",
-    is_flag=True,
-    help="Use every platform row, without leaving out those `rekindle validate` marks invalid (faster on a "
-    "database that just passed validation).",
-)
+@skip_row_checks_option
 @click.pass_obj
 @friendly_errors
 def features_training_set(
