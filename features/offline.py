@@ -15,7 +15,6 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -261,8 +260,3 @@ def writer(lay: Layout, families: Iterable[Family], modes: dict[str, Mode], sinc
 
 def read_view(lay: Layout, family: Family, *, at: datetime | None = None) -> pd.DataFrame:
     return read_postgres_view(lay, family, at=at) if lay.production else read_parquet_view(lay, family, at=at)
-
-
-def has_store(lay: Layout) -> bool:
-    """Whether a build has been committed (the manifest is written after the commit)."""
-    return Path(lay.manifest_path).is_file()

@@ -53,6 +53,7 @@ def quiet_feast() -> None:
     front of earlier filters: import them first, then filter."""
     import feast.feature_store
     import feast.feature_view  # noqa: F401
+
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(ibis|feast)(\..*)?")
     warnings.filterwarnings("ignore", message=r".*fetch_arrow_table.*")
     for name in ("feast", "ibis"):

@@ -26,6 +26,12 @@ class ConfigError(RekindleError, ValueError):
     """A configuration file or override is missing or invalid."""
 
 
+def positive_increasing(name: str, v: list[int]) -> list[int]:
+    if any(x <= 0 for x in v) or sorted(set(v)) != v:
+        raise ValueError(f"{name} must be positive and strictly increasing, got {v}")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,9 +56,7 @@ class EventType(_Strict):
     @field_validator("rewards")
     @classmethod
     def _positive_increasing(cls, v: list[int]) -> list[int]:
-        if any(r <= 0 for r in v) or sorted(set(v)) != v:
-            raise ValueError(f"rewards must be positive and strictly increasing, got {v}")
-        return v
+        return positive_increasing("rewards", v)
 
     @model_validator(mode="after")
     def _deposit_rule(self) -> EventType:
@@ -156,9 +160,7 @@ class Features(_Strict):
     @field_validator("windows_days")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        if any(w <= 0 for w in v) or sorted(set(v)) != v:
-            raise ValueError(f"windows_days must be positive and strictly increasing, got {v}")
-        return v
+        return positive_increasing("windows_days", v)
 
     @field_validator("games")
     @classmethod
