@@ -64,14 +64,26 @@ def own_type(wide: pd.DataFrame, event_types: pd.Series) -> np.ndarray:
     return np.where(idx >= 0, values, np.nan)
 
 
-def add_match_scores(frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame) -> pd.DataFrame:
-    """The collaborative, content-based and hybrid match scores of each row's event type (NaN for no offer).
+MATCH_KINDS = ("collaborative", "content", "hybrid")
+
+
+def match_column(kind: str, event_type: str) -> str:
+    """The training set's column of the ``kind`` match score of every row's player for ``event_type``."""
+    return f"match_{kind}__{event_type}"
+
+
+def add_match_scores(
+    frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame, *, time_column: str = "decision_at"
+) -> pd.DataFrame:
+    """The collaborative, content-based and hybrid match scores of each row's player for every event type
+    (``match_<kind>__<type>``, so a model can score any arm) and of its own event type (``match_<kind>``,
+    NaN for no offer).
 
     ``event_emb`` is the event_type_cf view (every snapshot); each row uses the latest snapshot at or before
-    its decision, like the point-in-time join.
+    its ``time_column``, like the point-in-time join.
     """
     k = cfg.features.embedding_dim
-    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: frame["decision_at"].to_numpy()})
+    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: frame[time_column].to_numpy()})
     collaborative = collaborative_score(player, event_emb)
     content = content_score(frame, event_type_content(cfg, CONTENT_SINCE))[collaborative.columns]
     hybrid = hybrid_score(
@@ -80,10 +92,13 @@ def add_match_scores(frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame) 
         frame["offers_resolved"].fillna(0).to_numpy(),
         prior_offers=cfg.features.cf_prior_strength,
     )
-    out = frame.copy()
-    for name, wide in (("collaborative", collaborative), ("content", content), ("hybrid", hybrid)):
-        out[f"match_{name}"] = own_type(wide, frame["event_type"])
-    return out
+    columns: dict[str, np.ndarray] = {}
+    for name, wide in zip(MATCH_KINDS, (collaborative, content, hybrid), strict=True):
+        if "event_type" in frame:
+            columns[f"match_{name}"] = own_type(wide, frame["event_type"])
+        for event_type in wide.columns:
+            columns[match_column(name, str(event_type))] = wide[event_type].to_numpy(np.float32)
+    return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
 
 
 def build_training_set(

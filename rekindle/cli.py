@@ -470,6 +470,8 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     console.print(f"\nall state is under {cfg.home}")
 
+from rekindle import cli_models as _cli_models  # noqa: E402,F401  (registers tune, train, evaluate, batch)
 
 if __name__ == "__main__":
     main()
+

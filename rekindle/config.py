@@ -171,6 +171,53 @@ class Features(_Strict):
         return v
 
 
+# ---------------------------------------------------------------- training --
+class ArmsConfig(_Strict):
+    min_support: int = Field(100, ge=1)  # offers an (event type, reward) pair needs in the history to be an arm
+    catalog: Literal["extend", "restrict", "history"] = "extend"
+
+
+class SplitConfig(_Strict):
+    validation_campaigns: int = Field(4, ge=1)  # the campaigns before the test slice: tuning's objective
+    test_campaigns: int = Field(4, ge=1)  # the latest campaigns: held out for evaluation and promotion
+
+
+class ModelParams(_Strict):
+    """The response model's defaults (tuning overrides them; see training.response.ResponseModel)."""
+
+    learner: Literal["s", "t"] = "s"
+    use_match: bool = True
+    weighting: Literal["none", "ipw"] = "none"
+    n_estimators: int = Field(300, ge=10)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(15, ge=2)
+    min_child_samples: int = Field(2000, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(1.0, ge=0)
+    tweedie_power: float = Field(1.5, gt=1, lt=2)
+    monotone: bool = True
+
+
+class Training(_Strict):
+    arms: ArmsConfig = ArmsConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelParams = ModelParams()
+    objective: Literal["net_value", "reengagement"] = "net_value"
+    budget: float | None = Field(None, ge=0)  # total expected reward cost per batch, KRW; null = no budget
+    ensemble: int = Field(5, ge=1)  # bootstrap members: intervals and confidence
+    propensity_clip: float = Field(0.002, gt=0, lt=1)
+    max_weight: float = Field(20.0, ge=1)  # cap of the stabilised inverse-propensity weights
+    bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
+    min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy
+    tuning_rows: int = Field(40_000, ge=1000)  # validation rows scored per trial (a seeded sample)
+    seed: int = Field(1, ge=0)
+    experiment: str = "rekindle"
+    model_name: str = Field("rekindle-response", pattern=r"^[A-Za-z0-9_.-]+$")
+    tracking_uri: str | None = None  # null -> sqlite:///<home>/mlflow.db
+    optuna_storage: str | None = None  # null -> sqlite:///<home>/optuna.db
+
+
 # --------------------------------------------------------------- simulator --
 class Beta(_Strict):
     a: float = Field(gt=0)
@@ -287,6 +334,7 @@ class Config(_Strict):
     simulator: Simulator
     config_dir: Path
     features: Features = Features()
+    training: Training = Training()
 
     @model_validator(mode="after")
     def _catalog_matches_simulator(self) -> Config:

@@ -136,6 +136,20 @@ def test_truth_has_one_row_per_candidate_and_arm(big_history) -> None:
     assert (offers["incremental_reengage"] >= -1e-12).all(), "an offer never lowers the chance to come back"
 
 
+def test_every_past_decision_has_the_truth_of_every_arm(big_history) -> None:
+    cfg, history, _ = big_history
+    arms, dec = history.decision_arms, history.decisions
+    assert len(arms) == len(dec) * (len(cfg.catalog.arms()) + 1)
+    assert not arms.duplicated(["decision_id", "event_type", "reward"]).any()
+    # the row of the logged arm (and of no offer) is the truth the decision log already holds
+    logged = dec.merge(arms, on=["decision_id", "event_type", "reward"], suffixes=("", "_arm"), validate="1:1")
+    for col in ("p_reengage", "expected_deposits", "expected_cost"):
+        np.testing.assert_allclose(logged[f"{col}_arm"], logged[col], rtol=1e-5, atol=1e-3)
+    none = dec.merge(arms[arms["event_type"] == "none"], on="decision_id", suffixes=("", "_arm"))
+    np.testing.assert_allclose(none["p_reengage_arm"], none["p_reengage_none"], rtol=1e-5)
+    np.testing.assert_allclose(none["expected_deposits_arm"], none["expected_deposits_none"], rtol=1e-5, atol=1e-3)
+
+
 # --------------------------------------------------------- response model --
 def test_offer_pull_has_diminishing_returns_in_reward_and_fatigue(big_history) -> None:
     cfg, history, _ = big_history

@@ -23,6 +23,7 @@ class History:
     day0: datetime  # start of simulation day 0
     as_of: datetime
     decisions: pd.DataFrame  # every campaign decision with its truth and realised outcome
+    decision_arms: pd.DataFrame  # every campaign decision x every catalog arm and no offer: the exact truth
 
 
 def new_world(config: Config, rng: np.random.Generator) -> World:
@@ -68,6 +69,44 @@ def send_with_truth(world: World, dec: Decisions, log: Log) -> pd.DataFrame:
     )
 
 
+def arms_truth(world: World, dec: Decisions, ids: np.ndarray, arms: list[tuple[str, int]]) -> pd.DataFrame:
+    """The truth of every arm (and no offer) for the decisions ``dec`` (state at
+    the decision time, computed before sending). Long format, float32, so that
+    any policy can be scored exactly on past campaigns. Consumes no randomness."""
+    age = world.age(dec.player, dec.day)
+    n_recent = world.n_recent(dec.player, dec.day)
+    names = list(world.events.names)
+    parts = []
+    for event, reward in [("none", 0), *arms]:
+        e = -1 if event == "none" else names.index(event)
+        t = window_truth(
+            world.pop,
+            dec.player,
+            age,
+            np.full(len(dec.player), e),
+            np.full(len(dec.player), float(reward)),
+            n_recent,
+            world.cfg,
+            world.events,
+            world.window,
+            world.drift,
+            day=dec.day,
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    "decision_id": ids,
+                    "event_type": event,
+                    "reward": np.int64(reward),
+                    "p_reengage": t.p_reengage.astype(np.float32),
+                    "expected_deposits": t.expected_deposits.astype(np.float32),
+                    "expected_cost": t.expected_cost.astype(np.float32),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
 def finish_decisions(parts: list[pd.DataFrame], world: World, day0: datetime) -> pd.DataFrame:
     """Stack the decisions' truth and add their send time and realised outcome."""
     if not parts:
@@ -89,6 +128,8 @@ def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = N
     log = Log()
     last_campaign = sim.days - config.business.attribution_days
     truth_parts: list[pd.DataFrame] = []
+    arm_parts: list[pd.DataFrame] = []
+    arms = config.catalog.arms()
     for d in range(sim.days):
         if (
             d <= last_campaign
@@ -96,10 +137,15 @@ def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = N
             and d >= config.business.dormancy_days + 1
         ):
             dec = run_campaign(world, d, sim, config.catalog, config.segmentation)
+            first_id = world.n_decisions
+            arm_parts.append(arms_truth(world, dec, np.arange(first_id, first_id + len(dec.player)), arms))
             truth_parts.append(send_with_truth(world, dec, log))
         world.step(log)
         if on_day is not None:
             on_day(d)
     day0 = sim.end - timedelta(days=sim.days)
     decisions = finish_decisions(truth_parts, world, day0)
-    return History(world=world, log=log, day0=day0, as_of=sim.end, decisions=decisions)
+    decision_arms = pd.concat(arm_parts, ignore_index=True) if arm_parts else pd.DataFrame()
+    if len(decision_arms):
+        decision_arms["event_type"] = decision_arms["event_type"].astype("category")
+    return History(world=world, log=log, day0=day0, as_of=sim.end, decisions=decisions, decision_arms=decision_arms)

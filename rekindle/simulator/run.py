@@ -95,6 +95,7 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
     staging.mkdir(parents=True)
     truth.to_parquet(staging / "truth.parquet", index=False)
     history.decisions.to_parquet(staging / "decisions.parquet", index=False)
+    history.decision_arms.to_parquet(staging / "decision_arms.parquet", index=False)
     cal = calibration(truth, history.decisions, world, config)
     cal["as_of"] = history.as_of.isoformat()
     os.environ.setdefault("MPLCONFIGDIR", str(config.path("cache", "matplotlib")))  # keep state under the home

@@ -1,0 +1,215 @@
+"""Pure pieces of training/: arms, policy, off-policy estimators, design, response model, evaluation tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from rekindle.config import load_config
+from training.arms import ArmError, discover_arms
+from training.data import TrainingDataError, time_split
+from training.ensemble import confidence
+from training.evaluation import qini_areas, reliability, roi_cells, uplift_curves
+from training.ope import LoggedData, bootstrap_weights, row_terms
+from training.policy import choose, one_hot, uniform_offer
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory):
+    return load_config(CONFIG_DIR, home=tmp_path_factory.mktemp("units"))
+
+
+def offers(pairs: dict[tuple[str, int], int], claimed: float = 0.5, paid: float = 0.8) -> pd.DataFrame:
+    rows = []
+    for (event, reward), n in pairs.items():
+        k = int(n * claimed)
+        rows.append(
+            pd.DataFrame({"event_type": event, "reward": reward, "reward_cost": [reward * paid] * k + [0] * (n - k)})
+        )
+    rows.append(pd.DataFrame({"event_type": ["none"] * 10, "reward": 0, "reward_cost": 0}))
+    return pd.concat(rows, ignore_index=True)
+
+
+# ------------------------------------------------------------------------ arms --
+def test_arms_are_discovered_from_the_history_of_an_unknown_platform(cfg) -> None:
+    hist = offers({("welcome_back", 2000): 300, ("welcome_back", 9000): 120, ("spin_wheel", 500): 40})
+    arms = discover_arms(hist, cfg.catalog, min_support=100, use="history")
+    assert arms["arm"].tolist() == ["none", "welcome_back@2000", "welcome_back@9000"]  # spin_wheel lacks support
+    # unknown to the catalog: priced by what the history paid per claim
+    assert arms.set_index("arm").loc["welcome_back@2000", "payout"] == pytest.approx(1600)
+    assert (arms["source"].iloc[1:] == "history").all()
+
+
+def test_catalog_extends_restricts_and_prices_the_arms(cfg) -> None:
+    hist = offers({("cashback", 10000): 500, ("mystery", 700): 500})
+    extended = discover_arms(hist, cfg.catalog, min_support=100, use="extend")
+    assert {"mystery@700", "cashback@10000", "cashback@30000", "free_spins@5000"} <= set(extended["arm"])
+    assert extended.set_index("arm").loc["cashback@30000", "support"] == 0  # never offered: from the catalog
+    assert extended.set_index("arm").loc["cashback@10000", "payout"] == pytest.approx(10000 * 0.6)  # catalog price
+    restricted = discover_arms(hist, cfg.catalog, min_support=100, use="restrict")
+    assert restricted["arm"].tolist() == ["none", "cashback@10000"]
+    with pytest.raises(ArmError, match="no arm has 1000"):
+        discover_arms(hist, cfg.catalog, min_support=1000, use="history")
+    with pytest.raises(ArmError, match="unknown catalog use 'everything'"):
+        discover_arms(hist, cfg.catalog, min_support=1, use="everything")  # type: ignore[arg-type]
+    bad = pd.DataFrame({"event_type": ["cashback"], "reward": [-5], "reward_cost": [0]})
+    with pytest.raises(ArmError, match="non-positive rewards \\[-5\\]"):
+        discover_arms(bad, cfg.catalog, min_support=1)
+
+
+# ---------------------------------------------------------------------- policy --
+def test_policy_takes_the_best_arm_or_nothing() -> None:
+    gain = np.array([[0.0, 5.0, 7.0], [0.0, -1.0, -2.0], [0.0, 3.0, 1.0]])
+    cost = np.array([[0.0, 1.0, 4.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]])
+    c = choose(gain, cost)
+    assert c.arm.tolist() == [2, 0, 1] and c.lam == 0
+    allowed = np.array([[True, True, False]] * 3)
+    assert choose(gain, cost, allowed=allowed).arm.tolist() == [1, 0, 1]
+
+
+def test_budget_is_respected_and_spent_where_it_gains_most() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    cost = np.column_stack([np.zeros(n), np.full(n, 10.0), np.full(n, 30.0)])
+    gain = np.column_stack([np.zeros(n), rng.gamma(2, 5, n), rng.gamma(2, 9, n)])
+    free = choose(gain, cost)
+    budget = 0.4 * free.cost.sum()
+    c = choose(gain, cost, budget=budget)
+    assert c.cost.sum() <= budget + 1e-6 and c.cost.sum() >= 0.97 * budget
+    assert c.lam > 0
+    # a larger budget never gains less
+    assert c.gain.sum() >= choose(gain, cost, budget=budget * 0.9).gain.sum()
+    with pytest.raises(ValueError, match="budget must be >= 0"):
+        choose(gain, cost, budget=-1)
+
+
+# ------------------------------------------------------------------------- OPE --
+def synthetic_logs(n: int, seed: int, noise: float = 2.0):
+    """A logging policy that depends on x, outcomes with known arm means."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, n)
+    k = 3
+    logits = np.column_stack([np.zeros(n), 2 * x, -2 * x])
+    e = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    a = (rng.uniform(size=n)[:, None] > np.cumsum(e, axis=1)).sum(axis=1)
+    mean = np.column_stack([np.zeros(n), 1 + 2 * x, 3 - 4 * x])
+    y = mean[np.arange(n), a] + rng.normal(0, noise, n)
+    return LoggedData(a, e[np.arange(n), a], np.arange(n)), y, mean, k
+
+
+@pytest.mark.parametrize("estimator", ["ips", "snips", "dr"])
+def test_off_policy_estimators_recover_the_true_value(estimator: str) -> None:
+    data, y, mean, k = synthetic_logs(20_000, seed=3)
+    target = one_hot((mean.argmax(axis=1)), k)  # the oracle policy, far from the logging one
+    truth = (target * mean).sum(axis=1).mean()
+    noisy_mu = mean + 0.5  # a biased outcome model: DR must still be right
+    num, den = row_terms(data, y, noisy_mu, target)[estimator]
+    w = bootstrap_weights(data.cluster, 200, seed=1)
+    draws = (w @ num) / (w @ den)
+    low, high = np.quantile(draws[1:], [0.005, 0.995])
+    assert low <= truth <= high
+    direct = row_terms(data, y, noisy_mu, target)["dm"][0].mean()
+    assert abs(direct - truth) > 0.4  # the direct method alone inherits the model's bias
+
+
+def test_doubly_robust_is_tighter_than_ips_with_a_good_model() -> None:
+    data, y, mean, k = synthetic_logs(20_000, seed=4, noise=0.5)
+    target = uniform_offer(len(y), k)
+    w = bootstrap_weights(data.cluster, 200, seed=2)
+    spread = {}
+    for est in ("ips", "dr"):
+        num, den = row_terms(data, y, mean, target)[est]
+        spread[est] = ((w @ num) / (w @ den))[1:].std()
+    assert spread["dr"] < 0.7 * spread["ips"]
+
+
+def test_bootstrap_resamples_whole_players() -> None:
+    w = bootstrap_weights(np.array([7, 7, 7, 9, 9, 11]), 50, seed=0)
+    assert (w[0] == 1).all()
+    assert (w[1:, 0] == w[1:, 1]).all() and (w[1:, 1] == w[1:, 2]).all() and (w[1:, 3] == w[1:, 4]).all()
+
+
+# ------------------------------------------------------------------ confidence --
+def test_confidence_grows_with_the_margin_over_the_spread() -> None:
+    gain = np.array([100.0, 100.0, -50.0, 30.0])  # the recommended arm's gain; for no offer, the declined best offer's
+    sd = np.array([10.0, 400.0, 10.0, 10.0])
+    conf = confidence(gain, sd, np.array([True, True, False, False]))
+    assert conf[0] > 0.99 and 0.5 < conf[1] < 0.7  # same gain, wider spread: less sure
+    assert conf[2] > 0.99  # declining an offer that surely loses money
+    assert conf[3] < 0.01  # declining an offer that surely pays is surely wrong (a budget's choice)
+    assert ((conf >= 0) & (conf <= 1)).all()
+
+
+# ------------------------------------------------------------ evaluation tables --
+def test_roi_accuracy_is_one_minus_weighted_absolute_percentage_error() -> None:
+    arms = pd.DataFrame({"arm": ["none", "a", "b"]})
+    seg = np.array(["x"] * 400 + ["y"] * 400 + ["z"] * 10)
+    actual = np.column_stack([np.zeros(810), np.where(seg == "x", 100.0, 50.0), np.full(810, -20.0)])
+    pred = actual * 1.1
+    cells, acc = roi_cells(pred, actual, seg, arms, min_cell=300)
+    assert set(cells["segment"]) == {"x", "y"}  # z has too few rows
+    assert acc == pytest.approx(0.9)
+
+
+def test_reliability_bins_and_uplift_curves() -> None:
+    conf = np.array([0.55, 0.58, 0.75, 0.92, 0.97, 0.99])
+    right = np.array([0, 1, 1, 1, 1, 1], float)
+    rel = reliability(conf, right)
+    assert rel["n"].sum() == 6
+    assert rel.loc[rel["bin_low"] == 0.5, "share_right"].item() == 0.5
+    arms = pd.DataFrame({"arm": ["none", "a"]})
+    actual = np.column_stack([np.zeros(100), np.linspace(10, -10, 100)])
+    good = uplift_curves(actual, {"truth": actual}, arms)
+    bad = uplift_curves(-actual, {"truth": actual}, arms)
+    assert qini_areas(good)["qini_area"].item() > 0 > qini_areas(bad)["qini_area"].item()
+
+
+# ------------------------------------------------------------------------ split --
+def test_time_split_keeps_windows_inside_their_slice() -> None:
+    at = pd.date_range("2026-01-01", periods=10, freq="7D")
+    frame = pd.DataFrame({"campaign_at": np.repeat(at, 3), "player_id": np.arange(30)})
+    frame["window_end"] = frame["campaign_at"] + pd.Timedelta(days=7)
+    split = time_split(frame, validation_campaigns=2, test_campaigns=3)
+    assert len(split.test) == 9 and len(split.validation) == 6 and len(split.train) == 15
+    assert split.train["window_end"].max() <= split.validation_start
+    assert split.validation["window_end"].max() <= split.test_start
+    with pytest.raises(TrainingDataError, match="holds 10 campaigns; the split needs at least 12"):
+        time_split(frame, validation_campaigns=4, test_campaigns=6)
+
+
+# ---------------------------------------------------------------- response model --
+def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
+    from features.families import player_families
+    from training.design import Design
+    from training.response import ResponseModel
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    names = [f.name for fam in player_families(cfg) for f in fam.features]
+    frame = pd.DataFrame({c: rng.normal(size=n).astype(np.float32) for c in names})
+    for c, levels in (("channel", ["ads", "organic"]), ("dormancy_stage", ["new"]), ("value_tier", ["low-value"])):
+        frame[c] = rng.choice(levels, n)
+    for c in ("status", "segment"):
+        frame[c] = "x"
+    ladder = [1000, 3000, 5000]
+    frame["event_type"] = np.where(rng.uniform(size=n) < 0.3, "none", "login_reward")
+    frame["reward"] = np.where(frame["event_type"] == "none", 0, rng.choice(ladder, n))
+    p = 0.05 + 0.00004 * frame["reward"] + 0.05 * (frame["sessions_30d"] > 0)
+    frame["reengaged"] = rng.uniform(size=n) < p
+    frame["deposits"] = np.where(frame["reengaged"], rng.gamma(1, 20000, n), 0)
+    frame["reward_cost"] = np.where(frame["reengaged"] & (frame["event_type"] != "none"), frame["reward"], 0)
+    arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
+    design = Design.fit(cfg, frame, arms)
+    model = ResponseModel(design, n_estimators=40, min_child_samples=50).fit(frame, frame)
+    pred = model.predict_arms(frame.head(500), arms)
+    p_arms = pred.p_reengage[:, 1:]
+    assert (np.diff(p_arms, axis=1) >= -1e-9).all()  # within login_reward, more reward never lowers the chance
+    assert p_arms[:, -1].mean() > pred.p_reengage[:, 0].mean()
+    twin = clone(model)
+    assert twin.get_params()["n_estimators"] == 40 and not hasattr(twin, "heads_")

@@ -1,0 +1,113 @@
+"""Training data: the feature store's training set, split by time.
+
+The split follows the campaigns: the latest ``test_campaigns`` are held out
+(evaluation and promotion), the ``validation_campaigns`` before them are
+tuning's objective, everything earlier trains. A row belongs to the slice of
+its campaign, and a training row's attribution window closes before the slice
+after it starts, so no label reaches across a boundary.
+
+The policy's population in a campaign is its eligible rows (dormant, active,
+registered long enough); offers the marketers sent to other players still
+train the response model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rekindle.config import Config
+from rekindle.errors import RekindleError
+
+LABEL_COLUMNS = ("reengaged", "converted", "deposits", "reward_cost", "net_value")
+
+
+class TrainingDataError(RekindleError, ValueError):
+    """The training set is missing, or too short for the split asked for."""
+
+
+def training_set_path(cfg: Config) -> Path:
+    return cfg.path("training", "training_set.parquet")
+
+
+def load_training_set(cfg: Config, path: Path | None = None) -> pd.DataFrame:
+    path = path or training_set_path(cfg)
+    if not path.is_file():
+        raise TrainingDataError(
+            f"no training set at {path}: run `rekindle features build` and `rekindle features training-set` first"
+        )
+    frame = pd.read_parquet(path)
+    missing = [
+        c for c in ("campaign_at", "player_id", "event_type", "reward", "eligible", *LABEL_COLUMNS) if c not in frame
+    ]
+    if missing:
+        raise TrainingDataError(f"{path} is not a training set: it lacks the columns {missing}")
+    return frame
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    validation_start: datetime
+    test_start: datetime
+    first: datetime
+    last: datetime
+
+    @property
+    def fit(self) -> pd.DataFrame:
+        """Everything before the test slice: the final model's training data."""
+        return pd.concat([self.train, self.validation], ignore_index=True)
+
+    def describe(self) -> dict[str, str | int]:
+        def span(f: pd.DataFrame) -> str:
+            if f.empty:
+                return "-"
+            return f"{f['campaign_at'].min():%Y-%m-%d} .. {f['campaign_at'].max():%Y-%m-%d}"
+
+        return {
+            "train_rows": len(self.train),
+            "validation_rows": len(self.validation),
+            "test_rows": len(self.test),
+            "train_campaigns": span(self.train),
+            "validation_campaigns": span(self.validation),
+            "test_campaigns": span(self.test),
+        }
+
+
+def time_split(frame: pd.DataFrame, *, validation_campaigns: int, test_campaigns: int) -> Split:
+    """Split ``frame`` by campaign time (module docstring)."""
+    campaigns = np.sort(pd.to_datetime(frame["campaign_at"]).unique())
+    need = validation_campaigns + test_campaigns + 2
+    if len(campaigns) < need:
+        raise TrainingDataError(
+            f"the training set holds {len(campaigns)} campaigns; the split needs at least {need} "
+            f"({test_campaigns} test + {validation_campaigns} validation + 2 to train on): simulate or wait for more "
+            "history, or lower training.split"
+        )
+    test_start = pd.Timestamp(campaigns[-test_campaigns])
+    validation_start = pd.Timestamp(campaigns[-test_campaigns - validation_campaigns])
+    at = pd.to_datetime(frame["campaign_at"])
+    ends = pd.to_datetime(frame["window_end"]) if "window_end" in frame else at
+    train = frame[(at < validation_start) & (ends <= validation_start)]
+    validation = frame[(at >= validation_start) & (at < test_start) & (ends <= test_start)]
+    test = frame[at >= test_start]
+    return Split(
+        train.reset_index(drop=True),
+        validation.reset_index(drop=True),
+        test.reset_index(drop=True),
+        validation_start.to_pydatetime(),
+        test_start.to_pydatetime(),
+        pd.Timestamp(campaigns[0]).to_pydatetime(),
+        pd.Timestamp(campaigns[-1]).to_pydatetime(),
+    )
+
+
+def population(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a policy decides for: eligible players of each campaign."""
+    return frame[frame["eligible"].to_numpy(bool)].reset_index(drop=True)

@@ -1,0 +1,126 @@
+"""Fitting: from the training set to a scorer, and the held-out data to judge it.
+
+Shared by ``rekindle tune`` (fit on the train slice, score the validation
+slice), ``rekindle train`` (fit on everything before the test slice) and
+``rekindle evaluate`` (score the test slice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rekindle.config import Config, ModelParams
+from training.arms import discover_arms
+from training.data import Split, load_training_set, population, time_split
+from training.design import Design
+from training.ensemble import BootstrapEnsemble
+from training.evaluation import EvalData
+from training.ope import LoggedData
+from training.propensity import PropensityModel, cross_fitted, fit_propensity, logged_arm_index
+from training.response import LABELS, ResponseModel
+from training.scorer import Scorer
+
+FEATURE_SERVICE = "rekindle_player_v1"
+
+
+@dataclass
+class Prepared:
+    cfg: Config
+    frame: pd.DataFrame
+    split: Split
+    arms: pd.DataFrame
+    path: Path | None = None
+
+
+def prepare(cfg: Config, path: Path | None = None) -> Prepared:
+    """Load the training set, split it by time and discover the arms on the data before the test slice."""
+    frame = load_training_set(cfg, path)
+    t = cfg.training
+    split = time_split(frame, validation_campaigns=t.split.validation_campaigns, test_campaigns=t.split.test_campaigns)
+    arms = discover_arms(split.fit, cfg.catalog, min_support=t.arms.min_support, use=t.arms.catalog)
+    return Prepared(cfg, frame, split, arms, path)
+
+
+def response_model(design: Design, params: ModelParams, seed: int, n_jobs: int = 2) -> ResponseModel:
+    p = params.model_dump(exclude={"use_match", "weighting"})
+    return ResponseModel(design, **p, seed=seed, n_jobs=n_jobs)
+
+
+def ipw_weights(cfg: Config, design: Design, rows: pd.DataFrame, arms: pd.DataFrame) -> np.ndarray:
+    """Stabilised inverse-propensity weights ``P(a) / e(a | x)`` of the logged arms, capped at ``max_weight``."""
+    e = cross_fitted(
+        design,
+        rows,
+        arms,
+        group=rows["player_id"].to_numpy(),
+        clip=cfg.training.propensity_clip,
+        seed=cfg.training.seed,
+    )
+    y = logged_arm_index(rows, arms)
+    ok = y >= 0
+    marginal = np.bincount(y[ok], minlength=len(arms)) / ok.sum()
+    w = np.ones(len(rows))
+    w[ok] = marginal[y[ok]] / e[np.flatnonzero(ok), y[ok]]
+    return np.minimum(w, cfg.training.max_weight)
+
+
+def fit_scorer(
+    cfg: Config,
+    rows: pd.DataFrame,
+    arms: pd.DataFrame,
+    params: ModelParams,
+    *,
+    members: int,
+    meta: dict[str, Any] | None = None,
+    on_member: Callable[[int], None] | None = None,
+) -> Scorer:
+    """Fit the response ensemble on ``rows`` and wrap it with the policy's defaults."""
+    design = Design.fit(cfg, rows, arms, use_match=params.use_match)
+    weights = ipw_weights(cfg, design, rows, arms) if params.weighting == "ipw" else None
+    base = response_model(design, params, cfg.training.seed)
+    ensemble = BootstrapEnsemble(base, n_members=members, seed=cfg.training.seed)
+    ensemble.fit(rows, rows[list(LABELS)], sample_weight=weights, on_member=on_member)
+    info = {
+        "feature_service": FEATURE_SERVICE,
+        "params": params.model_dump(),
+        "members": members,
+        "trained_from": str(pd.Timestamp(rows["campaign_at"].min())),
+        "trained_to": str(pd.Timestamp(rows["campaign_at"].max())),
+        "rows": len(rows),
+    }
+    return Scorer(design, arms, ensemble, cfg.business.margin, cfg.training.objective, meta=info | (meta or {}))
+
+
+def logging_propensity(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame) -> PropensityModel:
+    """The logging policy's propensity model, fitted on ``rows`` (data before the rows it will score)."""
+    design = Design.fit(cfg, rows, arms, use_match=False)
+    return fit_propensity(design, rows, arms, clip=cfg.training.propensity_clip, seed=cfg.training.seed)
+
+
+def eval_data(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame, propensity: PropensityModel) -> EvalData:
+    """Held-out population rows as the arrays the evaluation needs."""
+    logged = logged_arm_index(rows, arms)
+    e = propensity.predict(rows)
+    prop = np.where(logged >= 0, e[np.arange(len(rows)), np.maximum(logged, 0)], 1.0)
+    y = {
+        "reengaged": rows["reengaged"].to_numpy(np.float64),
+        "net_value": rows["net_value"].to_numpy(np.float64),
+        "reward_cost": rows["reward_cost"].to_numpy(np.float64),
+    }
+    return EvalData(
+        LoggedData(logged, prop, rows["player_id"].to_numpy()),
+        y,
+        rows["segment"].astype(str).to_numpy(),
+        cfg.business.margin,
+    )
+
+
+def held_out(prepared: Prepared, which: str = "test") -> pd.DataFrame:
+    rows = prepared.split.test if which == "test" else prepared.split.validation
+    return population(rows)

@@ -1,0 +1,116 @@
+"""The policy: per-arm predictions -> one decision per player.
+
+Pure functions over arrays (rows x arms, "none" in column 0), no I/O. The
+learned policy takes each player's best arm for the objective, or no offer when
+no arm's expected gain is positive:
+
+- ``net_value``: incremental net value ``margin x delta deposits - reward cost``;
+- ``reengagement``: incremental chance to re-engage.
+
+Under a reward budget (total expected reward cost over the rows) the policy
+maximises ``gain - lambda x cost`` with the smallest ``lambda >= 0`` that keeps
+the expected cost within the budget (a Lagrangian relaxation of the knapsack;
+exact up to one player's arm at the boundary).
+
+Baselines (the comparisons of the evaluation) are policies too: a matrix of
+arm probabilities per row (deterministic policies are one-hot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Objective = Literal["net_value", "reengagement"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    arm: np.ndarray  # column of the chosen arm per row (0: no offer)
+    gain: np.ndarray  # expected gain of the chosen arm for the objective
+    cost: np.ndarray  # expected reward cost of the chosen arm
+    lam: float  # the budget's shadow price (0 without a binding budget)
+
+
+def gains(inc_net: np.ndarray, inc_reengage: np.ndarray, objective: Objective) -> np.ndarray:
+    if objective == "net_value":
+        return inc_net
+    if objective == "reengagement":
+        return inc_reengage
+    raise ValueError(f"unknown objective {objective!r}; expected 'net_value' or 'reengagement'")
+
+
+def _pick(gain: np.ndarray, cost: np.ndarray, lam: float, allowed: np.ndarray | None) -> np.ndarray:
+    score = gain - lam * cost
+    if allowed is not None:
+        score = np.where(allowed, score, -np.inf)
+    score[:, 0] = 0.0  # no offer: no gain, no cost
+    return score.argmax(axis=1)
+
+
+def choose(
+    gain: np.ndarray,
+    cost: np.ndarray,
+    *,
+    budget: float | None = None,
+    allowed: np.ndarray | None = None,
+    tol: float = 1e-6,
+) -> Choice:
+    """The best arm per row for ``gain`` (rows x arms), within ``budget`` of total expected ``cost``.
+
+    ``allowed`` (rows x arms, bool) masks arms a row may not get; no offer is always allowed.
+    """
+    if gain.shape != cost.shape or gain.ndim != 2:
+        raise ValueError(f"gain and cost must be matching rows x arms arrays, got {gain.shape} and {cost.shape}")
+    if budget is not None and budget < 0:
+        raise ValueError(f"budget must be >= 0 KRW, got {budget}")
+    rows = np.arange(len(gain))
+
+    def spend(lam: float) -> tuple[np.ndarray, float]:
+        arm = _pick(gain, cost, lam, allowed)
+        return arm, float(cost[rows, arm].sum())
+
+    arm, total = spend(0.0)
+    lam = 0.0
+    if budget is not None and total > budget:
+        lo, hi = 0.0, 1.0
+        while spend(hi)[1] > budget:
+            hi *= 2
+            if hi > 1e12:
+                break
+        for _ in range(60):  # bisection on the shadow price
+            mid = (lo + hi) / 2
+            if spend(mid)[1] > budget:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < tol * max(hi, 1.0):
+                break
+        lam = hi
+        arm, _ = spend(hi)
+    return Choice(arm, gain[rows, arm], cost[rows, arm], lam)
+
+
+def one_hot(arm: np.ndarray, k: int) -> np.ndarray:
+    """A deterministic policy as a rows x arms probability matrix."""
+    out = np.zeros((len(arm), k))
+    out[np.arange(len(arm)), arm] = 1.0
+    return out
+
+
+def uniform_offer(n: int, k: int) -> np.ndarray:
+    """The random-arm baseline: every offer arm with the same probability, never no offer."""
+    out = np.full((n, k), 1.0 / (k - 1))
+    out[:, 0] = 0.0
+    return out
+
+
+def per_group_best(value: np.ndarray, groups: np.ndarray, fallback: int) -> dict[object, int]:
+    """For each group, the arm with the highest mean ``value`` (rows x arms); ``fallback`` for empty groups."""
+    best: dict[object, int] = {}
+    for g in np.unique(groups):
+        m = groups == g
+        best[g] = int(value[m].mean(axis=0).argmax()) if m.any() else fallback
+    return best

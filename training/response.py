@@ -1,0 +1,218 @@
+"""Response models: for a player and any arm, the chance to re-engage, the expected
+deposits and the expected reward cost in the attribution window (and the same
+with no offer), from which the incremental net value and ROI of every arm follow.
+
+The window's deposits are modelled as a hurdle: ``E[deposits] = P(re-engage) x
+E[deposits | re-engaged]``. Re-engagement is a binary outcome with far less
+noise than 7-day deposits (96% zeros, a heavy tail), and what a returning
+player deposits is mostly the player's own habit, learnt from every returner,
+offer or not. The reward cost is ``P(claim) x payout per claim`` of the arm.
+Three LightGBM heads, each monotone in the reward where asked:
+
+- ``reengage``: binary, every row;
+- ``deposits``: Tweedie regression of the window's deposits, re-engaged rows only;
+- ``claim``: binary (bonus paid > 0), offer rows only.
+
+Meta-learners (``learner``):
+
+- ``s`` (S-learner): one model per head with the arm as input, "none" included;
+- ``t`` (T-learner): separate ``reengage`` and ``deposits`` heads for no-offer
+  rows (control) and offer rows (treated, the arm still an input).
+
+The estimator follows the scikit-learn contract (``get_params``/``set_params``,
+``fit(X, y, sample_weight)``); :meth:`ResponseModel.predict_arms` scores every
+arm of every row at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from training.arms import NONE
+from training.design import Design
+
+LABELS = ("reengaged", "deposits", "reward_cost")
+
+
+@dataclass
+class ArmPredictions:
+    """Per row and arm (columns in the order of ``arms``): expected values in the attribution window."""
+
+    arms: pd.DataFrame  # the arm table, "none" first
+    p_reengage: np.ndarray  # (n, k)
+    deposits: np.ndarray  # (n, k)
+    cost: np.ndarray  # (n, k)
+
+    def incremental_net(self, margin: float) -> np.ndarray:
+        net = margin * self.deposits - self.cost
+        return net - net[:, [0]]
+
+    def incremental_reengage(self) -> np.ndarray:
+        return self.p_reengage - self.p_reengage[:, [0]]
+
+
+class ResponseModel(BaseEstimator):
+    """The per-arm response model (module docstring)."""
+
+    def __init__(
+        self,
+        design: Design | None = None,
+        *,
+        learner: str = "s",
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 200,
+        feature_fraction: float = 0.8,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        tweedie_power: float = 1.5,
+        monotone: bool = True,
+        seed: int = 0,
+        n_jobs: int = 2,
+    ) -> None:
+        self.design = design
+        self.learner = learner
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.lambda_l2 = lambda_l2
+        self.tweedie_power = tweedie_power
+        self.monotone = monotone
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------ fitting --
+    def _params(self, objective: str, monotone: bool) -> dict[str, Any]:
+        assert self.design is not None
+        params: dict[str, Any] = {
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1 if self.bagging_fraction < 1 else 0,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "num_threads": self.n_jobs,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+        if objective == "tweedie":
+            params["tweedie_variance_power"] = self.tweedie_power
+        if monotone and self.monotone:
+            params["monotone_constraints"] = self.design.monotone(True)
+            params["monotone_constraints_method"] = "advanced"
+        return params
+
+    def _train(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, objective: str, monotone: bool) -> lgb.Booster:
+        assert self.design is not None
+        data = lgb.Dataset(
+            x,
+            label=y,
+            weight=w,
+            feature_name=self.design.columns,
+            categorical_feature=self.design.categorical_indices,
+            free_raw_data=True,
+        )
+        return lgb.train(self._params(objective, monotone), data, num_boost_round=self.n_estimators)
+
+    def fit(self, X: pd.DataFrame, y: pd.DataFrame, sample_weight: np.ndarray | None = None) -> ResponseModel:
+        """``X``: decision rows with player features, ``event_type`` and ``reward`` of the logged arm;
+        ``y``: ``reengaged``, ``deposits``, ``reward_cost`` (``training.response.LABELS``)."""
+        if self.design is None:
+            raise ValueError("ResponseModel needs a fitted Design (training.design.Design.fit)")
+        if self.learner not in ("s", "t"):
+            raise ValueError(f"unknown learner {self.learner!r}; expected 's' or 't'")
+        missing = [c for c in LABELS if c not in y]
+        if missing:
+            raise ValueError(f"y lacks the labels {missing}; expected {list(LABELS)}")
+        design = self.design
+        mat = design.matrix(X, X["event_type"].astype(str).to_numpy(), X["reward"].to_numpy())
+        w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        back = y["reengaged"].to_numpy(bool)
+        deposits = y["deposits"].to_numpy(np.float64)
+        claimed = y["reward_cost"].to_numpy(np.float64) > 0
+        offer = X["event_type"].astype(str).to_numpy() != NONE
+        groups = {"all": np.ones(len(X), bool)} if self.learner == "s" else {"control": ~offer, "treated": offer}
+        self.heads_: dict[str, lgb.Booster] = {}
+        self.deposit_scale_: dict[str, float] = {}
+        for g, rows in groups.items():
+            self.heads_[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True)
+            r = rows & back
+            head = self._train(mat[r], deposits[r], w[r], "tweedie", False)
+            self.heads_[f"deposits/{g}"] = head
+            # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
+            fitted = float((w[r] * head.predict(mat[r])).sum())
+            self.deposit_scale_[g] = float((w[r] * deposits[r]).sum()) / fitted if fitted > 0 else 1.0
+        self.heads_["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True)
+        self.n_features_in_ = mat.shape[1]
+        return self
+
+    # --------------------------------------------------------------- predicting --
+    def _group(self, offer: bool) -> str:
+        return "all" if self.learner == "s" else ("treated" if offer else "control")
+
+    def _head(self, name: str, offer: bool) -> lgb.Booster:
+        return self.heads_[f"{name}/{self._group(offer)}"]
+
+    def _deposits(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
+        """E[deposits | re-engaged], balanced on the training returners."""
+        raw = self._head("deposits", offer).predict(mat, num_iteration=num_iteration)
+        return np.asarray(raw) * self.deposit_scale_[self._group(offer)]
+
+    def predict_arms(self, X: pd.DataFrame, arms: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
+        """Every arm of ``arms`` (the arm table, "none" first) for every row of ``X``."""
+        assert self.design is not None
+        player = self.design.player_block(X)
+        n, k = len(X), len(arms)
+        p, dep, cost = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
+        for j, (event, reward, payout) in enumerate(
+            zip(arms["event_type"], arms["reward"], arms["payout"], strict=True)
+        ):
+            mat = self.design.matrix(X, event, reward, player=player)
+            offer = event != NONE
+            p[:, j] = self._head("reengage", offer).predict(mat, num_iteration=num_iteration)
+            dep[:, j] = p[:, j] * self._deposits(mat, offer, num_iteration)
+            if offer:
+                cost[:, j] = self.heads_["claim"].predict(mat, num_iteration=num_iteration) * payout
+        return ArmPredictions(arms, p, dep, cost)
+
+    def predict_rows(
+        self, X: pd.DataFrame, event_type: np.ndarray, reward: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected (re-engagement, deposits, cost) of arm ``(event_type[i], reward[i])`` for row ``i``."""
+        assert self.design is not None
+        event_type = np.asarray(event_type, dtype=object)
+        reward = np.asarray(reward, dtype=np.float64)
+        mat = self.design.matrix(X, event_type, reward)
+        offer = event_type != NONE
+        p, dep, cost = np.zeros(len(X)), np.zeros(len(X)), np.zeros(len(X))
+        for flag in (False, True):
+            m = offer == flag
+            if m.any():
+                p[m] = self._head("reengage", flag).predict(mat[m])
+                dep[m] = p[m] * self._deposits(mat[m], flag)
+        if offer.any():
+            keys = pd.MultiIndex.from_arrays([event_type[offer].astype(str), reward[offer].astype(np.int64)])
+            table = pd.Series(self.design.payout)
+            payout = table.reindex(keys).to_numpy(np.float64)
+            payout = np.where(np.isnan(payout), reward[offer], payout)  # an arm never priced: its face value
+            cost[offer] = self.heads_["claim"].predict(mat[offer]) * payout
+        return p, dep, cost
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Expected values of each row's own (logged) arm: ``p_reengage``, ``deposits``, ``cost``."""
+        p, dep, cost = self.predict_rows(X, X["event_type"].astype(str).to_numpy(), X["reward"].to_numpy())
+        return pd.DataFrame({"p_reengage": p, "deposits": dep, "cost": cost}, index=X.index)

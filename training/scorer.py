@@ -1,0 +1,180 @@
+"""The per-arm scorer: the one artefact that training registers and serving and
+batch load (wrapped as an MLflow pyfunc by :mod:`training.registry`).
+
+Given decision rows (a player's features at a time, with the match-score
+columns of the training set), it scores every arm with the point model of the
+bootstrap ensemble and turns the scores into one decision per row with the
+pure policy of :mod:`training.policy`; the ensemble's spread gives each
+decision its interval and confidence. The margin, objective and budget are
+arguments, so a batch can change them without retraining (the models predict
+deposits and cost, not net value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.design import Design
+from training.ensemble import BootstrapEnsemble, Spread, confidence, interval
+from training.policy import Choice, Objective, choose, gains
+from training.response import ArmPredictions
+
+DECISION_COLUMNS = (
+    "player_id",
+    "event_type",
+    "reward",
+    "p_reengage",
+    "p_reengage_none",
+    "incremental_reengage",
+    "expected_deposits",
+    "expected_cost",
+    "incremental_net_value",
+    "incremental_net_low",
+    "incremental_net_high",
+    "roi",
+    "confidence",
+)
+MONEY = ("expected_deposits", "expected_cost", "incremental_net_value", "incremental_net_low", "incremental_net_high")
+
+
+@dataclass
+class Scores:
+    """Every arm of every row (point model), with the incremental gains for both objectives."""
+
+    arms: pd.DataFrame
+    point: ArmPredictions
+    margin: float
+
+    @property
+    def inc_net(self) -> np.ndarray:
+        return self.point.incremental_net(self.margin)
+
+    @property
+    def inc_reengage(self) -> np.ndarray:
+        return self.point.incremental_reengage()
+
+    @property
+    def cost(self) -> np.ndarray:
+        return self.point.cost
+
+    def gain(self, objective: Objective) -> np.ndarray:
+        return gains(self.inc_net, self.inc_reengage, objective)
+
+    def subset(self, keep: np.ndarray) -> Scores:
+        p = self.point
+        return Scores(
+            self.arms, ArmPredictions(p.arms, p.p_reengage[keep], p.deposits[keep], p.cost[keep]), self.margin
+        )
+
+
+@dataclass
+class Judgement:
+    """A policy's choice with its confidence and the spread of the chosen (or declined best) arm."""
+
+    choice: Choice
+    judged_arm: np.ndarray  # the arm the confidence is about: the chosen one, or the best offer for no offer
+    spread: Spread
+    confidence: np.ndarray
+
+
+@dataclass
+class Scorer:
+    design: Design
+    arms: pd.DataFrame
+    ensemble: BootstrapEnsemble
+    margin: float
+    objective: Objective = "net_value"
+    meta: dict[str, Any] = field(default_factory=dict)  # feature service, data range, parameters
+
+    def score(self, frame: pd.DataFrame, *, margin: float | None = None) -> Scores:
+        return Scores(
+            self.arms, self.ensemble.predict_arms(frame, self.arms), self.margin if margin is None else margin
+        )
+
+    def judge(
+        self, frame: pd.DataFrame, scores: Scores, *, objective: Objective | None = None, budget: float | None = None
+    ) -> Judgement:
+        """The policy's choice per row, and how sure the ensemble is of it."""
+        objective = objective or self.objective
+        gain = scores.gain(objective)
+        pick = choose(gain, scores.cost, budget=budget)
+        best_offer = gain[:, 1:].argmax(axis=1) + 1
+        judged = np.where(pick.arm == 0, best_offer, pick.arm)
+        spread = self.ensemble.spread(frame, self.arms, judged, scores.margin, scores.point)
+        rows = np.arange(len(judged))
+        sd = spread.net if objective == "net_value" else spread.reengage
+        return Judgement(pick, judged, spread, confidence(gain[rows, judged], sd, pick.arm > 0))
+
+    def decide(
+        self,
+        frame: pd.DataFrame,
+        *,
+        objective: Objective | None = None,
+        budget: float | None = None,
+        margin: float | None = None,
+        scores: Scores | None = None,
+    ) -> pd.DataFrame:
+        """One decision per row of ``frame`` (columns ``DECISION_COLUMNS``; no offer: event_type "none", reward 0)."""
+        s = scores or self.score(frame, margin=margin)
+        j = self.judge(frame, s, objective=objective, budget=budget)
+        arm = j.choice.arm
+        rows = np.arange(len(arm))
+        low, high = interval(s.inc_net[rows, arm], j.spread.net)
+        mean = s.point
+        out = pd.DataFrame(
+            {
+                "player_id": frame["player_id"].to_numpy(np.int64),
+                "event_type": self.arms["event_type"].to_numpy(object)[arm],
+                "reward": self.arms["reward"].to_numpy(np.int64)[arm],
+                "p_reengage": mean.p_reengage[rows, arm],
+                "p_reengage_none": mean.p_reengage[:, 0],
+                "incremental_reengage": s.inc_reengage[rows, arm],
+                "expected_deposits": mean.deposits[rows, arm],
+                "expected_cost": mean.cost[rows, arm],
+                "incremental_net_value": s.inc_net[rows, arm],
+                "incremental_net_low": np.where(arm > 0, low, 0.0),
+                "incremental_net_high": np.where(arm > 0, high, 0.0),
+                "confidence": j.confidence,
+            }
+        )
+        cost = out["expected_cost"].to_numpy()
+        out["roi"] = np.divide(out["incremental_net_value"], cost, out=np.full(len(out), np.nan), where=cost > 0)
+        return out[list(DECISION_COLUMNS)]
+
+    def arm_table(self, frame: pd.DataFrame, *, margin: float | None = None) -> pd.DataFrame:
+        """Long format: one row per (input row, arm) with the expected values and their 90% intervals."""
+        s = self.score(frame, margin=margin)
+        n, k = s.inc_net.shape
+        sd = np.column_stack(
+            [np.zeros(n)]
+            + [self.ensemble.spread(frame, self.arms, np.full(n, j), s.margin, s.point).net for j in range(1, k)]
+        )
+        low, high = interval(s.inc_net, sd)
+        mean = s.point
+        return pd.DataFrame(
+            {
+                "player_id": np.repeat(frame["player_id"].to_numpy(np.int64), k),
+                "event_type": np.tile(self.arms["event_type"].to_numpy(object), n),
+                "reward": np.tile(self.arms["reward"].to_numpy(np.int64), n),
+                "p_reengage": mean.p_reengage.ravel(),
+                "expected_deposits": mean.deposits.ravel(),
+                "expected_cost": mean.cost.ravel(),
+                "incremental_net_value": s.inc_net.ravel(),
+                "incremental_net_low": low.ravel(),
+                "incremental_net_high": high.ravel(),
+                "incremental_reengage": s.inc_reengage.ravel(),
+            }
+        )
+
+
+def round_money(frame: pd.DataFrame) -> pd.DataFrame:
+    """Money columns to whole KRW (rounded to the nearest won), as exported and shown."""
+    out = frame.copy()
+    for col in MONEY:
+        if col in out:
+            out[col] = out[col].round().astype(np.int64)
+    return out

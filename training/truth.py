@@ -1,0 +1,90 @@
+"""The simulator's ground truth, lined up with evaluation rows and arms.
+
+A real platform has no truth; the simulator writes, for every past campaign
+decision, the exact expected outcome of every arm (``decision_arms.parquet``)
+and, for the as-of time, of every candidate and arm (``truth.parquet``). This
+module matches them to decision rows (player and campaign day) and to the
+arm table, so any policy can be scored exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rekindle.errors import RekindleError
+from training.arms import arm_name
+
+
+class TruthError(RekindleError, ValueError):
+    """The truth directory is missing files, or does not match the rows."""
+
+
+@dataclass(frozen=True)
+class ArmTruth:
+    """Exact expectations per row and arm (NaN where the truth lacks an arm or a row)."""
+
+    p_reengage: np.ndarray
+    deposits: np.ndarray
+    cost: np.ndarray
+    matched: np.ndarray  # rows that have a truth
+
+    def incremental_net(self, margin: float) -> np.ndarray:
+        net = margin * self.deposits - self.cost
+        return net - net[:, [0]]
+
+    def incremental_reengage(self) -> np.ndarray:
+        return self.p_reengage - self.p_reengage[:, [0]]
+
+    def subset(self, rows: np.ndarray) -> ArmTruth:
+        return ArmTruth(self.p_reengage[rows], self.deposits[rows], self.cost[rows], self.matched[rows])
+
+
+def _require(truth_dir: Path, name: str) -> Path:
+    path = truth_dir / name
+    if not path.is_file():
+        raise TruthError(f"{truth_dir} holds no {name}: is it a truth directory written by `rekindle simulate`?")
+    return path
+
+
+def _pivot(long: pd.DataFrame, key: str, keys: np.ndarray, arms: pd.DataFrame) -> ArmTruth:
+    long = long.assign(
+        arm=[arm_name(e, r) for e, r in zip(long["event_type"].astype(str), long["reward"], strict=True)]
+    )
+    out = []
+    for col in ("p_reengage", "expected_deposits", "expected_cost"):
+        wide = long.pivot(index=key, columns="arm", values=col).reindex(columns=arms["arm"])
+        out.append(wide.reindex(keys).to_numpy(np.float64))
+    matched = ~np.isnan(out[0][:, 0])
+    return ArmTruth(out[0], out[1], out[2], matched)
+
+
+def decision_truth(truth_dir: Path, rows: pd.DataFrame, arms: pd.DataFrame) -> ArmTruth:
+    """The truth of every arm for decision rows (``player_id``, ``campaign_at``) of past campaigns."""
+    decisions = pd.read_parquet(
+        _require(truth_dir, "decisions.parquet"), columns=["decision_id", "player_id", "sent_at"]
+    )
+    arms_path = _require(truth_dir, "decision_arms.parquet")
+    decisions["day"] = pd.to_datetime(decisions["sent_at"]).dt.floor("D")
+    keyed = rows[["player_id"]].assign(day=pd.to_datetime(rows["campaign_at"]).dt.floor("D").to_numpy())
+    ids = keyed.merge(decisions[["player_id", "day", "decision_id"]], on=["player_id", "day"], how="left")
+    if len(ids) != len(rows):
+        raise TruthError("the truth holds several decisions for one player and campaign day: not a simulator's truth")
+    keys = ids["decision_id"].to_numpy(np.float64)
+    wanted = np.unique(keys[~np.isnan(keys)]).astype(np.int64)
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(arms_path).to_table(filter=ds.field("decision_id").isin(wanted))
+    return _pivot(table.to_pandas(), "decision_id", keys, arms)
+
+
+def asof_truth(truth_dir: Path, player_ids: np.ndarray, arms: pd.DataFrame) -> ArmTruth:
+    """The truth of every arm for the candidates ``player_ids`` at the truth's as-of time."""
+    long = pd.read_parquet(
+        _require(truth_dir, "truth.parquet"),
+        columns=["player_id", "event_type", "reward", "p_reengage", "expected_deposits", "expected_cost"],
+    )
+    return _pivot(long, "player_id", np.asarray(player_ids, np.float64), arms)
