@@ -434,7 +434,8 @@ def run_training_set(cfg: Any, as_of: datetime | None, out: Path, *, row_checks:
 @click.pass_obj
 @friendly_errors
 def run_all(obj: Context, players: int | None, days: int | None, seed: int | None) -> None:
-    """The main job on the embedded default: simulate, validate, segment, build features, train set.
+    """The main job on the embedded default: simulate, validate, segment, build features, train set,
+    train and evaluate models, decide for every dormant candidate.
 
     It always works on the SQLite files under the home (it replaces the simulated
     platform there), never on a database given with --db or REKINDLE_DB_URL."""
@@ -468,6 +469,21 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     run_materialize(cfg)
     console.rule("6. build the training set")
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
+    from rekindle.cli_models import run_decisions, run_training
+    from training.registry import CHALLENGER, CHAMPION
+
+    console.rule("7. train, evaluate (against the simulator's truth) and register the response models")
+    from training.data import TrainingDataError
+
+    try:
+        trained = run_training(cfg, defaults=False, truth=cfg.path("truth"))
+    except TrainingDataError as exc:  # a world too short for the time split: the steps before still stand
+        console.print(f"[yellow]note:[/] no training: {exc}")
+        return
+    console.rule("8. decide for every dormant candidate (batch)")
+    if not trained.promoted:
+        console.print(f"[yellow]note:[/] the new model is not champion ({trained.reason}); the batch uses it anyway")
+    run_decisions(cfg, as_of=None, out=cfg.path("decisions.csv"), model=CHAMPION if trained.promoted else CHALLENGER)
     console.print(f"\nall state is under {cfg.home}")
 
 from rekindle import cli_models as _cli_models  # noqa: E402,F401  (registers tune, train, evaluate, batch)

@@ -99,10 +99,14 @@ def tune(obj: Context, trials: int, storage: str | None, study_name: str | None)
 def train(obj: Context, defaults: bool, ensemble: int | None, truth: Path | None) -> None:
     """Train the response models (tuned parameters if `rekindle tune` ran), evaluate them on the held-out
     campaigns, log everything to MLflow, register the scorer as challenger and promote it if it earns it."""
+    cfg = obj.config({"training": {"ensemble": ensemble}} if ensemble else None)
+    run_training(cfg, defaults=defaults, truth=_truth_dir(cfg, truth))
+
+
+def run_training(cfg: Any, *, defaults: bool, truth: Path | None) -> Any:
     from training.train import run_train
     from training.tune import best_params_path, read_best_params
 
-    cfg = obj.config({"training": {"ensemble": ensemble}} if ensemble else None)
     start = time.perf_counter()
     params, source = (None, "config") if defaults else (read_best_params(cfg), str(best_params_path(cfg)))
     if params is None:
@@ -111,7 +115,7 @@ def train(obj: Context, defaults: bool, ensemble: int | None, truth: Path | None
         cfg,
         params=params,
         params_source=source,
-        truth_dir=_truth_dir(cfg, truth),
+        truth_dir=truth,
         say=_say(start),
         on_member=lambda i: console.print(f"           member {i + 1}/{cfg.training.ensemble} fitted"),
     )
@@ -120,6 +124,7 @@ def train(obj: Context, defaults: bool, ensemble: int | None, truth: Path | None
     console.print(f"\nregistered {name} version {result.version} as challenger (MLflow run {result.run_id})")
     console.print(("[green]" if result.promoted else "[yellow]") + result.reason + "[/]")
     console.print(f"report: {result.judged.report}\ndone in {result.seconds['total']:,.0f} s")
+    return result
 
 
 # -------------------------------------------------------------- evaluate --
@@ -234,10 +239,25 @@ def batch(
 ) -> None:
     """Decide for every dormant candidate at a time: one row each with event_type, reward (none/0 for no offer),
     expected values, interval and confidence."""
+    cfg = obj.config()
+    run_decisions(
+        cfg, as_of=parse_time(as_of, "--as-of"), out=out, margin=margin, objective=objective, budget=budget, model=model
+    )
+
+
+def run_decisions(
+    cfg: Any,
+    *,
+    as_of: Any,
+    out: Path,
+    margin: float | None = None,
+    objective: str | None = None,
+    budget: float | None = None,
+    model: str | None = None,
+) -> Any:
     from serving.batch import run_batch
     from training import registry
 
-    cfg = obj.config()
     start = time.perf_counter()
     say = _say(start)
     with registry.tracking(cfg):
@@ -255,7 +275,7 @@ def batch(
     result = run_batch(
         cfg,
         scorer,
-        as_of=parse_time(as_of, "--as-of"),
+        as_of=as_of,
         out=out,
         model_version=uri,
         margin=margin,
@@ -274,3 +294,4 @@ def batch(
     shares = (d["event_type"] + "@" + d["reward"].astype(str)).value_counts().head(8)
     console.print("arms: " + ", ".join(f"{a} {n:,}" for a, n in shares.items()))
     console.print(f"wrote {result.path} in {result.seconds['total']:,.0f} s")
+    return result

@@ -208,6 +208,7 @@ class Training(_Strict):
     ensemble: int = Field(5, ge=1)  # bootstrap members: intervals and confidence
     propensity_clip: float = Field(0.002, gt=0, lt=1)
     max_weight: float = Field(20.0, ge=1)  # cap of the stabilised inverse-propensity weights
+    ope_max_weight: float = Field(20.0, ge=1)  # dr-hurdle: no correction where 1 / propensity exceeds this
     bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
     min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy
     tuning_rows: int = Field(40_000, ge=1000)  # validation rows scored per trial (a seeded sample)

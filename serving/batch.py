@@ -5,7 +5,7 @@ daily snapshot at or before T) whose status is active, as in the online
 store. Their features come from Feast's point-in-time join at T, the same
 retrieval the training set used, and the match scores are computed the same
 way; the registered scorer then scores every arm and the policy picks one
-per player. The output holds one row per candidate: player_id, event_type,
+per player. The output holds one row per candidate: player_id, segment, event_type,
 reward ("none" and 0 for no offer), the expected values in whole KRW, the
 interval and the confidence, and the model version that decided.
 """
@@ -120,6 +120,7 @@ def run_batch(
     t1 = time.perf_counter()
     say(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")
     decisions = round_money(scorer.decide(frame, objective=objective, budget=budget, margin=margin))
+    decisions.insert(1, "segment", frame["segment"].astype(str).to_numpy())
     decisions["as_of"] = pd.Timestamp(t)
     decisions["model_version"] = model_version
     seconds["score"] = time.perf_counter() - t1

@@ -158,3 +158,24 @@ def test_tune_train_evaluate_batch(home) -> None:
     assert pd.read_csv(h / "b.csv")["expected_cost"].sum() <= 100_000 + len(d)  # rounding to whole KRW
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "b.txt"))
     assert code == 2 and ".csv or .parquet" in out
+
+
+def test_tune_and_train_on_postgresql(home, pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production: the Optuna study and the MLflow tracking store + registry in PostgreSQL."""
+    import optuna
+    from mlflow import MlflowClient
+
+    study_db, mlflow_db = pg_database_factory(), pg_database_factory()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_db)
+    code, out = cli(home, "tune", "--trials", "2", "--storage", study_db, "--study", "pg-study")
+    assert code == 0, out
+    study = optuna.load_study(study_name="pg-study", storage=study_db.replace("postgresql://", "postgresql+psycopg://"))
+    assert len(study.trials) == 2
+    code, out = cli(home, "train")
+    assert code == 0, out
+    pg = mlflow_db.replace("postgresql://", "postgresql+psycopg://")
+    versions = MlflowClient(tracking_uri=pg, registry_uri=pg).search_model_versions("name='rekindle-response'")
+    assert [str(v.version) for v in versions] == ["1"]  # a registry of its own, apart from the home's SQLite one
+    sqlite = f"sqlite:///{home[0] / 'mlflow.db'}"
+    local = MlflowClient(tracking_uri=sqlite, registry_uri=sqlite).search_model_versions("name='rekindle-response'")
+    assert "3" not in {str(v.version) for v in local}

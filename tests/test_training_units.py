@@ -129,6 +129,19 @@ def test_doubly_robust_is_tighter_than_ips_with_a_good_model() -> None:
     assert spread["dr"] < 0.7 * spread["ips"]
 
 
+def test_switch_dr_is_dr_below_the_cap_and_the_model_above_it() -> None:
+    data, y, mean, k = synthetic_logs(5_000, seed=6)
+    target = one_hot(mean.argmax(axis=1), k)
+    mu = mean + 0.3
+    terms = row_terms(data, y, mu, target)
+    np.testing.assert_allclose(terms["dr-switch"][0], terms["dr"][0])  # no cap: plain DR
+    capped = row_terms(data, y, mu, target, max_weight=3.0)
+    heavy = 1.0 / data.propensity > 3.0
+    assert heavy.any() and (~heavy).any()
+    np.testing.assert_allclose(capped["dr-switch"][0][heavy], terms["dm"][0][heavy])
+    np.testing.assert_allclose(capped["dr-switch"][0][~heavy], terms["dr"][0][~heavy])
+
+
 def test_bootstrap_resamples_whole_players() -> None:
     w = bootstrap_weights(np.array([7, 7, 7, 9, 9, 11]), 50, seed=0)
     assert (w[0] == 1).all()
@@ -211,5 +224,9 @@ def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
     p_arms = pred.p_reengage[:, 1:]
     assert (np.diff(p_arms, axis=1) >= -1e-9).all()  # within login_reward, more reward never lowers the chance
     assert p_arms[:, -1].mean() > pred.p_reengage[:, 0].mean()
+    returners = frame["reengaged"].to_numpy()
+    own = model.predict_rows(frame, frame["event_type"].to_numpy(), frame["reward"].to_numpy())
+    size = own[1][returners] / own[0][returners]  # E[deposits | re-engaged] of each returner's own arm
+    assert size.mean() == pytest.approx(frame.loc[returners, "deposits"].mean(), rel=0.02)  # balanced
     twin = clone(model)
     assert twin.get_params()["n_estimators"] == 40 and not hasattr(twin, "heads_")

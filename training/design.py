@@ -44,6 +44,34 @@ MATCH_COLUMNS = tuple(f"arm_match_{k}" for k in MATCH_KINDS)
 INCREASING_IN_REWARD = ("arm_reward", "arm_reward_rel", "arm_payout")
 
 
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.full(len(a), np.nan, np.float32), where=b > 0)
+
+
+# rates a tree would need many splits to approximate: a player's habits per unit of time or activity
+DERIVED = {
+    "deposits_per_day": lambda f: _ratio(f["deposits_sum_lifetime"], f["tenure_days"]),
+    "sessions_per_day": lambda f: _ratio(f["sessions_lifetime"], f["days_since_first_session"]),
+    "deposits_per_session": lambda f: _ratio(f["deposits_n_lifetime"], f["sessions_lifetime"]),
+    "idle_over_typical_gap": lambda f: _ratio(
+        f["days_since_last_session"], _ratio(f["days_since_first_session"], f["sessions_lifetime"])
+    ),
+}
+
+
+def _inputs(name: str) -> list[str]:
+    """The player columns a derived rate reads (found by calling it on a recording mapping)."""
+    seen: list[str] = []
+
+    class Recorder(dict):
+        def __missing__(self, key: str) -> np.ndarray:
+            seen.append(key)
+            return np.ones(1, np.float32)
+
+    DERIVED[name](Recorder())
+    return seen
+
+
 class DesignError(RekindleError, ValueError):
     """The frame given to the model lacks the features it was trained on."""
 
@@ -58,11 +86,13 @@ class Design:
     content: pd.DataFrame  # per event type: CONTENT columns and ref_reward (index event_type)
     payout: dict[tuple[str, int], float]  # expected payout per claim of each arm
     use_match: bool = True
+    derived: list[str] = field(default_factory=list)  # names of DERIVED rates appended to the player block
     columns: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.columns = [
             *self.player_numeric,
+            *self.derived,
             *self.categorical_levels,
             *ARM_COLUMNS,
             *(MATCH_COLUMNS if self.use_match else ()),
@@ -99,7 +129,8 @@ class Design:
             (str(e), int(r)): float(p)
             for e, r, p in zip(arms["event_type"], arms["reward"], arms["payout"], strict=True)
         }
-        return cls(numeric, levels, types, content, payout, use_match)
+        derived = [name for name in DERIVED if all(c in numeric for c in _inputs(name))]
+        return cls(numeric, levels, types, content, payout, use_match, derived)
 
     # ---------------------------------------------------------------- player block --
     def player_block(self, frame: pd.DataFrame) -> np.ndarray:
@@ -107,9 +138,15 @@ class Design:
         missing = [c for c in [*self.player_numeric, *self.categorical_levels] if c not in frame]
         if missing:
             raise DesignError(f"the frame lacks the model's player features {missing[:8]} (of {len(missing)})")
-        out = np.empty((len(frame), len(self.player_numeric) + len(self.categorical_levels)), np.float32)
-        out[:, : len(self.player_numeric)] = frame[self.player_numeric].to_numpy(np.float32, na_value=np.nan)
-        for j, (col, levels) in enumerate(self.categorical_levels.items(), start=len(self.player_numeric)):
+        derived = getattr(self, "derived", [])  # designs pickled before the derived rates have none
+        k = len(self.player_numeric)
+        out = np.empty((len(frame), k + len(derived) + len(self.categorical_levels)), np.float32)
+        values = frame[self.player_numeric].to_numpy(np.float32, na_value=np.nan)
+        out[:, :k] = values
+        named = {c: values[:, i] for i, c in enumerate(self.player_numeric)}
+        for i, name in enumerate(derived):
+            out[:, k + i] = DERIVED[name](named)
+        for j, (col, levels) in enumerate(self.categorical_levels.items(), start=k + len(derived)):
             codes = pd.Categorical(frame[col].astype(str), categories=levels).codes.astype(np.float32)
             out[:, j] = np.where(codes < 0, np.nan, codes)
         return out

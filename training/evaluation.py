@@ -49,6 +49,7 @@ class EvalData:
     y: dict[str, np.ndarray]  # realised outcome per row: reengaged, net_value, reward_cost
     segment: np.ndarray
     margin: float
+    max_weight: float = np.inf  # SWITCH-DR threshold of the "dr-hurdle" estimator
 
 
 @dataclass
@@ -131,7 +132,7 @@ def estimated_values(
         terms = row_terms(data.logged, data.y[q], mu[q], target)
         if y_hurdle is not None:
             y = y_hurdle if q == "net_value" else data.y[q]
-            terms["dr-hurdle"] = row_terms(data.logged, y, mu[q], target)["dr"]
+            terms["dr-hurdle"] = row_terms(data.logged, y, mu[q], target, max_weight=data.max_weight)["dr-switch"]
         return terms
 
     base = {q: terms_of(q, none) for q in OUTCOMES}

@@ -118,6 +118,7 @@ def eval_data(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame, propensity: P
         y,
         rows["segment"].astype(str).to_numpy(),
         cfg.business.margin,
+        cfg.training.ope_max_weight,
     )
 
 

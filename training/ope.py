@@ -8,7 +8,10 @@ estimators of the mean outcome per row under the target policy:
 - IPS: ``mean(pi(A|x) / e(A|x) * y)``;
 - SNIPS: the same, normalised by the mean weight;
 - DR (doubly robust): ``mean(sum_a pi(a|x) mu(x, a) + pi(A|x) / e(A|x) * (y - mu(x, A)))``
-  with ``mu`` an outcome model fitted on other data.
+  with ``mu`` an outcome model fitted on other data;
+- DR-switch: DR whose correction is dropped on rows whose weight ``1 / e(A|x)`` exceeds ``max_weight``
+  (SWITCH-DR, Wang et al. 2017): the model answers alone where the logs hold almost no evidence,
+  trading a little bias for much less variance.
 
 Intervals come from a cluster bootstrap (Poisson weights per player, so a
 player's decisions in several campaigns move together); every estimator and
@@ -46,7 +49,7 @@ def bootstrap_weights(cluster: np.ndarray, n_boot: int, seed: int) -> np.ndarray
 
 
 def row_terms(
-    data: LoggedData, y: np.ndarray, mu: np.ndarray, target: np.ndarray
+    data: LoggedData, y: np.ndarray, mu: np.ndarray, target: np.ndarray, *, max_weight: float = np.inf
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per estimator, (numerator terms, denominator terms) per row: the estimate is sum(w num) / sum(w den)."""
     n = len(y)
@@ -55,6 +58,7 @@ def row_terms(
     col = np.where(ok, data.logged, 0)
     pi_logged = np.where(ok, target[rows, col], 0.0)
     ratio = np.where(ok, pi_logged / np.where(ok, data.propensity, 1.0), 0.0)
+    inverse = np.where(ok, 1.0 / np.where(ok, data.propensity, 1.0), 0.0)
     mu_logged = mu[rows, col]
     direct = (target * mu).sum(axis=1)
     ones = np.ones(n)
@@ -62,5 +66,6 @@ def row_terms(
         "ips": (ratio * y, ones),
         "snips": (ratio * y, ratio),
         "dr": (direct + ratio * (y - mu_logged), ones),
+        "dr-switch": (direct + np.where(inverse <= max_weight, ratio, 0.0) * (y - mu_logged), ones),
         "dm": (direct, ones),
     }

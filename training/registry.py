@@ -36,16 +36,21 @@ class RegistryError(RekindleError, ValueError):
 
 
 def tracking_uri(cfg: Config) -> str:
-    return cfg.training.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.path('mlflow.db')}"
+    """``training.tracking_uri``, ``MLFLOW_TRACKING_URI``, or SQLite under the home; a database URL
+    (not a tracking server's http://) gets the installed psycopg 3 driver for PostgreSQL."""
+    from rekindle.platform.db import normalise_url
+
+    uri = cfg.training.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.path('mlflow.db')}"
+    return uri if uri.startswith(("http://", "https://", "databricks")) else normalise_url(uri)
 
 
 @contextmanager
 def tracking(cfg: Config) -> Iterator[str]:
-    """Point MLflow at this home's tracking store and experiment; yields the experiment id."""
+    """Point MLflow (tracking and registry) at this home's store and experiment; yields the experiment id.
+    The URIs stay set afterwards: every command of the CLI runs in its own process."""
     import mlflow
 
     cfg.home.mkdir(parents=True, exist_ok=True)
-    previous = mlflow.get_tracking_uri() if "MLFLOW_TRACKING_URI" in os.environ else None
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_registry_uri(tracking_uri(cfg))
     name = cfg.training.experiment
@@ -57,11 +62,7 @@ def tracking(cfg: Config) -> Iterator[str]:
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
-    try:
-        yield exp_id
-    finally:
-        if previous is not None:
-            mlflow.set_tracking_uri(previous)
+    yield exp_id
 
 
 def input_columns(scorer: Scorer) -> list[str]:

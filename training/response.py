@@ -170,7 +170,8 @@ class ResponseModel(BaseEstimator):
     def _deposits(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
         """E[deposits | re-engaged], balanced on the training returners."""
         raw = self._head("deposits", offer).predict(mat, num_iteration=num_iteration)
-        return np.asarray(raw) * self.deposit_scale_[self._group(offer)]
+        scale = getattr(self, "deposit_scale_", {})  # models pickled before the balance step have none
+        return np.asarray(raw) * scale.get(self._group(offer), 1.0)
 
     def predict_arms(self, X: pd.DataFrame, arms: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
         """Every arm of ``arms`` (the arm table, "none" first) for every row of ``X``."""

@@ -227,7 +227,10 @@ def promotion_decision(
     from training.ope import row_terms
     from training.policy import choose, one_hot
 
-    scores = champion.score(j.rows)
+    try:
+        scores = champion.score(j.rows)
+    except Exception as exc:  # a champion pickled by older code, or trained on other features
+        return False, f"not promoted: the champion v{champion_version} cannot score these rows ({exc!r})", figures
     mu = outcome_models(j.scores, j.data.margin)["net_value"]  # the same outcome model for both policies
     k = mu.shape[1]
     if list(champion.arms["arm"]) != list(prepared.arms["arm"]):
@@ -242,7 +245,7 @@ def promotion_decision(
     y = ev.hurdle_outcome(j.scores, j.data)
 
     def dr(arm: np.ndarray) -> float:
-        num, _ = row_terms(j.data.logged, y, mu, one_hot(arm, k))["dr"]
+        num, _ = row_terms(j.data.logged, y, mu, one_hot(arm, k), max_weight=j.data.max_weight)["dr-switch"]
         return float(num.mean())
 
     champ, mine = dr(arm_c), dr(arm_n)

@@ -9,8 +9,9 @@ outcome model and one propensity model fitted once on the train slice, shared
 by all trials: the trials then differ only by their policies, and differences
 between trials are not blurred by each trial judging itself.
 
-TPE (seeded, multivariate) samples; a median pruner stops trials whose policy,
-with half of their trees, is already worse than the median at that step.
+TPE (seeded, multivariate) samples; after 8 complete trials, a median pruner
+stops trials whose policy, with half of their trees on a quarter of the rows,
+is already below the median of the earlier trials at that step.
 Each trial is a nested MLflow run under the study's run. The study lives in
 ``<home>/optuna.db`` or ``training.optuna_storage`` (PostgreSQL), so it can be
 resumed; the best parameters are written to ``<home>/training/best_params.json``
@@ -51,8 +52,12 @@ class TuneResult:
     run_id: str | None
 
 
-def storage_url(cfg: Config) -> str:
-    return cfg.training.optuna_storage or f"sqlite:///{cfg.path('optuna.db')}"
+def storage_url(cfg: Config, given: str | None = None) -> str:
+    """The study's storage: ``given`` (``--storage``), ``training.optuna_storage``, or SQLite under the home;
+    bare ``postgresql://`` URLs get the installed psycopg 3 driver."""
+    from rekindle.platform.db import normalise_url
+
+    return normalise_url(given or cfg.training.optuna_storage or f"sqlite:///{cfg.path('optuna.db')}")
 
 
 def best_params_path(cfg: Config) -> Path:
@@ -73,13 +78,13 @@ def suggest(trial: Any, base: ModelParams) -> ModelParams:
             "learner": trial.suggest_categorical("learner", ["s", "t"]),
             "use_match": trial.suggest_categorical("use_match", [True, False]),
             "weighting": trial.suggest_categorical("weighting", ["none", "ipw"]),
-            "n_estimators": trial.suggest_int("n_estimators", 150, 450, step=50),
-            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
-            "num_leaves": trial.suggest_int("num_leaves", 7, 63, log=True),
-            "min_child_samples": trial.suggest_int("min_child_samples", 100, 6000, log=True),
-            "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
-            "lambda_l2": trial.suggest_float("lambda_l2", 0.01, 30.0, log=True),
-            "tweedie_power": trial.suggest_float("tweedie_power", 1.1, 1.9),
+            "n_estimators": trial.suggest_int("n_estimators", 150, 400, step=50),
+            "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.12, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 7, 31, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 300, 8000, log=True),
+            "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+            "lambda_l2": trial.suggest_float("lambda_l2", 0.1, 30.0, log=True),
+            "tweedie_power": trial.suggest_float("tweedie_power", 1.2, 1.8),
         }
     )
 
@@ -97,9 +102,10 @@ class PolicyValue:
         target = one_hot(arm, self.mu.shape[1])
         logged = self.data.logged
         sub = type(logged)(logged.logged[sel], logged.propensity[sel], logged.cluster[sel])
-        terms = row_terms(sub, self.y[sel], self.mu[sel], target)["dr"]
+        cap = self.data.max_weight
+        terms = row_terms(sub, self.y[sel], self.mu[sel], target, max_weight=cap)["dr-switch"]
         none = one_hot(np.zeros(len(sel), int), self.mu.shape[1])
-        base = row_terms(sub, self.y[sel], self.mu[sel], none)["dr"]
+        base = row_terms(sub, self.y[sel], self.mu[sel], none, max_weight=cap)["dr-switch"]
         return float(terms[0].mean() - base[0].mean())
 
 
@@ -125,7 +131,7 @@ def run_tune(
     cfg = prepared.cfg
     t = cfg.training
     split, arms = prepared.split, prepared.arms
-    storage = storage or storage_url(cfg)
+    storage = storage_url(cfg, storage)
     name = study_name or f"{t.model_name}-{split.validation_start:%Y%m%d}"
     val_rows = population(split.validation)
     if len(val_rows) > t.tuning_rows:
@@ -152,7 +158,7 @@ def run_tune(
         sampler=optuna.samplers.TPESampler(
             seed=t.seed, multivariate=True, n_startup_trials=min(10, max(trials // 3, 1))
         ),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=0),
     )
     with tracking(cfg):
         parent = mlflow.start_run(run_name=f"tune {name}")
@@ -178,9 +184,7 @@ def run_tune(
                 mlflow.log_metric("policy_value_dr", early, step=0)
                 if trial.should_prune():
                     mlflow.set_tag("state", "pruned")
-                    import optuna as _o
-
-                    raise _o.TrialPruned()
+                    raise optuna.TrialPruned()
                 inc, cost = _predict_gain(model, val_rows, arms, cfg.business.margin, None)
                 v = value(inc, cost)
                 trial.report(v, step=1)
