@@ -106,8 +106,7 @@ def hurdle_outcome(scores: Scores, data: EvalData) -> np.ndarray:
     stays robust to errors of the re-engagement and cost models, and relies on the deposit-size model.
     """
     rows = np.arange(len(data.segment))
-    ok = data.logged.logged >= 0
-    col = np.where(ok, data.logged.logged, 0)
+    ok, col = data.logged.in_table, data.logged.column
     p = scores.point.p_reengage[rows, col]
     size = np.divide(scores.point.deposits[rows, col], p, out=np.zeros(len(p)), where=p > 0)
     hurdle = data.margin * data.y["reengaged"] * size - data.y["reward_cost"]
@@ -185,8 +184,7 @@ def true_values(truth: ArmTruth, margin: float, policies: dict[str, np.ndarray],
 def dr_pseudo_outcomes(data: EvalData, mu: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per row and arm, the doubly robust score ``mu(x, a) + 1{A = a} / e(A | x) (y - mu(x, A))``."""
     rows = np.arange(len(y))
-    ok = data.logged.logged >= 0
-    col = np.where(ok, data.logged.logged, 0)
+    ok, col = data.logged.in_table, data.logged.column
     resid = np.where(ok, (y - mu[rows, col]) / data.logged.propensity, 0.0)
     out = mu.copy()
     out[rows[ok], col[ok]] += resid[ok]
@@ -352,8 +350,7 @@ def evaluate(
         )
         with_oracle = {**policies, ORACLE: one_hot(oracle, k)}
         tv = true_values(truth, data.margin, with_oracle, w)
-        logged_ok = data.logged.logged >= 0
-        hist = one_hot(np.where(logged_ok, data.logged.logged, 0), k)
+        hist = one_hot(data.logged.column, k)
         tv_hist = true_values(truth, data.margin, {HISTORICAL: hist}, w)
         values += [tv, tv_hist]
         est = pd.concat(values[:1])
@@ -376,8 +373,7 @@ def evaluate(
     conf = judgement.confidence
     rel = reliability(conf, right.astype(float))
     rows = np.arange(n)
-    ok = data.logged.logged >= 0
-    col = np.where(ok, data.logged.logged, 0)
+    ok, col = data.logged.in_table, data.logged.column
     mean = scores.point
     calib = pd.concat(
         [

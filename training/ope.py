@@ -39,6 +39,16 @@ class LoggedData:
         if (self.propensity[self.logged >= 0] <= 0).any():
             raise ValueError("propensities of logged arms must be > 0")
 
+    @property
+    def in_table(self) -> np.ndarray:
+        """Rows whose logged arm is a column of the arm table."""
+        return self.logged >= 0
+
+    @property
+    def column(self) -> np.ndarray:
+        """The logged arm's column per row (0, i.e. no offer, where it is outside the table: mask with in_table)."""
+        return np.where(self.logged >= 0, self.logged, 0)
+
 
 def bootstrap_weights(cluster: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, rows) Poisson(1) weights drawn per cluster; row 0 of the result is all ones (the estimate)."""
@@ -54,8 +64,7 @@ def row_terms(
     """Per estimator, (numerator terms, denominator terms) per row: the estimate is sum(w num) / sum(w den)."""
     n = len(y)
     rows = np.arange(n)
-    ok = data.logged >= 0
-    col = np.where(ok, data.logged, 0)
+    ok, col = data.in_table, data.column
     pi_logged = np.where(ok, target[rows, col], 0.0)
     ratio = np.where(ok, pi_logged / np.where(ok, data.propensity, 1.0), 0.0)
     inverse = np.where(ok, 1.0 / np.where(ok, data.propensity, 1.0), 0.0)

@@ -29,6 +29,8 @@ import pandas as pd
 from rekindle.config import Config, ModelParams
 from training import evaluation as ev
 from training.fit import FEATURE_SERVICE, Prepared, eval_data, fit_scorer, held_out, logging_propensity, prepare
+from training.ope import row_terms
+from training.policy import choose, one_hot
 from training.scorer import Scorer
 from training.truth import ArmTruth, decision_truth
 
@@ -223,15 +225,11 @@ def promotion_decision(
             f"promoted: first champion; DR value {new:,.0f} KRW per candidate vs best single arm {arm} {single:,.0f}",
             figures,
         )
-    from training.evaluation import outcome_models
-    from training.ope import row_terms
-    from training.policy import choose, one_hot
-
     try:
         scores = champion.score(j.rows)
     except Exception as exc:  # a champion pickled by older code, or trained on other features
         return False, f"not promoted: the champion v{champion_version} cannot score these rows ({exc!r})", figures
-    mu = outcome_models(j.scores, j.data.margin)["net_value"]  # the same outcome model for both policies
+    mu = ev.outcome_models(j.scores, j.data.margin)["net_value"]  # the same outcome model for both policies
     k = mu.shape[1]
     if list(champion.arms["arm"]) != list(prepared.arms["arm"]):
         return (

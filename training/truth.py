@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
 from rekindle.errors import RekindleError
 from training.arms import arm_name
@@ -75,8 +76,6 @@ def decision_truth(truth_dir: Path, rows: pd.DataFrame, arms: pd.DataFrame) -> A
         raise TruthError("the truth holds several decisions for one player and campaign day: not a simulator's truth")
     keys = ids["decision_id"].to_numpy(np.float64)
     wanted = np.unique(keys[~np.isnan(keys)]).astype(np.int64)
-    import pyarrow.dataset as ds
-
     table = ds.dataset(arms_path).to_table(filter=ds.field("decision_id").isin(wanted))
     return _pivot(table.to_pandas(), "decision_id", keys, arms)
 
