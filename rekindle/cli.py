@@ -470,7 +470,7 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     console.rule("6. build the training set")
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     from rekindle.cli_models import run_decisions, run_training
-    from training.registry import CHALLENGER, CHAMPION
+    from training.registry import CHALLENGER, CHAMPION, champion_version
 
     console.rule("7. train, evaluate (against the simulator's truth) and register the response models")
     from training.data import TrainingDataError
@@ -481,13 +481,19 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
         console.print(f"[yellow]note:[/] no training: {exc}")
         return
     console.rule("8. decide for every dormant candidate (batch)")
-    if not trained.promoted:
-        console.print(f"[yellow]note:[/] the new model is not champion ({trained.reason}); the batch uses it anyway")
-    run_decisions(cfg, as_of=None, out=cfg.path("decisions.csv"), model=CHAMPION if trained.promoted else CHALLENGER)
+    out = cfg.path("decisions.csv")
+    if trained.promoted or champion_version(cfg) is not None:
+        if not trained.promoted:
+            console.print(f"[yellow]note:[/] the new model is not champion ({trained.reason}); the champion decides")
+        run_decisions(cfg, as_of=None, out=out, model=CHAMPION)
+    else:  # no trusted learned policy: the best single arm for everyone, as the promotion's reason says
+        arm = trained.judged.evaluation.estimated_best_single
+        console.print(f"[yellow]note:[/] no model is champion ({trained.reason}); every candidate gets {arm}")
+        run_decisions(cfg, as_of=None, out=out, model=CHALLENGER, arm=arm)
     console.print(f"\nall state is under {cfg.home}")
+
 
 from rekindle import cli_models as _cli_models  # noqa: E402,F401  (registers tune, train, evaluate, batch)
 
 if __name__ == "__main__":
     main()
-

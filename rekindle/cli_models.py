@@ -226,6 +226,11 @@ def print_judged(j: Any) -> None:
 )
 @click.option("--budget", type=click.FloatRange(min=0), help="Total expected reward cost, KRW (default: none).")
 @click.option("--model", "model", metavar="REF", help="Alias, version or models:/ URI (default: champion).")
+@click.option(
+    "--arm",
+    metavar="ARM",
+    help="Send this one arm (e.g. cashback@10000) to every candidate: the fallback when no model is champion.",
+)
 @click.pass_obj
 @friendly_errors
 def batch(
@@ -236,12 +241,20 @@ def batch(
     objective: str | None,
     budget: float | None,
     model: str | None,
+    arm: str | None,
 ) -> None:
     """Decide for every dormant candidate at a time: one row each with event_type, reward (none/0 for no offer),
     expected values, interval and confidence."""
     cfg = obj.config()
     run_decisions(
-        cfg, as_of=parse_time(as_of, "--as-of"), out=out, margin=margin, objective=objective, budget=budget, model=model
+        cfg,
+        as_of=parse_time(as_of, "--as-of"),
+        out=out,
+        margin=margin,
+        objective=objective,
+        budget=budget,
+        model=model,
+        arm=arm,
     )
 
 
@@ -254,6 +267,7 @@ def run_decisions(
     objective: str | None = None,
     budget: float | None = None,
     model: str | None = None,
+    arm: str | None = None,
 ) -> Any:
     from serving.batch import run_batch
     from training import registry
@@ -281,6 +295,7 @@ def run_decisions(
         margin=margin,
         objective=objective,  # type: ignore[arg-type]
         budget=budget,
+        arm=arm,
         say=say,
     )
     d = result.decisions

@@ -185,7 +185,7 @@ class SplitConfig(_Strict):
 class ModelParams(_Strict):
     """The response model's defaults (tuning overrides them; see training.response.ResponseModel)."""
 
-    learner: Literal["s", "t"] = "s"
+    learner: Literal["s", "t", "offset"] = "s"
     use_match: bool = True
     weighting: Literal["none", "ipw"] = "none"
     n_estimators: int = Field(300, ge=10)

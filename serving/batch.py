@@ -107,10 +107,16 @@ def run_batch(
     margin: float | None = None,
     objective: Objective | None = None,
     budget: float | None = None,
+    arm: str | None = None,
     say=lambda msg: None,
 ) -> BatchResult:
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
+    if arm is not None:
+        try:
+            scorer.arm_column(arm)
+        except ValueError as exc:
+            raise BatchError(f"--arm: {exc}") from None
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     t, snap = snapshot_at(cfg, as_of)
@@ -119,7 +125,7 @@ def run_batch(
     seconds["features"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     say(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")
-    decisions = round_money(scorer.decide(frame, objective=objective, budget=budget, margin=margin))
+    decisions = round_money(scorer.decide(frame, objective=objective, budget=budget, margin=margin, arm=arm))
     decisions.insert(1, "segment", frame["segment"].astype(str).to_numpy())
     decisions["as_of"] = pd.Timestamp(t)
     decisions["model_version"] = model_version

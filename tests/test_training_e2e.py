@@ -158,6 +158,13 @@ def test_tune_train_evaluate_batch(home) -> None:
     assert pd.read_csv(h / "b.csv")["expected_cost"].sum() <= 100_000 + len(d)  # rounding to whole KRW
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "b.txt"))
     assert code == 2 and ".csv or .parquet" in out
+    # the fallback: one arm for everyone, with the model's expected values of that arm
+    code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000")
+    assert code == 0, out
+    f = pd.read_csv(h / "f.csv")
+    assert len(f) == len(d) and (f["event_type"] == "cashback").all() and (f["reward"] == 10_000).all()
+    code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@7")
+    assert code == 2 and "unknown arm 'cashback@7'" in out
 
 
 def test_tune_and_train_on_postgresql(home, pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -197,13 +197,12 @@ def test_time_split_keeps_windows_inside_their_slice() -> None:
 
 
 # ---------------------------------------------------------------- response model --
-def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
+def synthetic_decisions(cfg, n: int, seed: int, uplift=None):
+    """Decision rows with the player features, "none" or login_reward at three sizes; re-engagement's
+    log-odds rise with the reward by ``uplift(frame)`` per 1,000 KRW (default: the same for everyone)."""
     from features.families import player_families
-    from training.design import Design
-    from training.response import ResponseModel
 
-    rng = np.random.default_rng(5)
-    n = 6000
+    rng = np.random.default_rng(seed)
     names = [f.name for fam in player_families(cfg) for f in fam.features]
     frame = pd.DataFrame({c: rng.normal(size=n).astype(np.float32) for c in names})
     for c, levels in (("channel", ["ads", "organic"]), ("dormancy_stage", ["new"]), ("value_tier", ["low-value"])):
@@ -213,10 +212,22 @@ def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
     ladder = [1000, 3000, 5000]
     frame["event_type"] = np.where(rng.uniform(size=n) < 0.3, "none", "login_reward")
     frame["reward"] = np.where(frame["event_type"] == "none", 0, rng.choice(ladder, n))
-    p = 0.05 + 0.00004 * frame["reward"] + 0.05 * (frame["sessions_30d"] > 0)
+    slope = np.full(n, 0.15) if uplift is None else uplift(frame)
+    base = -2.5 + 0.8 * (frame["sessions_30d"] > 0)
+    frame["true_logit0"] = base
+    frame["true_slope"] = slope
+    p = 1 / (1 + np.exp(-(base + slope * frame["reward"] / 1000)))
     frame["reengaged"] = rng.uniform(size=n) < p
     frame["deposits"] = np.where(frame["reengaged"], rng.gamma(1, 20000, n), 0)
     frame["reward_cost"] = np.where(frame["reengaged"] & (frame["event_type"] != "none"), frame["reward"], 0)
+    return frame
+
+
+def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
+    from training.design import Design
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 6000, 5)
     arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
     design = Design.fit(cfg, frame, arms)
     model = ResponseModel(design, n_estimators=40, min_child_samples=50).fit(frame, frame)
@@ -230,3 +241,73 @@ def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
     assert size.mean() == pytest.approx(frame.loc[returners, "deposits"].mean(), rel=0.02)  # balanced
     twin = clone(model)
     assert twin.get_params()["n_estimators"] == 40 and not hasattr(twin, "heads_")
+
+
+@pytest.mark.parametrize("learner", ["s", "t", "offset"])
+def test_every_learner_finds_who_responds_to_the_offer(cfg, learner: str) -> None:
+    """Half the players (``sessions_7d > 0``) respond to the reward five times as strongly: each
+    meta-learner must rank their incremental chance of re-engaging above the others'."""
+    from training.design import Design
+    from training.response import ResponseModel
+
+    def strong_half(f: pd.DataFrame) -> np.ndarray:
+        return np.where(f["sessions_7d"] > 0, 0.4, 0.08)
+
+    frame = synthetic_decisions(cfg, 40_000, 11, uplift=strong_half)
+    arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
+    design = Design.fit(cfg, frame, arms, use_match=False)
+    model = ResponseModel(design, learner=learner, n_estimators=80, min_child_samples=400).fit(frame, frame)
+    test = synthetic_decisions(cfg, 4000, 12, uplift=strong_half)
+    pred = model.predict_arms(test, arms).incremental_reengage()[:, -1]  # login_reward@5000
+    logit0, slope = test["true_logit0"].to_numpy(), test["true_slope"].to_numpy()
+    true = 1 / (1 + np.exp(-(logit0 + 5 * slope))) - 1 / (1 + np.exp(-logit0))
+    assert np.corrcoef(pred, true)[0, 1] > 0.8
+    assert abs(pred.mean() - true.mean()) < 0.25 * true.mean()
+
+
+def test_min_child_samples_scales_with_the_rows_of_each_head(cfg) -> None:
+    """The deposits head sees only the returners: its leaves may hold proportionally fewer rows, so a
+    minimum set for all rows does not leave it a single leaf."""
+    from training.design import Design
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 6000, 5)
+    arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
+    design = Design.fit(cfg, frame, arms)
+    returners = int(frame["reengaged"].sum())
+    model = ResponseModel(design, n_estimators=5, min_child_samples=returners).fit(frame, frame)
+    assert model.leaf_rows(returners / len(frame)) == round(returners**2 / len(frame))
+    assert model.leaf_rows(1e-6) == 20  # the floor
+    tree = model.heads_["deposits/all"].dump_model()["tree_info"][0]["tree_structure"]
+    assert "split_index" in tree  # it split: without scaling, min_child_samples = all its rows forbids any split
+
+
+def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> None:
+    """The judged model overrates arm 2 and every row re-engages, so the hurdle outcome is the model's own
+    prediction: "dr-hurdle" finds arm 2 for everyone better than the best arm per row, the plain doubly
+    robust difference finds it clearly worse, and the verdict follows the plain one."""
+    from training.evaluation import EvalData, policy_gaps
+    from training.response import ArmPredictions
+    from training.scorer import Scores
+    from training.train import _verdict
+
+    data, y, mean, k = synthetic_logs(20_000, seed=7, noise=0.5)
+    margin = 1.0
+    mu = mean.copy()
+    mu[:, 2] += 3.0  # self-serving: the model believes in arm 2
+    arms = pd.DataFrame({"arm": ["none", "a", "b"]})
+    n = len(y)
+    scores = Scores(arms, ArmPredictions(arms, np.ones((n, k)), mu / margin, np.zeros((n, k))), margin)
+    ones = np.ones(n)
+    eval_data = EvalData(data, {"reengaged": ones, "net_value": y, "reward_cost": 0 * ones}, ones, margin, 5.0)
+    w = bootstrap_weights(data.cluster, 200, seed=3)
+    best_per_row, arm_two = mean.argmax(axis=1), np.full(n, 2)
+    true_gap = mean[np.arange(n), arm_two].mean() - mean[np.arange(n), best_per_row].mean()
+    gaps = policy_gaps(scores, eval_data, arm_two, best_per_row, w).set_index("estimator")
+    assert true_gap < -0.5
+    assert gaps.loc["dr-hurdle", "estimate"] > 0  # fooled by the model
+    assert gaps.loc["dr", "low"] <= true_gap <= gaps.loc["dr", "high"] < 0  # not fooled
+    assert not _verdict(gaps.reset_index())[0]
+    assert _verdict(policy_gaps(scores, eval_data, best_per_row, np.full(n, 1), w))[0] == (
+        mean[np.arange(n), best_per_row].mean() > mean[:, 1].mean()
+    )

@@ -121,6 +121,12 @@ def alias_version(name: str, alias: str) -> int | None:
         return None
 
 
+def champion_version(cfg: Config) -> int | None:
+    """The version of the configured model that is champion, if any."""
+    with tracking(cfg):
+        return alias_version(cfg.training.model_name, CHAMPION)
+
+
 def set_alias(name: str, alias: str, version: int) -> None:
     from mlflow import MlflowClient
 

@@ -17,7 +17,12 @@ Meta-learners (``learner``):
 
 - ``s`` (S-learner): one model per head with the arm as input, "none" included;
 - ``t`` (T-learner): separate ``reengage`` and ``deposits`` heads for no-offer
-  rows (control) and offer rows (treated, the arm still an input).
+  rows (control) and offer rows (treated, the arm still an input);
+- ``offset``: a ``reengage`` head for no-offer rows (control), and one for offer
+  rows that starts from the control head's log-odds (LightGBM ``init_score``),
+  so that its trees fit only the arm's effect on the log-odds of re-engaging
+  and its regularisation shrinks that effect, not the baseline, towards zero;
+  the ``deposits`` head is shared as in the S-learner.
 
 The estimator follows the scikit-learn contract (``get_params``/``set_params``,
 ``fit(X, y, sample_weight)``); :meth:`ResponseModel.predict_arms` scores every
@@ -38,6 +43,7 @@ from training.arms import NONE
 from training.design import Design
 
 LABELS = ("reengaged", "deposits", "reward_cost")
+LEARNERS = ("s", "t", "offset")
 
 
 @dataclass
@@ -92,13 +98,13 @@ class ResponseModel(BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ fitting --
-    def _params(self, objective: str, monotone: bool) -> dict[str, Any]:
+    def _params(self, objective: str, monotone: bool, share: float = 1.0) -> dict[str, Any]:
         assert self.design is not None
         params: dict[str, Any] = {
             "objective": objective,
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
+            "min_child_samples": self.leaf_rows(share),
             "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": 1 if self.bagging_fraction < 1 else 0,
@@ -113,28 +119,47 @@ class ResponseModel(BaseEstimator):
             params["tweedie_variance_power"] = self.tweedie_power
         if monotone and self.monotone:
             params["monotone_constraints"] = self.design.monotone(True)
-            params["monotone_constraints_method"] = "advanced"
+            # "advanced" broke monotonicity with bagging and feature_fraction in LightGBM 4.7 (a unit test
+            # caught it: more reward, lower chance); "intermediate" keeps it and splits almost as freely
+            params["monotone_constraints_method"] = "intermediate"
         return params
 
-    def _train(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, objective: str, monotone: bool) -> lgb.Booster:
+    def leaf_rows(self, share: float) -> int:
+        """Minimum rows per leaf of a head fitted on ``share`` of the training rows: ``min_child_samples``
+        is set for a head on every row and scales down with the head's rows (the deposits head sees only
+        the returners, a tenth of the rows or less), with a floor of 20."""
+        return max(20, round(self.min_child_samples * share))
+
+    def _train(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        w: np.ndarray | None,
+        objective: str,
+        monotone: bool,
+        n_all: int,
+        init_score: np.ndarray | None = None,
+    ) -> lgb.Booster:
         assert self.design is not None
         data = lgb.Dataset(
             x,
             label=y,
             weight=w,
+            init_score=init_score,
             feature_name=self.design.columns,
             categorical_feature=self.design.categorical_indices,
             free_raw_data=True,
         )
-        return lgb.train(self._params(objective, monotone), data, num_boost_round=self.n_estimators)
+        params = self._params(objective, monotone, len(x) / max(n_all, 1))
+        return lgb.train(params, data, num_boost_round=self.n_estimators)
 
     def fit(self, X: pd.DataFrame, y: pd.DataFrame, sample_weight: np.ndarray | None = None) -> ResponseModel:
         """``X``: decision rows with player features, ``event_type`` and ``reward`` of the logged arm;
         ``y``: ``reengaged``, ``deposits``, ``reward_cost`` (``training.response.LABELS``)."""
         if self.design is None:
             raise ValueError("ResponseModel needs a fitted Design (training.design.Design.fit)")
-        if self.learner not in ("s", "t"):
-            raise ValueError(f"unknown learner {self.learner!r}; expected 's' or 't'")
+        if self.learner not in LEARNERS:
+            raise ValueError(f"unknown learner {self.learner!r}; expected one of {list(LEARNERS)}")
         missing = [c for c in LABELS if c not in y]
         if missing:
             raise ValueError(f"y lacks the labels {missing}; expected {list(LABELS)}")
@@ -145,33 +170,48 @@ class ResponseModel(BaseEstimator):
         deposits = y["deposits"].to_numpy(np.float64)
         claimed = y["reward_cost"].to_numpy(np.float64) > 0
         offer = X["event_type"].astype(str).to_numpy() != NONE
-        groups = {"all": np.ones(len(X), bool)} if self.learner == "s" else {"control": ~offer, "treated": offer}
+        everyone = {"all": np.ones(len(X), bool)}
+        split = {"control": ~offer, "treated": offer}
         self.heads_: dict[str, lgb.Booster] = {}
         self.deposit_scale_: dict[str, float] = {}
-        for g, rows in groups.items():
-            self.heads_[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True)
+        for g, rows in (everyone if self.learner == "s" else split).items():
+            init = None
+            if self.learner == "offset" and g == "treated":  # start from the control head's log-odds
+                init = np.asarray(self.heads_["reengage/control"].predict(mat[rows], raw_score=True))
+            self.heads_[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True, len(X), init)
+        for g, rows in (split if self.learner == "t" else everyone).items():
             r = rows & back
-            head = self._train(mat[r], deposits[r], w[r], "tweedie", False)
+            head = self._train(mat[r], deposits[r], w[r], "tweedie", False, len(X))
             self.heads_[f"deposits/{g}"] = head
             # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
             fitted = float((w[r] * head.predict(mat[r])).sum())
             self.deposit_scale_[g] = float((w[r] * deposits[r]).sum()) / fitted if fitted > 0 else 1.0
-        self.heads_["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True)
+        self.heads_["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True, len(X))
         self.n_features_in_ = mat.shape[1]
         return self
 
     # --------------------------------------------------------------- predicting --
-    def _group(self, offer: bool) -> str:
-        return "all" if self.learner == "s" else ("treated" if offer else "control")
+    def _group(self, head: str, offer: bool) -> str:
+        if self.learner == "s" or (self.learner == "offset" and head == "deposits"):
+            return "all"
+        return "treated" if offer else "control"
 
     def _head(self, name: str, offer: bool) -> lgb.Booster:
-        return self.heads_[f"{name}/{self._group(offer)}"]
+        return self.heads_[f"{name}/{self._group(name, offer)}"]
+
+    def _reengage(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
+        """P(re-engage); the offset learner's offer head adds to the control head's log-odds."""
+        if self.learner == "offset" and offer:
+            heads = (self.heads_["reengage/control"], self.heads_["reengage/treated"])
+            raw = sum(np.asarray(h.predict(mat, num_iteration=num_iteration, raw_score=True)) for h in heads)
+            return 1.0 / (1.0 + np.exp(-raw))
+        return np.asarray(self._head("reengage", offer).predict(mat, num_iteration=num_iteration))
 
     def _deposits(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
         """E[deposits | re-engaged], balanced on the training returners."""
         raw = self._head("deposits", offer).predict(mat, num_iteration=num_iteration)
         scale = getattr(self, "deposit_scale_", {})  # models pickled before the balance step have none
-        return np.asarray(raw) * scale.get(self._group(offer), 1.0)
+        return np.asarray(raw) * scale.get(self._group("deposits", offer), 1.0)
 
     def predict_arms(self, X: pd.DataFrame, arms: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
         """Every arm of ``arms`` (the arm table, "none" first) for every row of ``X``."""
@@ -184,7 +224,7 @@ class ResponseModel(BaseEstimator):
         ):
             mat = self.design.matrix(X, event, reward, player=player)
             offer = event != NONE
-            p[:, j] = self._head("reengage", offer).predict(mat, num_iteration=num_iteration)
+            p[:, j] = self._reengage(mat, offer, num_iteration)
             dep[:, j] = p[:, j] * self._deposits(mat, offer, num_iteration)
             if offer:
                 cost[:, j] = self.heads_["claim"].predict(mat, num_iteration=num_iteration) * payout
@@ -203,7 +243,7 @@ class ResponseModel(BaseEstimator):
         for flag in (False, True):
             m = offer == flag
             if m.any():
-                p[m] = self._head("reengage", flag).predict(mat[m])
+                p[m] = self._reengage(mat[m], flag)
                 dep[m] = p[m] * self._deposits(mat[m], flag)
         if offer.any():
             keys = pd.MultiIndex.from_arrays([event_type[offer].astype(str), reward[offer].astype(np.int64)])

@@ -95,13 +95,32 @@ class Scorer:
             self.arms, self.ensemble.predict_arms(frame, self.arms), self.margin if margin is None else margin
         )
 
+    def arm_column(self, arm: str) -> int:
+        """The column of an arm named like ``cashback@10000`` (or ``none``)."""
+        names = list(self.arms["arm"])
+        if arm not in names:
+            raise ValueError(f"unknown arm {arm!r}; this model's arms are {names}")
+        return names.index(arm)
+
     def judge(
-        self, frame: pd.DataFrame, scores: Scores, *, objective: Objective | None = None, budget: float | None = None
+        self,
+        frame: pd.DataFrame,
+        scores: Scores,
+        *,
+        objective: Objective | None = None,
+        budget: float | None = None,
+        arm: str | None = None,
     ) -> Judgement:
-        """The policy's choice per row, and how sure the ensemble is of it."""
+        """The policy's choice per row, and how sure the ensemble is of it; ``arm``: that one arm for every
+        row instead (the fallback when no learned policy is trusted), with the model's expected values."""
         objective = objective or self.objective
         gain = scores.gain(objective)
-        pick = choose(gain, scores.cost, budget=budget)
+        if arm is not None:
+            col = np.full(len(gain), self.arm_column(arm))
+            rows = np.arange(len(gain))
+            pick = Choice(col, gain[rows, col], scores.cost[rows, col], 0.0)
+        else:
+            pick = choose(gain, scores.cost, budget=budget)
         best_offer = gain[:, 1:].argmax(axis=1) + 1
         judged = np.where(pick.arm == 0, best_offer, pick.arm)
         spread = self.ensemble.spread(frame, self.arms, judged, scores.margin, scores.point)
@@ -117,27 +136,29 @@ class Scorer:
         budget: float | None = None,
         margin: float | None = None,
         scores: Scores | None = None,
+        arm: str | None = None,
     ) -> pd.DataFrame:
-        """One decision per row of ``frame`` (columns ``DECISION_COLUMNS``; no offer: event_type "none", reward 0)."""
+        """One decision per row of ``frame`` (columns ``DECISION_COLUMNS``; no offer: event_type "none", reward 0);
+        ``arm``: that arm for everyone (:meth:`judge`)."""
         s = scores or self.score(frame, margin=margin)
-        j = self.judge(frame, s, objective=objective, budget=budget)
-        arm = j.choice.arm
-        rows = np.arange(len(arm))
-        low, high = interval(s.inc_net[rows, arm], j.spread.net)
+        j = self.judge(frame, s, objective=objective, budget=budget, arm=arm)
+        chosen = j.choice.arm
+        rows = np.arange(len(chosen))
+        low, high = interval(s.inc_net[rows, chosen], j.spread.net)
         mean = s.point
         out = pd.DataFrame(
             {
                 "player_id": frame["player_id"].to_numpy(np.int64),
-                "event_type": self.arms["event_type"].to_numpy(object)[arm],
-                "reward": self.arms["reward"].to_numpy(np.int64)[arm],
-                "p_reengage": mean.p_reengage[rows, arm],
+                "event_type": self.arms["event_type"].to_numpy(object)[chosen],
+                "reward": self.arms["reward"].to_numpy(np.int64)[chosen],
+                "p_reengage": mean.p_reengage[rows, chosen],
                 "p_reengage_none": mean.p_reengage[:, 0],
-                "incremental_reengage": s.inc_reengage[rows, arm],
-                "expected_deposits": mean.deposits[rows, arm],
-                "expected_cost": mean.cost[rows, arm],
-                "incremental_net_value": s.inc_net[rows, arm],
-                "incremental_net_low": np.where(arm > 0, low, 0.0),
-                "incremental_net_high": np.where(arm > 0, high, 0.0),
+                "incremental_reengage": s.inc_reengage[rows, chosen],
+                "expected_deposits": mean.deposits[rows, chosen],
+                "expected_cost": mean.cost[rows, chosen],
+                "incremental_net_value": s.inc_net[rows, chosen],
+                "incremental_net_low": np.where(chosen > 0, low, 0.0),
+                "incremental_net_high": np.where(chosen > 0, high, 0.0),
                 "confidence": j.confidence,
             }
         )

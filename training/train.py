@@ -29,8 +29,8 @@ import pandas as pd
 from rekindle.config import Config, ModelParams
 from training import evaluation as ev
 from training.fit import FEATURE_SERVICE, Prepared, eval_data, fit_scorer, held_out, logging_propensity, prepare
-from training.ope import row_terms
-from training.policy import choose, one_hot
+from training.ope import bootstrap_weights
+from training.policy import choose
 from training.scorer import Scorer
 from training.truth import ArmTruth, decision_truth
 
@@ -177,6 +177,9 @@ def write_report(
         "policy values with 95% intervals": e.values,
         "baselines' arms": pd.DataFrame(list(e.arms_of_baselines.items()), columns=["baseline", "arm"]),
         "learned policy's choices": e.choice_shares,
+        f"learned policy minus the best single arm by the estimate ({e.estimated_best_single}), paired": (
+            e.gaps if e.gaps is not None else pd.DataFrame()
+        ),
         f"ROI accuracy cells (against the {e.roi_accuracy_source})": e.roi_cells,
         "reliability of the confidence": e.reliability,
         "Qini areas per arm (KRW per candidate above random targeting)": ev.qini_areas(e.uplift),
@@ -201,68 +204,59 @@ def write_report(
 
 
 # ------------------------------------------------------------------------ promotion --
+def _verdict(gaps: pd.DataFrame) -> tuple[bool, str]:
+    """A policy beats another when the low-variance estimate ("dr-hurdle") of the paired difference is
+    positive and the plain doubly robust one, which does not lean on the judged model, does not find it
+    worse (the upper end of its 95% interval is above zero)."""
+    by: dict[str, dict[str, Any]] = {
+        str(r["estimator"]): {str(k): v for k, v in r.items()} for r in gaps.to_dict("records")
+    }
+    main, plain = by[PROMOTION_ESTIMATOR], by["dr"]
+    ok = bool(main["estimate"] > 0 and plain["high"] > 0)
+
+    def fmt(r: dict[str, Any]) -> str:
+        return f"{r['estimate']:+,.0f} [{r['low']:+,.0f}, {r['high']:+,.0f}]"
+
+    return ok, f"difference {fmt(main)} KRW per candidate ({PROMOTION_ESTIMATOR}), {fmt(plain)} (plain DR)"
+
+
+def _gap_figures(gaps: pd.DataFrame, prefix: str) -> dict[str, float]:
+    pairs = zip(gaps["estimator"], gaps["estimate"], strict=True)
+    return {f"{prefix}_{str(e).replace('-', '_')}": float(v) for e, v in pairs}
+
+
 def promotion_decision(
     prepared: Prepared, j: Judged, champion: Scorer | None, champion_version: int | None
 ) -> tuple[bool, str, dict[str, float]]:
-    """Whether the new model's policy may become champion, and why (estimates only, never the truth)."""
+    """Whether the new model's policy may become champion, and why (estimates only, never the truth: the
+    best single arm it must beat is the one the doubly robust estimate picks)."""
     e = j.evaluation
-    new = e.value(ev.LEARNED, "net_value", PROMOTION_ESTIMATOR)
-    single = e.value(ev.BEST_SINGLE, "net_value", PROMOTION_ESTIMATOR)
-    figures = {"new_dr": new, "best_single_dr": single}
-    arm = e.arms_of_baselines.get(ev.BEST_SINGLE, "?")
-    if not new > single:
-        return (
-            False,
-            (
-                f"not promoted: the learned policy's doubly robust incremental net value {new:,.0f} KRW per candidate "
-                f"does not beat the best single arm ({arm}: {single:,.0f}); fall back to {arm} for everyone"
-            ),
-            figures,
-        )
+    assert e.gaps is not None
+    arm = e.estimated_best_single
+    ok, text = _verdict(e.gaps)
+    figures = _gap_figures(e.gaps, "gap_best_single")
+    if not ok:
+        return False, f"not promoted: does not beat the best single arm {arm} ({text}); fall back to {arm}", figures
     if champion is None:
-        return (
-            True,
-            f"promoted: first champion; DR value {new:,.0f} KRW per candidate vs best single arm {arm} {single:,.0f}",
-            figures,
-        )
-    try:
-        scores = champion.score(j.rows)
-    except Exception as exc:  # a champion pickled by older code, or trained on other features
-        return False, f"not promoted: the champion v{champion_version} cannot score these rows ({exc!r})", figures
-    mu = ev.outcome_models(j.scores, j.data.margin)["net_value"]  # the same outcome model for both policies
-    k = mu.shape[1]
+        return True, f"promoted: first champion; beats the best single arm {arm} ({text})", figures
     if list(champion.arms["arm"]) != list(prepared.arms["arm"]):
         return (
             False,
             "not promoted: the champion's arms differ from the new model's; compare them with `rekindle evaluate`",
             figures,
         )
-    arm_c = choose(scores.inc_net, scores.cost).arm
-    arm_n = choose(j.scores.inc_net, j.scores.cost).arm
-
-    y = ev.hurdle_outcome(j.scores, j.data)
-
-    def dr(arm: np.ndarray) -> float:
-        num, _ = row_terms(j.data.logged, y, mu, one_hot(arm, k), max_weight=j.data.max_weight)["dr-switch"]
-        return float(num.mean())
-
-    champ, mine = dr(arm_c), dr(arm_n)
-    figures |= {"champion_dr": champ, "new_dr_same_mu": mine}
-    if mine > champ:
-        return (
-            True,
-            f"promoted: beats champion v{champion_version} on the same held-out rows "
-            f"({mine:,.0f} vs {champ:,.0f} KRW, DR)",
-            figures,
-        )
-    return (
-        False,
-        (
-            f"not promoted: champion v{champion_version} is at least as good on the same held-out rows "
-            f"({champ:,.0f} vs {mine:,.0f} KRW, DR)"
-        ),
-        figures,
-    )
+    try:
+        scores = champion.score(j.rows)
+    except Exception as exc:  # a champion pickled by older code, or trained on other features
+        return False, f"not promoted: the champion v{champion_version} cannot score these rows ({exc!r})", figures
+    t = prepared.cfg.training
+    w = bootstrap_weights(j.data.logged.cluster, t.bootstrap, t.seed)
+    mine, theirs = choose(j.scores.inc_net, j.scores.cost).arm, choose(scores.inc_net, scores.cost).arm
+    gaps = ev.policy_gaps(j.scores, j.data, mine, theirs, w)  # one outcome model (the new one's) for both
+    figures |= _gap_figures(gaps, "gap_champion")
+    ok, text = _verdict(gaps)
+    verdict = "promoted: beats" if ok else "not promoted: does not beat"
+    return ok, f"{verdict} champion v{champion_version} on the same held-out rows ({text})", figures
 
 
 # ------------------------------------------------------------------------------ train --

@@ -75,7 +75,7 @@ def suggest(trial: Any, base: ModelParams) -> ModelParams:
     """The search space around the configured defaults."""
     return base.model_copy(
         update={
-            "learner": trial.suggest_categorical("learner", ["s", "t"]),
+            "learner": trial.suggest_categorical("learner", ["s", "t", "offset"]),
             "use_match": trial.suggest_categorical("use_match", [True, False]),
             "weighting": trial.suggest_categorical("weighting", ["none", "ipw"]),
             "n_estimators": trial.suggest_int("n_estimators", 150, 400, step=50),
