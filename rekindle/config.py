@@ -211,7 +211,7 @@ class Training(_Strict):
     ope_max_weight: float = Field(20.0, ge=1)  # dr-hurdle: no correction where 1 / propensity exceeds this
     bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
     min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy
-    tuning_rows: int = Field(40_000, ge=1000)  # validation rows scored per trial (a seeded sample)
+    tuning_rows: int = Field(30_000, ge=1000)  # validation rows scored per trial (a seeded sample)
     seed: int = Field(1, ge=0)
     experiment: str = "rekindle"
     model_name: str = Field("rekindle-response", pattern=r"^[A-Za-z0-9_.-]+$")

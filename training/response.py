@@ -16,13 +16,17 @@ Three LightGBM heads, each monotone in the reward where asked:
 Meta-learners (``learner``):
 
 - ``s`` (S-learner): one model per head with the arm as input, "none" included;
-- ``t`` (T-learner): separate ``reengage`` and ``deposits`` heads for no-offer
-  rows (control) and offer rows (treated, the arm still an input);
+- ``t`` (T-learner): separate ``reengage`` heads for no-offer rows (control)
+  and offer rows (treated, the arm still an input);
 - ``offset``: a ``reengage`` head for no-offer rows (control), and one for offer
   rows that starts from the control head's log-odds (LightGBM ``init_score``),
   so that its trees fit only the arm's effect on the log-odds of re-engaging
-  and its regularisation shrinks that effect, not the baseline, towards zero;
-  the ``deposits`` head is shared as in the S-learner.
+  and its regularisation shrinks that effect, not the baseline, towards zero.
+
+Every learner shares one ``deposits`` head (what a returner deposits is mostly
+the player's habit, learnt from every returner; separate control and treated
+heads cost the tuned T-learner 7 KRW per candidate of policy value and 0.06 of
+ROI accuracy on the 100,000-player world: 887 vs 895, 0.756 vs 0.816).
 
 The estimator follows the scikit-learn contract (``get_params``/``set_params``,
 ``fit(X, y, sample_weight)``); :meth:`ResponseModel.predict_arms` scores every
@@ -179,7 +183,7 @@ class ResponseModel(BaseEstimator):
             if self.learner == "offset" and g == "treated":  # start from the control head's log-odds
                 init = np.asarray(self.heads_["reengage/control"].predict(mat[rows], raw_score=True))
             self.heads_[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True, len(X), init)
-        for g, rows in (split if self.learner == "t" else everyone).items():
+        for g, rows in everyone.items():  # E[deposits | re-engaged]: one head for every learner
             r = rows & back
             head = self._train(mat[r], deposits[r], w[r], "tweedie", False, len(X))
             self.heads_[f"deposits/{g}"] = head
@@ -192,7 +196,7 @@ class ResponseModel(BaseEstimator):
 
     # --------------------------------------------------------------- predicting --
     def _group(self, head: str, offer: bool) -> str:
-        if self.learner == "s" or (self.learner == "offset" and head == "deposits"):
+        if self.learner == "s" or head == "deposits":
             return "all"
         return "treated" if offer else "control"
 

@@ -78,7 +78,7 @@ def suggest(trial: Any, base: ModelParams) -> ModelParams:
             "learner": trial.suggest_categorical("learner", ["s", "t", "offset"]),
             "use_match": trial.suggest_categorical("use_match", [True, False]),
             "weighting": trial.suggest_categorical("weighting", ["none", "ipw"]),
-            "n_estimators": trial.suggest_int("n_estimators", 150, 400, step=50),
+            "n_estimators": trial.suggest_int("n_estimators", 100, 300, step=50),
             "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.12, log=True),
             "num_leaves": trial.suggest_int("num_leaves", 7, 31, log=True),
             "min_child_samples": trial.suggest_int("min_child_samples", 300, 8000, log=True),
