@@ -174,22 +174,20 @@ class ResponseModel(BaseEstimator):
         deposits = y["deposits"].to_numpy(np.float64)
         claimed = y["reward_cost"].to_numpy(np.float64) > 0
         offer = X["event_type"].astype(str).to_numpy() != NONE
-        everyone = {"all": np.ones(len(X), bool)}
-        split = {"control": ~offer, "treated": offer}
+        groups = {"all": np.ones(len(X), bool)} if self.learner == "s" else {"control": ~offer, "treated": offer}
         self.heads_: dict[str, lgb.Booster] = {}
         self.deposit_scale_: dict[str, float] = {}
-        for g, rows in (everyone if self.learner == "s" else split).items():
+        for g, rows in groups.items():
             init = None
             if self.learner == "offset" and g == "treated":  # start from the control head's log-odds
                 init = np.asarray(self.heads_["reengage/control"].predict(mat[rows], raw_score=True))
             self.heads_[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True, len(X), init)
-        for g, rows in everyone.items():  # E[deposits | re-engaged]: one head for every learner
-            r = rows & back
-            head = self._train(mat[r], deposits[r], w[r], "tweedie", False, len(X))
-            self.heads_[f"deposits/{g}"] = head
-            # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
-            fitted = float((w[r] * head.predict(mat[r])).sum())
-            self.deposit_scale_[g] = float((w[r] * deposits[r]).sum()) / fitted if fitted > 0 else 1.0
+        # E[deposits | re-engaged]: one head on every returner, whatever the learner
+        head = self._train(mat[back], deposits[back], w[back], "tweedie", False, len(X))
+        self.heads_["deposits/all"] = head
+        # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
+        fitted = float((w[back] * head.predict(mat[back])).sum())
+        self.deposit_scale_["all"] = float((w[back] * deposits[back]).sum()) / fitted if fitted > 0 else 1.0
         self.heads_["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True, len(X))
         self.n_features_in_ = mat.shape[1]
         return self
