@@ -112,6 +112,8 @@ def run_batch(
 ) -> BatchResult:
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
+    if arm is not None and budget is not None:
+        raise BatchError(f"--arm {arm} sends one arm to everyone; it takes no --budget (got {budget:,.0f} KRW)")
     if arm is not None:
         try:
             scorer.arm_column(arm)

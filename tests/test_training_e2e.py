@@ -165,6 +165,10 @@ def test_tune_train_evaluate_batch(home) -> None:
     assert len(f) == len(d) and (f["event_type"] == "cashback").all() and (f["reward"] == 10_000).all()
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@7")
     assert code == 2 and "unknown arm 'cashback@7'" in out
+    code, out = cli(
+        home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000", "--budget", "5"
+    )
+    assert code == 2 and "takes no --budget" in out
 
 
 def test_tune_and_train_on_postgresql(home, pg_database_factory, monkeypatch: pytest.MonkeyPatch) -> None:
