@@ -21,7 +21,7 @@ from features.content import event_type_content
 from features.facts import FACT_STEPS, Facts, load_facts
 from features.families import ENTITY, TIMESTAMP, Family, all_families
 from features.layout import FeatureStoreError, layout
-from features.manifest import read_manifest, store_description, write_manifest
+from features.manifest import business_window, check_business, read_manifest, store_description, write_manifest
 from features.offline import VIEW_MODES, read_view, writer
 from features.progress import Progress
 from features.repo import event_type_service_name, player_service_name
@@ -68,6 +68,8 @@ def previous_build(cfg: Config) -> dict[str, Any] | None:
     manifest = read_manifest(cfg)
     if manifest.get("db") != safe_url(cfg.db_url) or manifest.get("store") != store_description(cfg):
         return None
+    if manifest.get("business", business_window(cfg)) != business_window(cfg):
+        return None  # other windows or dormancy: every snapshot changes, so nothing carries over
     return manifest
 
 
@@ -135,6 +137,8 @@ def build_features(
     lay = layout(cfg)
     previous = previous_build(cfg)
     if since is not None:
+        if lay.manifest_path.is_file():
+            check_business(cfg, read_manifest(cfg), "extend the last build with --since")
         if previous is None:
             raise FeatureStoreError(
                 f"--since needs an earlier build of {safe_url(cfg.db_url)} into this store ({store_description(cfg)}) "
@@ -211,5 +215,6 @@ def _write_manifest(cfg: Config, summary: BuildSummary) -> None:
         "db": safe_url(cfg.db_url),
         "built_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         "services": [player_service_name(), event_type_service_name()],
+        "business": business_window(cfg),
     }
     write_manifest(cfg, data)

@@ -24,6 +24,30 @@ def store_description(cfg: Config) -> str:
     return f"embedded: DuckDB over Parquet + SQLite online under {lay.root}"
 
 
+def business_window(cfg: Config) -> dict[str, int]:
+    """The business parameters a feature build depends on (windows and dormancy), as recorded in its manifest."""
+    return {"attribution_days": cfg.business.attribution_days, "dormancy_days": cfg.business.dormancy_days}
+
+
+def business_changes(cfg: Config, built: dict[str, Any] | None) -> tuple[dict[str, tuple[Any, int]], str]:
+    """What differs between the business window a build recorded and ``cfg``'s: ``{key: (built, now)}`` and
+    the flags that would rebuild with ``cfg``'s (nothing when the build recorded none)."""
+    now = business_window(cfg)
+    differ = {k: (built.get(k), now[k]) for k in now if built is not None and built.get(k) != now[k]}
+    return differ, " ".join(f"--{k.replace('_', '-')} {new}" for k, (_, new) in differ.items())
+
+
+def check_business(cfg: Config, manifest: dict[str, Any], doing: str) -> None:
+    """Refuse to ``doing`` with business parameters other than the feature build's (which they would contradict)."""
+    differ, flags = business_changes(cfg, manifest.get("business"))
+    if differ:
+        said = ", ".join(f"{k} {new} (the build used {old})" for k, (old, new) in differ.items())
+        raise FeatureStoreError(
+            f"cannot {doing} with {said}: rebuild the features first (`rekindle features build {flags}`), "
+            "or drop the override"
+        )
+
+
 def write_manifest(cfg: Config, data: dict[str, Any]) -> None:
     lay = layout(cfg)
     tmp = lay.manifest_path.with_suffix(".json.tmp")

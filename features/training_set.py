@@ -9,6 +9,7 @@ after the decision, within the attribution window.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.build import CONTENT_SINCE
 from features.content import event_type_content
@@ -24,7 +27,7 @@ from features.decisions import build_decisions
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout
-from features.manifest import read_manifest
+from features.manifest import business_window, check_business, read_manifest
 from features.matching import collaborative_score, content_score, hybrid_score
 from features.offline import read_view
 from features.progress import Progress
@@ -101,6 +104,20 @@ def add_match_scores(
     return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
 
 
+BUSINESS_KEY = b"rekindle.business"  # Parquet metadata: the windows and dormancy the labels were made with
+
+
+def write_training_set(cfg: Config, frame: pd.DataFrame, out: Path) -> Path:
+    """Write ``frame`` to ``out`` (Parquet, all or nothing) with the business window its labels were made with."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".parquet.tmp")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), BUSINESS_KEY: json.dumps(business_window(cfg)).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), tmp)
+    tmp.replace(out)
+    return out
+
+
 def build_training_set(
     cfg: Config,
     *,
@@ -113,6 +130,7 @@ def build_training_set(
     """Decision rows with labels and point-in-time features; written to ``out`` (Parquet) if given."""
     bar = progress or Progress()
     manifest = read_manifest(cfg)
+    check_business(cfg, manifest, "build the training set")
     built = manifest["as_of"]
     as_of = as_of or built
     if as_of > built:
@@ -151,9 +169,5 @@ def build_training_set(
     frame = add_match_scores(frame, cfg, event_emb)
     path = None
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(out)
-        path = out
+        path = write_training_set(cfg, frame, out)
     return TrainingSet(frame, as_of, decisions.open_windows, decisions.campaigns, seconds, path)

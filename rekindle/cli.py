@@ -25,10 +25,13 @@ err_console = Console(stderr=True, width=_WIDTH)
 class Context:
     def __init__(self, home: str | None, config_dir: str | None, db: str | None) -> None:
         self.home, self.config_dir, self.db = home, config_dir, db
+        self.business: dict[str, Any] = {}  # --margin, --attribution-days, --dormancy-days
 
     def config(self, overrides: dict[str, Any] | None = None, db: str | None = None) -> Any:
         from rekindle.config import load_config
 
+        if self.business:
+            overrides = {**(overrides or {}), "business": self.business}
         return load_config(self.config_dir, home=self.home, db_url=db or self.db, overrides=overrides)
 
 
@@ -77,6 +80,42 @@ skip_row_checks_option = click.option(
 db_option = click.option(
     "--db", "db", metavar="URL", help="Platform database URL (env REKINDLE_DB_URL; default: SQLite under the home)."
 )
+
+
+def business_options(fn: F) -> F:
+    """``--margin``, ``--attribution-days`` and ``--dormancy-days``: override ``business`` in the config for
+    this command (the features, the training set and the models must agree on the last two: the commands
+    that read a build made with others say so)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {k: kwargs.pop(k) for k in ("margin", "attribution_days", "dormancy_days")}
+        obj = click.get_current_context().find_object(Context)
+        assert obj is not None, "business_options needs the rekindle group's Context"
+        obj.business = {k: v for k, v in given.items() if v is not None}
+        return fn(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--margin",
+            type=click.FloatRange(min=0, max=1, min_open=True),
+            help="Share of deposits the platform keeps (default business.margin).",
+        ),
+        click.option(
+            "--attribution-days",
+            type=click.IntRange(min=1),
+            help="Days after an offer its outcome is counted (default business.attribution_days).",
+        ),
+        click.option(
+            "--dormancy-days",
+            type=click.IntRange(min=1),
+            help="Days without a session that make a player dormant (default business.dormancy_days).",
+        ),
+    ]
+    out: Any = wrapper
+    for option in reversed(options):
+        out = option(out)
+    return out  # type: ignore[no-any-return]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -339,6 +378,7 @@ class _Bars:
     "--since", metavar="TIME", help="Rebuild snapshots from this time on, keeping the older ones of the last build."
 )
 @skip_row_checks_option
+@business_options
 @click.pass_obj
 @friendly_errors
 def features_build(obj: Context, db: str | None, as_of: str | None, since: str | None, skip_row_checks: bool) -> None:
@@ -405,6 +445,7 @@ def features_show(obj: Context, player_ids: tuple[int, ...]) -> None:
     "--out", type=click.Path(path_type=Path), help="Parquet file (default <home>/training/training_set.parquet)."
 )
 @skip_row_checks_option
+@business_options
 @click.pass_obj
 @friendly_errors
 def features_training_set(

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from rekindle.cli import Context, console, friendly_errors, main, parse_time
+from rekindle.cli import Context, business_options, console, friendly_errors, main, parse_time
 
 
 def _say(start: float):
@@ -48,6 +48,7 @@ truth_option = click.option(
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True, help="Optuna trials to run.")
 @click.option("--storage", metavar="URL", help="Optuna storage (default sqlite:///<home>/optuna.db; or PostgreSQL).")
 @click.option("--study", "study_name", metavar="NAME", help="Study name (default: model name + validation start).")
+@business_options
 @click.pass_obj
 @friendly_errors
 def tune(obj: Context, trials: int, storage: str | None, study_name: str | None) -> None:
@@ -94,6 +95,7 @@ def tune(obj: Context, trials: int, storage: str | None, study_name: str | None)
 @click.option("--defaults", is_flag=True, help="Use the configured model parameters, not the tuned ones.")
 @click.option("--ensemble", type=click.IntRange(min=1), help="Bootstrap members (default training.ensemble).")
 @truth_option
+@business_options
 @click.pass_obj
 @friendly_errors
 def train(obj: Context, defaults: bool, ensemble: int | None, truth: Path | None) -> None:
@@ -131,6 +133,7 @@ def run_training(cfg: Any, *, defaults: bool, truth: Path | None) -> Any:
 @main.command("evaluate")
 @click.option("--model", "model", metavar="REF", help="Alias, version or models:/ URI (default: challenger).")
 @truth_option
+@business_options
 @click.pass_obj
 @friendly_errors
 def evaluate(obj: Context, model: str | None, truth: Path | None) -> None:

@@ -357,12 +357,16 @@ class Config(_Strict):
                 f"drift event multipliers {drift.event_multiplier} must be >= 0 for catalog event types {sorted(names)}"
                 + (f"; unknown: {bad_events}" if bad_events else "")
             )
-        if self.simulator.campaigns.every_days < self.business.attribution_days:
-            raise ValueError(
-                f"simulator.campaigns.every_days is {self.simulator.campaigns.every_days} but must be at least "
-                f"business.attribution_days ({self.business.attribution_days}): a campaign's windows must close first"
-            )
         return self
+
+    def require_simulatable(self) -> None:
+        """What only simulating needs (training on a real platform's history does not care)."""
+        if self.simulator.campaigns.every_days < self.business.attribution_days:
+            raise ConfigError(
+                f"simulator.campaigns.every_days is {self.simulator.campaigns.every_days} but must be at least "
+                f"business.attribution_days ({self.business.attribution_days}) to simulate: a campaign's windows "
+                "must close before the next campaign"
+            )
 
     def path(self, *parts: str) -> Path:
         """A path under the home directory (created on demand by the caller)."""

@@ -68,6 +68,60 @@ def test_train_before_anything_names_what_is_missing(tmp_path: Path) -> None:
     assert code == 2 and "is not a directory" in out
 
 
+def test_business_flags_that_contradict_the_build_are_refused(home) -> None:
+    h, configs = home
+    cfg = load_config(configs, home=h)
+    dormancy, window = cfg.business.dormancy_days + 7, cfg.business.attribution_days - 2
+    code, out = cli(home, "features", "training-set", "--dormancy-days", str(dormancy))
+    assert code == 2, out
+    assert f"dormancy_days {dormancy} (the build used {cfg.business.dormancy_days})" in out
+    assert f"features build --dormancy-days {dormancy}" in out
+    code, out = cli(home, "train", "--attribution-days", str(window))
+    assert code == 2, out
+    assert f"attribution_days {window} but the training set was built with {cfg.business.attribution_days}" in out
+    assert (h / "training" / "training_set.parquet").is_file()  # nothing was touched
+
+
+def test_a_platform_whose_event_types_and_rewards_the_catalog_does_not_know(home, tmp_path: Path) -> None:
+    """Arms come from the history: renamed event types and rewards no catalog lists still get a model."""
+    import sqlite3
+
+    h, configs = home
+    other = tmp_path / "home"
+    other.mkdir()
+    shutil.copy(h / "platform.db", other / "platform.db")
+    with sqlite3.connect(other / "platform.db") as db:
+        db.execute("UPDATE promotions SET type = 'quest_' || type")
+        db.execute("UPDATE promotion_players SET reward = reward + 700")
+    base = ("--home", str(other), "--config", str(configs))
+    for args in (
+        ("features", "build", "--skip-row-checks"),
+        ("features", "training-set", "--skip-row-checks"),
+        ("train", "--defaults"),
+    ):
+        code, out = invoke(*base, *args)
+        assert code == 0, out
+    from mlflow import MlflowClient
+
+    from training import registry
+
+    cfg = load_config(configs, home=other)
+    with registry.tracking(cfg):
+        version = MlflowClient().get_model_version_by_alias(cfg.training.model_name, "challenger")
+        scorer = registry.load_scorer(registry.model_uri(cfg.training.model_name, "challenger"))
+    assert str(version.version) == "1"
+    arms = scorer.arms
+    learned = arms[arms["source"] == "history"]
+    assert len(learned) >= 5 and learned["event_type"].str.startswith("quest_").all()
+    assert (learned["reward"] % 1000 == 700).all()  # the shifted rewards, not the catalog's ladder
+    assert (learned["payout"] > 0).all()  # priced from the bonus paid, as the catalog does not know them
+    code, out = invoke(*base, "batch", "--model", "challenger", "--out", str(other / "d.csv"))
+    assert code == 0, out
+    d = pd.read_csv(other / "d.csv")
+    chosen = set(d["event_type"])
+    assert chosen <= set(arms["event_type"]) and chosen & set(learned["event_type"])
+
+
 def test_tune_train_evaluate_batch(home) -> None:
     import mlflow
     from mlflow import MlflowClient

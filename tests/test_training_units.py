@@ -311,3 +311,60 @@ def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> No
     assert _verdict(policy_gaps(scores, eval_data, best_per_row, np.full(n, 1), w))[0] == (
         mean[np.arange(n), best_per_row].mean() > mean[:, 1].mean()
     )
+
+
+def test_business_overrides_reprice_net_value_and_refuse_other_windows(tmp_path: Path) -> None:
+    """--margin reprices the net value of a training set; other windows or dormancy than its labels' are refused."""
+    from features.training_set import write_training_set
+    from training.data import load_training_set
+
+    cfg = load_config(CONFIG_DIR, home=tmp_path)
+    frame = pd.DataFrame(
+        {
+            "campaign_at": pd.to_datetime(["2026-01-01", "2026-01-01"]),
+            "player_id": [1, 2],
+            "event_type": ["cashback", "none"],
+            "reward": [10_000, 0],
+            "eligible": [True, True],
+            "reengaged": [True, False],
+            "converted": [True, False],
+            "deposits": [50_000.0, 0.0],
+            "reward_cost": [5_000.0, 0.0],
+            "net_value": [cfg.business.margin * 50_000 - 5_000, 0.0],
+        }
+    )
+    path = write_training_set(cfg, frame, tmp_path / "ts.parquet")
+    assert load_training_set(cfg, path)["net_value"].tolist() == frame["net_value"].tolist()
+    cheap = load_config(CONFIG_DIR, home=tmp_path, overrides={"business": {"margin": 0.5}})
+    assert load_training_set(cheap, path)["net_value"].tolist() == [20_000.0, 0.0]
+    days = cfg.business.attribution_days + 2
+    other = load_config(CONFIG_DIR, home=tmp_path, overrides={"business": {"attribution_days": days}})
+    with pytest.raises(TrainingDataError, match=rf"attribution_days {days} but the training set was built with"):
+        load_training_set(other, path)
+
+
+def test_business_flags_override_the_config(tmp_path: Path) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from rekindle.cli import Context, business_options, main
+
+    @main.command("_show-business", hidden=True)
+    @business_options
+    @click.pass_obj
+    def show(obj: Context) -> None:
+        b = obj.config().business
+        click.echo(f"{b.margin} {b.attribution_days} {b.dormancy_days}")
+
+    try:
+        runner = CliRunner()
+        base = ["--home", str(tmp_path), "--config", str(CONFIG_DIR), "_show-business"]
+        cfg = load_config(CONFIG_DIR, home=tmp_path).business
+        out = runner.invoke(main, base).output.split()
+        assert out == [str(cfg.margin), str(cfg.attribution_days), str(cfg.dormancy_days)]
+        out = runner.invoke(main, [*base, "--margin", "0.2", "--attribution-days", "5", "--dormancy-days", "21"])
+        assert out.output.split() == ["0.2", "5", "21"]
+        bad = runner.invoke(main, [*base, "--margin", "1.5"])
+        assert bad.exit_code == 2 and "1.5" in bad.output and "0<x<=1" in bad.output
+    finally:
+        main.commands.pop("_show-business")

@@ -13,13 +13,17 @@ train the response model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from features.manifest import business_changes
+from features.training_set import BUSINESS_KEY
 from rekindle.config import Config
 from rekindle.errors import RekindleError
 
@@ -41,12 +45,27 @@ def load_training_set(cfg: Config, path: Path | None = None) -> pd.DataFrame:
             f"no training set at {path}: run `rekindle features build` and `rekindle features training-set` first"
         )
     frame = pd.read_parquet(path)
+    _check_business(cfg, path)
     missing = [
         c for c in ("campaign_at", "player_id", "event_type", "reward", "eligible", *LABEL_COLUMNS) if c not in frame
     ]
     if missing:
         raise TrainingDataError(f"{path} is not a training set: it lacks the columns {missing}")
+    # The margin is only a price: net value follows the configured one, whatever the build used.
+    frame["net_value"] = cfg.business.margin * frame["deposits"] - frame["reward_cost"]
     return frame
+
+
+def _check_business(cfg: Config, path: Path) -> None:
+    """The labels' attribution window and the eligibility's dormancy must be the configured ones."""
+    raw = (pq.read_schema(path).metadata or {}).get(BUSINESS_KEY)
+    differ, flags = business_changes(cfg, None if raw is None else json.loads(raw))
+    if differ:
+        said = ", ".join(f"{k} {new} but the training set was built with {old}" for k, (old, new) in differ.items())
+        raise TrainingDataError(
+            f"{said}: rebuild it (`rekindle features build {flags}` then `rekindle features training-set {flags}`), "
+            "or drop the override"
+        )
 
 
 @dataclass(frozen=True)

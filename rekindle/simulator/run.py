@@ -63,6 +63,7 @@ def fingerprint(url: str) -> dict[str, int]:
 
 def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Console) -> SimulationSummary:
     """Simulate ``config.simulator`` and write the platform DB and the truth."""
+    config.require_simulatable()
     sim = config.simulator
     if truth_dir.exists() and not truth_dir.is_dir():
         raise FileExistsError(f"--truth {truth_dir} is a file, not a directory")
@@ -130,6 +131,7 @@ class ForwardSummary:
 
 def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: Console) -> ForwardSummary:
     """Apply decisions to the saved world, append what happens to the database."""
+    config.require_simulatable()
     current = fingerprint(config.db_url)
     recover_world(truth_dir, current)
     saved = load_world(truth_dir, config)
