@@ -208,6 +208,9 @@ def print_judged(j: Any) -> None:
                 f"incremental re-engagements per candidate ({b['ratio']:.2f}x) at a true cost of "
                 f"{b['policy_cost']:,.0f} vs {b['arm_cost']:,.0f} KRW"
             )
+    ece = e.extra.get("expected_calibration_error_reengage")
+    if ece is not None:
+        console.print(f"calibration: expected calibration error of the re-engagement probability {ece:.4f}")
     rel = e.reliability[e.reliability["n"] > 0]
     console.print(
         "reliability (confidence bin: share right): "
