@@ -14,12 +14,17 @@ learned policy can reach on this world:
   re-engagements to that arm's, and the true cost against the arm's.
 
 The oracle (the truth per player, which no feature reveals fully) is printed beside it.
+
+``--reveal sensitivity,affinity`` adds the simulator's latent traits of each player (from the saved world,
+``truth/world/players.parquet``; ``affinity`` is one column per event type) to the features: what the
+policy could reach if the platform knew them, i.e. which missing information bounds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import lightgbm as lgb
@@ -27,11 +32,28 @@ import numpy as np
 import pandas as pd
 
 from rekindle.config import load_config
+from rekindle.simulator.population import Population
 from training.data import population
 from training.design import Design
 from training.fit import held_out, prepare
 from training.policy import choose
 from training.truth import decision_truth
+
+
+def latent_traits(truth_dir: Path, rows: pd.DataFrame, traits: list[str]) -> np.ndarray:
+    """The simulator's latent ``traits`` of each row's player, rows x columns."""
+    if not traits:
+        return np.zeros((len(rows), 0))
+    frame = pd.read_parquet(truth_dir / "world" / "players.parquet")
+    pop = Population.from_frame(frame[[c for c in frame.columns if not c.startswith("state_")]])
+    known = {f.name for f in fields(Population)}
+    unknown = sorted(set(traits) - known)
+    if unknown:
+        raise SystemExit(f"unknown traits {unknown}; the simulator's players have {sorted(known)}")
+    idx = rows["player_id"].to_numpy(np.int64) - 1  # the simulator numbers players from 1
+    cols = [np.asarray(getattr(pop, t), np.float64)[idx] for t in traits]
+    cols = [c if c.ndim == 2 else c[:, None] for c in cols]
+    return np.hstack(cols)
 
 
 def main() -> None:
@@ -40,6 +62,7 @@ def main() -> None:
     ap.add_argument("--truth", type=Path, help="the simulator's truth (default <home>/truth)")
     ap.add_argument("--rows", type=int, default=150_000, help="training decisions sampled (noise-free labels)")
     ap.add_argument("--trees", type=int, default=300)
+    ap.add_argument("--reveal", default="", help="latent traits to add, comma-separated (e.g. sensitivity,affinity)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     cfg = load_config(home=args.home)
@@ -53,6 +76,9 @@ def main() -> None:
     test, truth_test = test[truth_test.matched].reset_index(drop=True), truth_test.subset(truth_test.matched)
     margin = cfg.business.margin
     design = Design.fit(cfg, fit, prepared.arms, use_match=True)
+    reveal = [t for t in args.reveal.split(",") if t]
+    known_fit, known_test = (latent_traits(truth_dir, frame, reveal) for frame in (fit, test))
+    columns = design.columns + [f"latent_{i}" for i in range(known_fit.shape[1])]
     arms = prepared.arms
     n, k = len(test), len(arms)
     labels = {
@@ -65,13 +91,12 @@ def main() -> None:
     params |= {"verbosity": -1, "num_threads": 2, "seed": cfg.training.seed}
     for j in range(1, k):
         event, reward = arms["event_type"].iloc[j], arms["reward"].iloc[j]
-        x_fit, x_test = design.matrix(fit, event, reward), design.matrix(test, event, reward)
+        x_fit = np.hstack([design.matrix(fit, event, reward), known_fit])
+        x_test = np.hstack([design.matrix(test, event, reward), known_test])
         for name, (y_fit, _) in labels.items():
             y = np.asarray(y_fit[:, j], np.float64)
             ok = ~np.isnan(y)
-            data = lgb.Dataset(
-                x_fit[ok], y[ok], feature_name=design.columns, categorical_feature=design.categorical_indices
-            )
+            data = lgb.Dataset(x_fit[ok], y[ok], feature_name=columns, categorical_feature=design.categorical_indices)
             pred[name][:, j] = lgb.train(params, data, num_boost_round=args.trees).predict(x_test)
         print(f"  fitted {arms['arm'].iloc[j]}", flush=True)
     true_re, true_cost = (np.nan_to_num(labels[q][1]) for q in ("reengage", "cost"))
@@ -82,6 +107,8 @@ def main() -> None:
     policy = true_net[rows, choose(pred["net"], pred["cost"]).arm].mean()
     single = true_net[:, best].mean()
     print(f"\n{n:,} held-out decisions, {len(fit):,} training decisions with noise-free labels, {k - 1} arms")
+    if reveal:
+        print(f"revealed latent traits: {', '.join(reveal)}")
     print(
         f"net value: feature ceiling {policy:,.0f} KRW per candidate vs best single arm {arms['arm'].iloc[best]} "
         f"{single:,.0f} ({policy / single:.2f}x), oracle {oracle:,.0f}; "

@@ -86,7 +86,8 @@ def outcome_models(scores: Scores, margin: float) -> dict[str, np.ndarray]:
 
 
 def _summary(draws: np.ndarray) -> tuple[float, float, float]:
-    if len(draws) > 1:
+    """The estimate and its 95% bootstrap interval (NaN when undefined, e.g. the ROI of spending nothing)."""
+    if len(draws) > 1 and not np.isnan(draws[1:]).all():
         return float(draws[0]), float(np.nanquantile(draws[1:], 0.025)), float(np.nanquantile(draws[1:], 0.975))
     return float(draws[0]), np.nan, np.nan
 
