@@ -368,3 +368,21 @@ def test_business_flags_override_the_config(tmp_path: Path) -> None:
         assert bad.exit_code == 2 and "1.5" in bad.output and "0<x<=1" in bad.output
     finally:
         main.commands.pop("_show-business")
+
+
+def test_tracking_one_home_does_not_leak_into_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow exports the URI it is given as MLFLOW_TRACKING_URI; a second home in the same process must still
+    get its own store, and a URI the user exported must survive."""
+    import mlflow
+
+    from training import registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    a, b = (load_config(CONFIG_DIR, home=tmp_path / name) for name in ("a", "b"))
+    with registry.tracking(a):
+        assert mlflow.get_tracking_uri().endswith("a/mlflow.db")
+    assert registry.tracking_uri(b).endswith("b/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    with registry.tracking(b):
+        pass
+    assert registry.tracking_uri(a).endswith("shared.db")

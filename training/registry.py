@@ -51,8 +51,16 @@ def tracking(cfg: Config) -> Iterator[str]:
     import mlflow
 
     cfg.home.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    mlflow.set_registry_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    users = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # MLflow also exports the URI as MLFLOW_TRACKING_URI, which the next tracking_uri() would take for the
+    # user's choice: another home's store in the same process (a notebook, the tests). Keep the user's.
+    if users is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = users
     name = cfg.training.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
