@@ -44,8 +44,8 @@ def load_training_set(cfg: Config, path: Path | None = None) -> pd.DataFrame:
         raise TrainingDataError(
             f"no training set at {path}: run `rekindle features build` and `rekindle features training-set` first"
         )
+    _check_business(cfg, path)  # from the footer, before reading every row
     frame = pd.read_parquet(path)
-    _check_business(cfg, path)
     missing = [
         c for c in ("campaign_at", "player_id", "event_type", "reward", "eligible", *LABEL_COLUMNS) if c not in frame
     ]
