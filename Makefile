@@ -12,7 +12,8 @@ run: venv
 test: venv
 	.venv/bin/ruff check .
 	.venv/bin/mypy
-	.venv/bin/pytest
+	.venv/bin/lint-imports
+	.venv/bin/pytest --durations=15
 
 bench: venv
 	.venv/bin/python benchmarks/simulate.py

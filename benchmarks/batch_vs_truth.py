@@ -32,15 +32,15 @@ def main() -> None:
     print(f"{len(d):,} decisions, {net.shape[0]:,} candidates in the truth, {len(missing):,} not in both")
     d = d[d["player_id"].isin(net.index)]
     ids = d["player_id"].to_numpy()
-    cols = net.columns.get_indexer(d["arm"])
+    cols = net.columns.get_indexer(pd.Index(d["arm"]))
     if (cols < 0).any():
         raise SystemExit(f"arms not in the truth: {sorted(set(d.loc[cols < 0, 'arm']))}")
-    rows = net.index.get_indexer(ids)
+    rows = net.index.get_indexer(pd.Index(ids))
     pol_net = net.to_numpy()[rows, cols].mean()
     pol_re = re.to_numpy()[rows, cols].mean()
     pol_cost = cost.to_numpy()[rows, cols].mean()
     mean = net.loc[ids].mean()
-    best = mean.drop("none").idxmax()
+    best = str(mean.drop("none").idxmax())
     oracle = net.loc[ids].max(axis=1).mean()
     groups = d["segment"].to_numpy()
     by_group = net.loc[ids].groupby(groups).mean()

@@ -43,9 +43,9 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 def online_reads(home: Path, config: Path | None, db: str | None, n: int) -> tuple[float, float, float]:
     """p50, p99 and max latency (ms) of single-player online reads of random candidates."""
+    from core.config import load_config
     from features.families import ENTITY
     from features.online import OnlineFeatures
-    from rekindle.config import load_config
 
     cfg = load_config(config, home=home, db_url=db)
     online = OnlineFeatures(cfg)  # warms up

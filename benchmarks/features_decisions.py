@@ -14,9 +14,9 @@ import resource
 import time
 from pathlib import Path
 
+from core.config import load_config
 from features.decisions import build_decisions
-from rekindle.config import load_config
-from rekindle.platform.db import connect, safe_url
+from platform_db.db import connect, safe_url
 
 
 def main() -> None:

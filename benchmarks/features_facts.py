@@ -16,10 +16,10 @@ import resource
 import time
 from datetime import datetime
 
+from core.config import load_config
 from features.facts import load_facts
-from rekindle.config import load_config
-from rekindle.platform.db import connect, safe_url
-from rekindle.segmentation.service import event_time_range
+from platform_db.db import connect, safe_url
+from segmentation.service import event_time_range
 
 
 def main() -> None:

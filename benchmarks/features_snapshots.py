@@ -20,11 +20,11 @@ from datetime import datetime
 
 import pandas as pd
 
+from core.config import load_config
 from features.facts import Facts, load_facts
 from features.snapshots import player_snapshots, snapshot_days
-from rekindle.config import load_config
-from rekindle.platform.db import connect, safe_url
-from rekindle.segmentation.service import event_time_range
+from platform_db.db import connect, safe_url
+from segmentation.service import event_time_range
 
 
 def replicate(facts: Facts, k: int) -> Facts:

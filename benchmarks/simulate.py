@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from rekindle.config import load_config
-from rekindle.simulator.run import simulate
+from core.config import load_config
+from simulator.run import simulate
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     d = pd.read_parquet(args.truth_dir / "decisions.parquet")
     rnd = d[d["group"] == "random"]
-    table = rnd.groupby(["event_type", "reward"]).apply(compare, include_groups=False)
+    table = rnd.groupby(["event_type", "reward"])[list(rnd.columns)].apply(compare)
     pd.set_option("display.width", 200)
     print("randomised slice, per arm (z = (realised - truth) / standard error)")
     print(table.to_string(float_format=lambda v: f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"))

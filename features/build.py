@@ -16,8 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from core.config import Config
+from core.errors import RekindleError
 from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
-from features.content import event_type_content
+from features.content import CONTENT_SINCE, event_type_content
 from features.facts import FACT_STEPS, Facts, load_facts
 from features.families import ENTITY, TIMESTAMP, Family, all_families
 from features.layout import FeatureStoreError, layout
@@ -27,13 +29,9 @@ from features.progress import Progress
 from features.repo import event_type_service_name, player_service_name
 from features.snapshots import player_snapshots, profile_frame, snapshot_days
 from features.store import open_store
-from rekindle.config import Config
-from rekindle.errors import RekindleError
-from rekindle.platform.db import connect, require_tables, safe_url
-from rekindle.segmentation.service import event_time_range
-from rekindle.validation.checks import filters_for_invalid_rows
-
-CONTENT_SINCE = datetime(1970, 1, 1)  # the catalog's attributes hold for any past decision
+from platform_db.db import connect, require_tables, safe_url
+from segmentation.service import event_time_range
+from validation.checks import filters_for_invalid_rows
 
 
 class BuildError(RekindleError, ValueError):

@@ -39,9 +39,9 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from core.config import Config
+from core.errors import RekindleError
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP
-from rekindle.config import Config
-from rekindle.errors import RekindleError
 
 OFFER_COLUMNS = ("player_id", "event_type", "reengaged_at", "window_end")
 _REL_EIG_TOL = 1e-12  # eigenvalues below this share of the largest are numerical zeros (rank-deficient R)

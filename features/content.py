@@ -13,8 +13,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from core.config import Config
 from features.families import EVENT_TYPE_KEY, TIMESTAMP
-from rekindle.config import Config
+
+CONTENT_SINCE = datetime(1970, 1, 1)  # the catalog's attributes hold for any past decision
 
 
 def event_type_content(cfg: Config, stamp: datetime) -> pd.DataFrame:

@@ -27,7 +27,7 @@ by campaign, player id and offer id; ``row_id`` numbers them over every campaign
 *before* open windows are dropped, so a row keeps its id when the as-of time moves later.
 
 Offers, promotions, players, sessions and money flows are read in one read-only snapshot by
-:mod:`rekindle.platform.bulk` (CSV text parsed by pyarrow); the rest is vectorised numpy on int64
+:mod:`platform_db.bulk` (CSV text parsed by pyarrow); the rest is vectorised numpy on int64
 microseconds.
 """
 
@@ -42,12 +42,13 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy.engine import Engine
 
-from rekindle.config import Config
-from rekindle.errors import RekindleError
-from rekindle.platform.bulk import BLOCK_BYTES, Columns, Snapshot, snapshot, ts_literal
-from rekindle.platform.db import read_sql, require_tables, safe_url
-from rekindle.platform.schema import SOURCE_TABLES
-from rekindle.segmentation.activity import naive_utc, valid_rows
+from core.config import Config
+from core.errors import RekindleError
+from core.timeutil import naive_utc
+from platform_db.bulk import BLOCK_BYTES, Columns, Snapshot, snapshot, ts_literal
+from platform_db.db import read_sql, require_tables, safe_url
+from platform_db.filters import valid_rows
+from platform_db.schema import SOURCE_TABLES
 
 STEPS = ("read offers", "read players", "read sessions", "read money flows", "find eligible players", "label rows")
 """The steps :func:`build_decisions` reports to ``on_step``, in order (for a progress bar's total)."""
@@ -290,7 +291,7 @@ def build_decisions(
         after the latest valid registration, session, offer or money flow (microseconds dropped),
         as ``rekindle segment`` takes it.
     filters : dict of str to str, optional
-        Valid-row conditions per source table, as in :func:`rekindle.segmentation.activity.valid_rows`.
+        Valid-row conditions per source table, as in :func:`platform_db.filters.valid_rows`.
     on_step : callable, optional
         Called with each name of :data:`STEPS` as that step starts (for progress bars).
 
@@ -305,7 +306,7 @@ def build_decisions(
     ------
     ValueError
         If ``filters`` names a table that is not a source table.
-    rekindle.platform.db.DatabaseError
+    platform_db.db.DatabaseError
         If a source table is missing.
     NoDecisionsError
         If no offer was sent before ``as_of``.

@@ -8,7 +8,7 @@ the same on both backends:
   out (``COPY (query) TO STDOUT`` parsed by Arrow's CSV reader);
 - SQLite has no such engine, so the needed columns of its rows before the as-of
   time are copied into an in-memory DuckDB under the same table and column names
-  (read by :mod:`rekindle.platform.bulk`), and DuckDB runs the SQL.
+  (read by :mod:`platform_db.bulk`), and DuckDB runs the SQL.
 
 Day bucket ``d`` of a row at ``ts`` is ``floor((ts - as_of) / 1 day)``, so bucket ``d``
 covers ``[as_of + d days, as_of + (d + 1) days)`` and every row before the as-of time
@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 
+from core.config import Config
+from core.errors import RekindleError
+from core.timeutil import naive_utc
 from features.families import OTHER_GAME
-from rekindle.config import Config
-from rekindle.errors import RekindleError
-from rekindle.platform.bulk import Snapshot, local_duckdb, snapshot, source, ts_literal
-from rekindle.platform.db import DatabaseError, require_tables, safe_url
-from rekindle.platform.schema import SOURCE_TABLES
-from rekindle.segmentation.activity import naive_utc
+from platform_db.bulk import Snapshot, local_duckdb, snapshot, ts_literal
+from platform_db.db import DatabaseError, require_tables, safe_url
+from platform_db.filters import source
+from platform_db.schema import SOURCE_TABLES
 
 FACT_STEPS = ("players", "session_days", "money_days", "offers")
 """The names ``load_facts`` reports to ``on_step``, in order (one per query)."""
@@ -385,7 +386,7 @@ def load_facts(
     ------
     ValueError
         If ``filters`` names a table that is not a source table.
-    rekindle.platform.db.DatabaseError
+    platform_db.db.DatabaseError
         If the database lacks a source table, or (SQLite) holds values that are not of the contract's types.
     EmptyHistoryError
         If no player registered before ``as_of``.

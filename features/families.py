@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rekindle.config import Config
+from core.config import Config
 
 Kind = Literal["float", "int", "string"]
 

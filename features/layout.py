@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 from sqlalchemy.engine import make_url
 
-from rekindle.config import Config
-from rekindle.errors import RekindleError
-from rekindle.platform.db import normalise_url, safe_url
+from core.config import Config
+from core.errors import RekindleError
+from platform_db.db import normalise_url, safe_url
 
 
 class FeatureStoreError(RekindleError, RuntimeError):

@@ -10,9 +10,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from core.config import Config
 from features.layout import FeatureStoreError, layout
-from rekindle.config import Config
-from rekindle.platform.db import safe_url
+from platform_db.db import safe_url
 
 
 def store_description(cfg: Config) -> str:

@@ -31,8 +31,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from core.config import Config
+from core.errors import RekindleError
+from features.content import CONTENT_SINCE, event_type_content
 from features.families import EVENT_TYPE_KEY, TIMESTAMP
-from rekindle.errors import RekindleError
 
 NEUTRAL = 0.5
 DEFAULT_SCALE = 0.1  # a typical spread of centred re-engagement rates between event types
@@ -197,3 +199,47 @@ def hybrid_score(
     aff = collaborative_affinity(collaborative, scale).to_numpy()
     blend = w * aff + (1 - w) * content[collaborative.columns].to_numpy(np.float64)
     return pd.DataFrame(blend, index=collaborative.index, columns=collaborative.columns)
+
+
+def own_type(wide: pd.DataFrame, event_types: pd.Series) -> np.ndarray:
+    """From a rows x event types frame, each row's value for its own event type (NaN for none or unknown)."""
+    idx = wide.columns.get_indexer(pd.Index(event_types))
+    values = wide.to_numpy(np.float64)[np.arange(len(wide)), np.maximum(idx, 0)]
+    return np.where(idx >= 0, values, np.nan)
+
+
+MATCH_KINDS = ("collaborative", "content", "hybrid")
+
+
+def match_column(kind: str, event_type: str) -> str:
+    """The training set's column of the ``kind`` match score of every row's player for ``event_type``."""
+    return f"match_{kind}__{event_type}"
+
+
+def add_match_scores(
+    frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame, *, time_column: str = "decision_at"
+) -> pd.DataFrame:
+    """The collaborative, content-based and hybrid match scores of each row's player for every event type
+    (``match_<kind>__<type>``, so a model can score any arm) and of its own event type (``match_<kind>``,
+    NaN for no offer).
+
+    ``event_emb`` is the event_type_cf view (every snapshot); each row uses the latest snapshot at or before
+    its ``time_column``, like the point-in-time join.
+    """
+    k = cfg.features.embedding_dim
+    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: frame[time_column].to_numpy()})
+    collaborative = collaborative_score(player, event_emb)
+    content = content_score(frame, event_type_content(cfg, CONTENT_SINCE))[collaborative.columns]
+    hybrid = hybrid_score(
+        collaborative,
+        content,
+        frame["offers_resolved"].fillna(0).to_numpy(),
+        prior_offers=cfg.features.cf_prior_strength,
+    )
+    columns: dict[str, np.ndarray] = {}
+    for name, wide in zip(MATCH_KINDS, (collaborative, content, hybrid), strict=True):
+        if "event_type" in frame:
+            columns[f"match_{name}"] = own_type(wide, frame["event_type"])
+        for event_type in wide.columns:
+            columns[match_column(name, str(event_type))] = wide[event_type].to_numpy(np.float32)
+    return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)

@@ -13,13 +13,13 @@ from typing import Any
 
 import pandas as pd
 
+from core.config import Config
 from features.families import ENTITY, EVENT_TYPE_KEY
 from features.layout import FeatureStoreError, layout
 from features.manifest import read_manifest
 from features.materialize import read_marker
 from features.repo import event_type_service_name, player_service_name
 from features.store import open_store
-from rekindle.config import Config
 
 
 class OnlineFeatures:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from core.config import Config
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, Family, all_families
 from features.layout import Layout
-from rekindle.config import Config
 
 SERVICE_VERSION = 1
 SNAPSHOT_TTL = timedelta(days=2)  # daily snapshots: the latest is never more than a day old

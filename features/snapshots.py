@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.config import Config
+from core.timeutil import naive_utc
 from features.families import ENTITY, OTHER_GAME, TIMESTAMP, activity, money, promotions, segment
-from rekindle.config import Config
-from rekindle.segmentation.activity import naive_utc
-from rekindle.segmentation.classify import idle_state, label_players
+from segmentation.classify import idle_state, label_players
 
 if TYPE_CHECKING:
     from features.facts import Facts

@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.config import Config
 from features.layout import FeatureStoreError, Layout, layout, write_yaml
 from features.repo import definitions
-from rekindle.config import Config
-from rekindle.platform.db import safe_url
+from platform_db.db import safe_url
 
 
 def ensure_schemas(lay: Layout) -> None:

@@ -15,26 +15,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.build import CONTENT_SINCE
-from features.content import event_type_content
+from core.config import Config
 from features.decisions import STEPS as DECISION_STEPS
 from features.decisions import build_decisions
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout
 from features.manifest import business_window, check_business, read_manifest
-from features.matching import collaborative_score, content_score, hybrid_score
+from features.matching import add_match_scores
 from features.offline import read_view
 from features.progress import Progress
 from features.store import open_store
-from rekindle.config import Config
-from rekindle.platform.db import connect
-from rekindle.validation.checks import filters_for_invalid_rows
+from platform_db.db import connect
+from validation.checks import filters_for_invalid_rows
 
 
 @dataclass
@@ -58,50 +55,6 @@ class TrainingSet:
             net_value=("net_value", "mean"),
         )
         return out.reset_index()
-
-
-def own_type(wide: pd.DataFrame, event_types: pd.Series) -> np.ndarray:
-    """From a rows x event types frame, each row's value for its own event type (NaN for none or unknown)."""
-    idx = wide.columns.get_indexer(pd.Index(event_types))
-    values = wide.to_numpy(np.float64)[np.arange(len(wide)), np.maximum(idx, 0)]
-    return np.where(idx >= 0, values, np.nan)
-
-
-MATCH_KINDS = ("collaborative", "content", "hybrid")
-
-
-def match_column(kind: str, event_type: str) -> str:
-    """The training set's column of the ``kind`` match score of every row's player for ``event_type``."""
-    return f"match_{kind}__{event_type}"
-
-
-def add_match_scores(
-    frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame, *, time_column: str = "decision_at"
-) -> pd.DataFrame:
-    """The collaborative, content-based and hybrid match scores of each row's player for every event type
-    (``match_<kind>__<type>``, so a model can score any arm) and of its own event type (``match_<kind>``,
-    NaN for no offer).
-
-    ``event_emb`` is the event_type_cf view (every snapshot); each row uses the latest snapshot at or before
-    its ``time_column``, like the point-in-time join.
-    """
-    k = cfg.features.embedding_dim
-    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: frame[time_column].to_numpy()})
-    collaborative = collaborative_score(player, event_emb)
-    content = content_score(frame, event_type_content(cfg, CONTENT_SINCE))[collaborative.columns]
-    hybrid = hybrid_score(
-        collaborative,
-        content,
-        frame["offers_resolved"].fillna(0).to_numpy(),
-        prior_offers=cfg.features.cf_prior_strength,
-    )
-    columns: dict[str, np.ndarray] = {}
-    for name, wide in zip(MATCH_KINDS, (collaborative, content, hybrid), strict=True):
-        if "event_type" in frame:
-            columns[f"match_{name}"] = own_type(wide, frame["event_type"])
-        for event_type in wide.columns:
-            columns[match_column(name, str(event_type))] = wide[event_type].to_numpy(np.float32)
-    return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
 
 
 BUSINESS_KEY = b"rekindle.business"  # Parquet metadata: the windows and dormancy the labels were made with

@@ -1,11 +1,8 @@
 """``rekindle batch``: one decision for every dormant candidate at a time T.
 
-Candidates are the players dormant at the snapshot in force at T (the latest
-daily snapshot at or before T) whose status is active, as in the online
-store. Their features come from Feast's point-in-time join at T, the same
-retrieval the training set used, and the match scores are computed the same
-way; the registered scorer then scores every arm and the policy picks one
-per player. The output holds one row per candidate: player_id, segment, event_type,
+The candidates and their features come from :mod:`features.candidates`; the
+registered scorer then scores every arm and the policy picks one per player.
+The output holds one row per candidate: player_id, segment, event_type,
 reward ("none" and 0 for no offer), the expected values in whole KRW, the
 interval and the confidence, and the model version that decided.
 """
@@ -14,22 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from features.families import ENTITY, TIMESTAMP, all_families, player_families
-from features.join import ROW_ID, historical_features
-from features.layout import FeatureStoreError, layout
-from features.manifest import read_manifest
-from features.materialize import candidates_at
-from features.offline import read_view
-from features.store import open_store
-from features.training_set import add_match_scores
-from rekindle.config import Config
-from rekindle.errors import RekindleError
+from core.config import Config
+from core.errors import RekindleError
+from features.candidates import candidate_features, snapshot_at
 from training.policy import Objective
 from training.scorer import Scorer, round_money
 
@@ -45,43 +34,6 @@ class BatchResult:
     snapshot: datetime
     path: Path
     seconds: dict[str, float]
-
-
-def snapshot_at(cfg: Config, as_of: datetime | None) -> tuple[datetime, datetime]:
-    """(T, the daily snapshot in force at T) within the feature build."""
-    manifest = read_manifest(cfg)
-    built, first = manifest["as_of"], pd.Timestamp(manifest["first_snapshot"]).to_pydatetime()
-    t = as_of or built
-    if t > built:
-        raise FeatureStoreError(
-            f"--as-of {t:%Y-%m-%dT%H:%M} is after the feature build's as-of {built:%Y-%m-%dT%H:%M}: "
-            "rebuild the features"
-        )
-    if t < first:
-        raise BatchError(f"--as-of {t:%Y-%m-%dT%H:%M} is before the first snapshot {first:%Y-%m-%dT%H:%M}")
-    days = int(np.ceil((built - t) / timedelta(days=1) - 1e-9))
-    return t, built - timedelta(days=days)
-
-
-def candidate_features(cfg: Config, as_of: datetime, snapshot: datetime) -> pd.DataFrame:
-    """Every candidate at ``as_of`` with its point-in-time features and match scores."""
-    lay = layout(cfg)
-    families = {f.view: f for f in all_families(cfg)}
-    segment = read_view(lay, families["player_segment"], at=snapshot)
-    ids = candidates_at(segment, read_view(lay, families["player_profile"]))
-    if len(ids) == 0:
-        raise BatchError(f"no dormant candidate at {as_of:%Y-%m-%dT%H:%M}: nothing to decide")
-    entity = pd.DataFrame(
-        {
-            ROW_ID: np.arange(len(ids)),
-            ENTITY: ids,
-            TIMESTAMP: pd.Timestamp(as_of).tz_localize("UTC"),
-        }
-    )
-    frame = historical_features(open_store(cfg), entity, player_families(cfg))
-    frame["decided_at"] = pd.Timestamp(as_of)
-    event_emb = read_view(lay, families["event_type_cf"])
-    return add_match_scores(frame, cfg, event_emb, time_column="decided_at")
 
 
 def write_atomic(frame: pd.DataFrame, out: Path) -> Path:

@@ -85,7 +85,7 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture()
 def config(tmp_path: Path):
-    from rekindle.config import load_config
+    from core.config import load_config
 
     return load_config(CONFIG_DIR, home=tmp_path / "home")
 

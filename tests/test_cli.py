@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from rekindle.cli import main
+from app.cli import main
 
 COMMANDS = [[], ["db"], ["db", "init"], ["simulate"], ["simulate", "respond"], ["validate"], ["segment"], ["run"]]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rekindle.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from scipy.stats import spearmanr
 
+from core.config import Config, load_config
 from features.cf import (
     CFInputError,
     event_type_embeddings,
@@ -32,8 +33,7 @@ from features.matching import (
     content_score,
     hybrid_score,
 )
-from rekindle.config import Config, load_config
-from rekindle.simulator.run import simulate
+from simulator.run import simulate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 AS_OF = datetime(2026, 3, 1, 10)

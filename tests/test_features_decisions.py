@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from rich.console import Console
 
 import features.decisions as decisions_module
+from core.config import load_config
 from features.decisions import ROW_COLUMNS, STEPS, DecisionSet, NoDecisionsError, _Timeline, build_decisions
-from rekindle.config import load_config
-from rekindle.platform.db import DatabaseError, bulk_insert, connect, init_source_tables
-from rekindle.simulator.run import simulate
+from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables
+from simulator.run import simulate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 QUIET = Console(quiet=True)

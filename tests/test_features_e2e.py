@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from app.cli import main
+from core.config import Config, load_config
 from features.build import build_features
 from features.families import all_families
 from features.training_set import build_training_set
-from rekindle.cli import main
-from rekindle.config import Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PLAYERS, DAYS, SEED = 3_000, 75, 5

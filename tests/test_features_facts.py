@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
+from core.config import Config, load_config
 from features.facts import FACT_STEPS, EmptyHistoryError, Facts, fact_schemas, load_facts
-from rekindle.config import Config, load_config
-from rekindle.platform.db import DatabaseError, bulk_insert, connect, init_source_tables, read_sql
-from rekindle.platform.schema import build_metadata
-from rekindle.simulator.run import simulate
+from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables, read_sql
+from platform_db.schema import build_metadata
+from simulator.run import simulate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 QUIET = Console(quiet=True)

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from core.config import Config, load_config
 from features.facts import Facts, load_facts
 from features.families import ENTITY, OTHER_GAME, TIMESTAMP, activity, money, profile, promotions, segment
 from features.snapshots import player_snapshots, profile_frame, snapshot_days
-from rekindle.config import Config, load_config
-from rekindle.platform.db import connect
-from rekindle.segmentation import classify, load_player_activity, segment_players
-from rekindle.simulator.run import simulate
+from platform_db.db import connect
+from segmentation import classify, load_player_activity, segment_players
+from simulator.run import simulate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 AS_OF = datetime(2024, 6, 1, 12, 0, 0)

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from core.config import Config, load_config
 from features.families import ENTITY, TIMESTAMP, Family, all_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout, repo_config_dict, write_yaml
 from features.materialize import numpy_backed, reset_online
 from features.offline import VIEW_MODES, read_view, writer
 from features.store import open_store
-from rekindle.config import Config, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 AS_OF = datetime(2026, 10, 5, 10)
@@ -89,7 +89,7 @@ def test_production_needs_postgres(tmp_path: Path) -> None:
 
 
 def test_store_mode_typo_is_refused(tmp_path: Path) -> None:
-    from rekindle.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError, match="mode"):
         store_config(tmp_path, "prodution")

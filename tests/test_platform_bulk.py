@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from rekindle.platform.bulk import snapshot, ts_literal
-from rekindle.platform.db import DatabaseError, connect
+from platform_db.bulk import snapshot, ts_literal
+from platform_db.db import DatabaseError, connect
 
 T0 = datetime(2024, 6, 1, 12, 0, 0, 250_000)
 COLUMNS = {

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from rekindle.cli import main
-from rekindle.platform.db import DatabaseError, bulk_insert, connect, init_source_tables, missing_tables, require_tables
-from rekindle.platform.schema import COLUMN_KINDS, SOURCE_TABLES
+from app.cli import main
+from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables, missing_tables, require_tables
+from platform_db.schema import COLUMN_KINDS, SOURCE_TABLES
 
 
 def test_db_init_creates_the_contract(empty_db_url: str, tmp_path: Path) -> None:

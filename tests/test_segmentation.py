@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from rekindle.config import Business, Config, Segmentation
-from rekindle.platform.db import DatabaseError, bulk_insert, connect, init_source_tables
-from rekindle.segmentation import (
+from core.config import Business, Config, Segmentation
+from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables
+from segmentation import (
     ACTIVITY_COLUMNS,
     SEGMENT_COLUMNS,
     SegmentationError,
@@ -28,7 +28,7 @@ from rekindle.segmentation import (
     summarise,
     write_segments_file,
 )
-from rekindle.store import SystemStore
+from system_db.store import SystemStore
 
 AS_OF = datetime(2024, 6, 1, 12, 0, 0)
 NAN = float("nan")

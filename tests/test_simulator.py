@@ -12,15 +12,15 @@ import pytest
 import sqlalchemy as sa
 from rich.console import Console
 
-from rekindle.config import load_config
-from rekindle.platform.db import DatabaseError
-from rekindle.simulator.forward import DecisionFileError
-from rekindle.simulator.history import simulate_history
-from rekindle.simulator.response import EventTable, offer_pull, window_truth
-from rekindle.simulator.run import fingerprint, respond, simulate
-from rekindle.simulator.state import WorldStateError, load_world, recover_world, stage_world
-from rekindle.simulator.tables import status_on
-from rekindle.simulator.truth import asof_truth, calibration
+from core.config import load_config
+from platform_db.db import DatabaseError
+from simulator.forward import DecisionFileError
+from simulator.history import simulate_history
+from simulator.response import EventTable, offer_pull, window_truth
+from simulator.run import fingerprint, respond, simulate
+from simulator.state import WorldStateError, load_world, recover_world, stage_world
+from simulator.tables import status_on
+from simulator.truth import asof_truth, calibration
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 Z = 4.0  # tolerance in standard errors for statistical checks (fixed seeds)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from rekindle.cli import main
-from rekindle.config import load_config
+from app.cli import main
+from core.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -197,7 +197,7 @@ def test_tune_train_evaluate_batch(home) -> None:
 
     model = mlflow.pyfunc.load_model("models:/rekindle-response@challenger")
     assert model.metadata.get_input_schema() is not None and model.metadata.signature.params is not None
-    from serving.batch import candidate_features, snapshot_at
+    from features.candidates import candidate_features, snapshot_at
 
     t, snap = snapshot_at(cfg, None)
     frame = candidate_features(cfg, t, snap).head(50)

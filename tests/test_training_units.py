@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from rekindle.config import load_config
+from core.config import load_config
 from training.arms import ArmError, discover_arms
 from training.data import TrainingDataError, time_split
 from training.ensemble import confidence
@@ -347,13 +347,14 @@ def test_business_flags_override_the_config(tmp_path: Path) -> None:
     import click
     from click.testing import CliRunner
 
-    from rekindle.cli import Context, business_options, main
+    from app.cli import main
+    from app.cli.root import Context, business_options
 
     @main.command("_show-business", hidden=True)
     @business_options
     @click.pass_obj
-    def show(obj: Context) -> None:
-        b = obj.config().business
+    def show(obj: Context, business: dict) -> None:
+        b = obj.config(business=business).business
         click.echo(f"{b.margin} {b.attribution_days} {b.dormancy_days}")
 
     try:

@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from rich.console import Console
 
-from rekindle.platform.db import bulk_insert, connect, init_source_tables, read_sql
-from rekindle.platform.schema import SOURCE_TABLES, build_metadata
-from rekindle.validation import (
+from platform_db.db import bulk_insert, connect, init_source_tables, read_sql
+from platform_db.schema import SOURCE_TABLES, build_metadata
+from validation import (
     UnsupportedDatabaseError,
     ValidationReport,
     excluded_counts,

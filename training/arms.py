@@ -22,8 +22,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from rekindle.config import Catalog
-from rekindle.errors import RekindleError
+from core.config import Catalog
+from core.errors import RekindleError
 
 NONE = "none"
 CatalogUse = Literal["extend", "restrict", "history"]

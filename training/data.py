@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from core.config import Config
+from core.errors import RekindleError
 from features.manifest import business_changes
 from features.training_set import BUSINESS_KEY
-from rekindle.config import Config
-from rekindle.errors import RekindleError
 
 LABEL_COLUMNS = ("reengaged", "converted", "deposits", "reward_cost", "net_value")
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.config import Config
+from core.errors import RekindleError
 from features.families import player_families
-from features.training_set import MATCH_KINDS, match_column
-from rekindle.config import Config
-from rekindle.errors import RekindleError
+from features.matching import MATCH_KINDS, match_column
 from training.arms import NONE
 
 CATEGORICAL = ("channel", "dormancy_stage", "value_tier")

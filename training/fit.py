@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rekindle.config import Config, ModelParams
+from core.config import Config, ModelParams
 from training.arms import discover_arms
 from training.data import Split, load_training_set, population, time_split
 from training.design import Design

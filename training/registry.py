@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rekindle.config import Config
-from rekindle.errors import RekindleError
+from core.config import Config
+from core.errors import RekindleError
 from training.scorer import Scorer, round_money
 
 CHAMPION = "champion"
@@ -38,7 +38,7 @@ class RegistryError(RekindleError, ValueError):
 def tracking_uri(cfg: Config) -> str:
     """``training.tracking_uri``, ``MLFLOW_TRACKING_URI``, or SQLite under the home; a database URL
     (not a tracking server's http://) gets the installed psycopg 3 driver for PostgreSQL."""
-    from rekindle.platform.db import normalise_url
+    from platform_db.db import normalise_url
 
     uri = cfg.training.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.path('mlflow.db')}"
     return uri if uri.startswith(("http://", "https://", "databricks")) else normalise_url(uri)
@@ -75,7 +75,7 @@ def tracking(cfg: Config) -> Iterator[str]:
 
 def input_columns(scorer: Scorer) -> list[str]:
     """The columns a scorer reads from its input frame."""
-    from features.training_set import MATCH_KINDS, match_column
+    from features.matching import MATCH_KINDS, match_column
     from training.design import PER_TYPE
 
     types = [t for t in scorer.design.event_types if t != "none"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rekindle.config import Config, ModelParams
+from core.config import Config, ModelParams
 from training import evaluation as ev
 from training.fit import FEATURE_SERVICE, Prepared, eval_data, fit_scorer, held_out, logging_propensity, prepare
 from training.ope import bootstrap_weights

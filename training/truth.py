@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from rekindle.errors import RekindleError
+from core.errors import RekindleError
 from training.arms import arm_name
 
 

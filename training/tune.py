@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rekindle.config import Config, ModelParams
+from core.config import Config, ModelParams
 from training.data import population
 from training.design import Design
 from training.evaluation import EvalData, hurdle_outcome, outcome_models
@@ -55,7 +55,7 @@ class TuneResult:
 def storage_url(cfg: Config, given: str | None = None) -> str:
     """The study's storage: ``given`` (``--storage``), ``training.optuna_storage``, or SQLite under the home;
     bare ``postgresql://`` URLs get the installed psycopg 3 driver."""
-    from rekindle.platform.db import normalise_url
+    from platform_db.db import normalise_url
 
     return normalise_url(given or cfg.training.optuna_storage or f"sqlite:///{cfg.path('optuna.db')}")
 

@@ -1,0 +1,1 @@
+"""The application layer: the `rekindle` command line, its pipelines and console reports. Nothing imports it."""

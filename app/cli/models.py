@@ -1,0 +1,258 @@
+"""The model commands: tune, train, evaluate, batch. Thin, like the rest of the CLI: parse, call
+training/ and serving/, print."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+
+from app.cli.root import Context, business_options, console, friendly_errors, parse_time
+from app.reporting import print_judged
+from core.config import Config
+
+if TYPE_CHECKING:
+    from serving.batch import BatchResult
+    from training.policy import Objective
+    from training.train import TrainResult
+
+
+def _say(start: float) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        console.print(f"[dim]{time.perf_counter() - start:7.1f} s[/]  {msg}")
+
+    return say
+
+
+def _truth_dir(cfg: Config, truth: Path | None) -> Path | None:
+    if truth is None:
+        return None
+    if not truth.is_dir():
+        from training.truth import TruthError
+
+        raise TruthError(
+            f"--truth {truth} is not a directory (expected the simulator's truth, e.g. {cfg.path('truth')})"
+        )
+    return truth
+
+
+truth_option = click.option(
+    "--truth",
+    type=click.Path(path_type=Path),
+    help="The simulator's truth directory (e.g. <home>/truth): report exact values beside the estimates. "
+    "Never used to fit, tune or promote.",
+)
+
+
+# ------------------------------------------------------------------ tune --
+@click.command("tune")
+@click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True, help="Optuna trials to run.")
+@click.option("--storage", metavar="URL", help="Optuna storage (default sqlite:///<home>/optuna.db; or PostgreSQL).")
+@click.option("--study", "study_name", metavar="NAME", help="Study name (default: model name + validation start).")
+@business_options
+@click.pass_obj
+@friendly_errors
+def tune(obj: Context, trials: int, storage: str | None, study_name: str | None, business: dict[str, Any]) -> None:
+    """Tune the response model: Optuna (TPE, median pruning) maximising the policy's doubly robust value
+    on the validation slice; each trial a nested MLflow run. `rekindle train` uses the best parameters."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.fit import prepare
+    from training.tune import run_tune
+
+    cfg = obj.config(business=business)
+    start = time.perf_counter()
+    say = _say(start)
+    say("loading the training set")
+    prepared = prepare(cfg)
+    best: list[float] = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("trials", total=trials)
+
+        def on_trial(number: int, value: float | None, state: str) -> None:
+            if value is not None and state == "complete":
+                best.append(value)
+            shown = f"best {max(best):,.0f} KRW" if best else "no trial complete yet"
+            bar.update(task, advance=1, description=f"trials ({shown})")
+
+        result = run_tune(
+            prepared, trials=trials, study_name=study_name, storage=storage, on_trial=on_trial, on_setup=say
+        )
+    states = result.trials["state"].value_counts().to_dict() if "state" in result.trials else {}
+    console.print(
+        f"study {result.study_name!r} ({result.storage}): {states}\n"
+        f"best doubly robust policy value on the validation slice: {result.best_value:,.0f} KRW per candidate\n"
+        f"best parameters -> {result.params_path}"
+    )
+    for k, v in result.best_params.items():
+        console.print(f"  {k:18s} {v}")
+    console.print(f"done in {time.perf_counter() - start:,.0f} s")
+
+
+# ----------------------------------------------------------------- train --
+@click.command("train")
+@click.option("--defaults", is_flag=True, help="Use the configured model parameters, not the tuned ones.")
+@click.option("--ensemble", type=click.IntRange(min=1), help="Bootstrap members (default training.ensemble).")
+@truth_option
+@business_options
+@click.pass_obj
+@friendly_errors
+def train(
+    obj: Context, defaults: bool, ensemble: int | None, truth: Path | None, business: dict[str, Any]
+) -> None:
+    """Train the response models (tuned parameters if `rekindle tune` ran), evaluate them on the held-out
+    campaigns, log everything to MLflow, register the scorer as challenger and promote it if it earns it."""
+    cfg = obj.config({"training": {"ensemble": ensemble}} if ensemble else None, business=business)
+    run_training(cfg, defaults=defaults, truth=_truth_dir(cfg, truth))
+
+
+def run_training(cfg: Config, *, defaults: bool, truth: Path | None) -> TrainResult:
+    from training.train import run_train
+    from training.tune import best_params_path, read_best_params
+
+    start = time.perf_counter()
+    params, source = (None, "config") if defaults else (read_best_params(cfg), str(best_params_path(cfg)))
+    if params is None:
+        source = "config (no tuning result; run `rekindle tune`)" if not defaults else "config"
+    result = run_train(
+        cfg,
+        params=params,
+        params_source=source,
+        truth_dir=truth,
+        say=_say(start),
+        on_member=lambda i: console.print(f"           member {i + 1}/{cfg.training.ensemble} fitted"),
+    )
+    print_judged(console, result.judged)
+    name = cfg.training.model_name
+    console.print(f"\nregistered {name} version {result.version} as challenger (MLflow run {result.run_id})")
+    console.print(("[green]" if result.promoted else "[yellow]") + result.reason + "[/]")
+    console.print(f"report: {result.judged.report}\ndone in {result.seconds['total']:,.0f} s")
+    return result
+
+
+# -------------------------------------------------------------- evaluate --
+@click.command("evaluate")
+@click.option("--model", "model", metavar="REF", help="Alias, version or models:/ URI (default: challenger).")
+@truth_option
+@business_options
+@click.pass_obj
+@friendly_errors
+def evaluate(obj: Context, model: str | None, truth: Path | None, business: dict[str, Any]) -> None:
+    """Evaluate a registered model on the held-out campaigns: off-policy (IPS, SNIPS, doubly robust) values of
+    its policy and the baselines with bootstrap intervals, ROI accuracy, reliability; with --truth, the exact values."""
+    from training.train import run_evaluate
+
+    cfg = obj.config(business=business)
+    start = time.perf_counter()
+    result = run_evaluate(cfg, model=model, truth_dir=_truth_dir(cfg, truth), say=_say(start))
+    print_judged(console, result.judged)
+    console.print(f"report: {result.judged.report} (MLflow run {result.run_id})")
+
+
+# ----------------------------------------------------------------- batch --
+@click.command("batch")
+@click.option("--as-of", "as_of", metavar="TIME", help="Decision time (default: the feature build's as-of).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (.csv or .parquet).")
+@click.option(
+    "--margin", type=click.FloatRange(min=0, max=1, min_open=True), help="Margin on deposits (default business.margin)."
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["net_value", "reengagement"]),
+    help="Policy objective (default training.objective).",
+)
+@click.option("--budget", type=click.FloatRange(min=0), help="Total expected reward cost, KRW (default: none).")
+@click.option("--model", "model", metavar="REF", help="Alias, version or models:/ URI (default: champion).")
+@click.option(
+    "--arm",
+    metavar="ARM",
+    help="Send this one arm (e.g. cashback@10000) to every candidate: the fallback when no model is champion.",
+)
+@click.pass_obj
+@friendly_errors
+def batch(
+    obj: Context,
+    as_of: str | None,
+    out: Path,
+    margin: float | None,
+    objective: str | None,
+    budget: float | None,
+    model: str | None,
+    arm: str | None,
+) -> None:
+    """Decide for every dormant candidate at a time: one row each with event_type, reward (none/0 for no offer),
+    expected values, interval and confidence."""
+    cfg = obj.config()
+    run_decisions(
+        cfg,
+        as_of=parse_time(as_of, "--as-of"),
+        out=out,
+        margin=margin,
+        objective=cast("Objective | None", objective),
+        budget=budget,
+        model=model,
+        arm=arm,
+    )
+
+
+def run_decisions(
+    cfg: Config,
+    *,
+    as_of: datetime | None,
+    out: Path,
+    margin: float | None = None,
+    objective: Objective | None = None,
+    budget: float | None = None,
+    model: str | None = None,
+    arm: str | None = None,
+) -> BatchResult:
+    from serving.batch import run_batch
+    from training import registry
+
+    start = time.perf_counter()
+    say = _say(start)
+    with registry.tracking(cfg):
+        ref = model or registry.CHAMPION
+        if ref == registry.CHAMPION and registry.alias_version(cfg.training.model_name, registry.CHAMPION) is None:
+            from training.registry import RegistryError
+
+            raise RegistryError(
+                f"no champion of {cfg.training.model_name} yet: run `rekindle train` (or pass --model challenger "
+                "to use a model that was not promoted)"
+            )
+        uri = registry.model_uri(cfg.training.model_name, ref)
+        say(f"loading {uri}")
+        scorer = registry.load_scorer(uri)
+    result = run_batch(
+        cfg,
+        scorer,
+        as_of=as_of,
+        out=out,
+        model_version=uri,
+        margin=margin,
+        objective=objective,
+        budget=budget,
+        arm=arm,
+        say=say,
+    )
+    d = result.decisions
+    offers = d[d["event_type"] != "none"]
+    console.print(
+        f"{len(d):,} candidates at {result.as_of:%Y-%m-%dT%H:%M}: {len(offers):,} offers, "
+        f"{len(d) - len(offers):,} no offer; "
+        f"expected reward cost {offers['expected_cost'].sum():,.0f} KRW, incremental net value "
+        f"{d['incremental_net_value'].sum():,.0f} KRW, mean confidence {d['confidence'].mean():.2f}"
+    )
+    shares = (d["event_type"] + "@" + d["reward"].astype(str)).value_counts().head(8)
+    console.print("arms: " + ", ".join(f"{a} {n:,}" for a, n in shares.items()))
+    console.print(f"wrote {result.path} in {result.seconds['total']:,.0f} s")
+    return result
+
+
+COMMANDS = (tune, train, evaluate, batch)

@@ -1,0 +1,87 @@
+"""``rekindle run``: the main job on the embedded default, every step of the data flow in order."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from app.cli.data import run_segmentation, run_simulation, run_validation
+from app.cli.features import run_feature_build, run_materialize, run_training_set
+from app.cli.models import run_decisions, run_training
+from app.cli.root import Context, console, err_console, friendly_errors
+from core.config import Config, sqlite_url
+from core.timeutil import utc_now
+
+
+def embedded(cfg: Config) -> Config:
+    """``cfg`` on the embedded default: the SQLite files under the home and the embedded feature store,
+    whatever the configuration or the environment name (``run`` replaces the simulated platform)."""
+    from platform_db.db import safe_url
+
+    platform = sqlite_url(cfg.home / "platform.db")
+    if cfg.db_url != platform:
+        console.print(f"[yellow]note:[/] `run` uses the embedded default {platform}, not {safe_url(cfg.db_url)}")
+    cfg = cfg.model_copy(update={"db_url": platform, "system_db_url": sqlite_url(cfg.home / "rekindle.db")})
+    if cfg.features.store.mode != "embedded":
+        console.print("[yellow]note:[/] `run` uses the embedded feature store, not features.store.mode: production")
+        store = cfg.features.store.model_copy(update={"mode": "embedded"})
+        cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"store": store})})
+    return cfg
+
+
+@click.command("run")
+@click.option("--players", type=click.IntRange(min=100), help="Players (default from configs/simulator.yaml).")
+@click.option("--days", type=click.IntRange(min=30), help="Days of history (default from configs/simulator.yaml).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (default from configs/simulator.yaml).")
+@click.pass_obj
+@friendly_errors
+def run_all(obj: Context, players: int | None, days: int | None, seed: int | None) -> None:
+    """The main job on the embedded default: simulate, validate, segment, build features, train set,
+    train and evaluate models, decide for every dormant candidate.
+
+    It always works on the SQLite files under the home (it replaces the simulated
+    platform there), never on a database given with --db or REKINDLE_DB_URL."""
+    over = {k: v for k, v in (("players", players), ("days", days), ("seed", seed)) if v is not None}
+    cfg = embedded(obj.config({"simulator": over} if over else None))
+    console.rule("1. simulate the platform")
+    summary = run_simulation(cfg, cfg.path("truth"), overwrite=True)
+    console.rule("2. validate it")
+    # the simulated world may end after this machine's clock: judge "future" from its as-of time then
+    if not run_validation(cfg, max(summary.as_of, utc_now()), None):
+        err_console.print("[bold red]validation failed; stopping[/]")
+        sys.exit(1)
+    console.rule("3. segment the players")
+    run_segmentation(cfg, summary.as_of, cfg.path("segments", f"segments-{summary.as_of:%Y%m%dT%H%M}.parquet"))
+    console.rule("4. build the feature store")
+    run_feature_build(cfg, summary.as_of, None, row_checks=False)  # step 2 just passed
+    console.rule("5. load the candidates into the online store")
+    run_materialize(cfg)
+    console.rule("6. build the training set")
+    run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
+    decide(cfg)
+    console.print(f"\nall state is under {cfg.home}")
+
+
+def decide(cfg: Config) -> None:
+    """Steps 7 and 8: train, evaluate and register; then the batch decisions of the champion, or of the
+    best single arm for everyone when no model is trusted."""
+    from training.data import TrainingDataError
+    from training.registry import CHALLENGER, CHAMPION, champion_version
+
+    console.rule("7. train, evaluate (against the simulator's truth) and register the response models")
+    try:
+        trained = run_training(cfg, defaults=False, truth=cfg.path("truth"))
+    except TrainingDataError as exc:  # a world too short for the split: the steps before still stand
+        console.print(f"[yellow]note:[/] no training: {exc}")
+        return
+    console.rule("8. decide for every dormant candidate (batch)")
+    out = cfg.path("decisions.csv")
+    if trained.promoted or champion_version(cfg) is not None:
+        if not trained.promoted:
+            console.print(f"[yellow]note:[/] the new model is not champion ({trained.reason}); the champion decides")
+        run_decisions(cfg, as_of=None, out=out, model=CHAMPION)
+    else:  # no trusted learned policy: the best single arm for everyone, as the promotion's reason says
+        arm = trained.judged.evaluation.estimated_best_single
+        console.print(f"[yellow]note:[/] no model is champion ({trained.reason}); every candidate gets {arm}")
+        run_decisions(cfg, as_of=None, out=out, model=CHALLENGER, arm=arm)

@@ -1,0 +1,98 @@
+"""Write simulated tables to the platform database, all or nothing.
+
+SQLite: the database is built in a temporary file next to the target and
+renamed over it at the end. PostgreSQL: one transaction (DDL included), so a
+failure leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from platform_db.db import (
+    DatabaseError,
+    bulk_insert,
+    connect,
+    normalise_url,
+    safe_url,
+    sqlite_path,
+    tune_for_bulk_load,
+)
+from platform_db.schema import SOURCE_TABLES, build_metadata
+from simulator.tables import PlatformTables
+
+Progress = Callable[[str, int], None]
+
+
+def check_new_platform(url: str, *, overwrite: bool) -> None:
+    """Fail before any work if ``url`` cannot take a new platform (exists without ``overwrite``, unreachable)."""
+    url = normalise_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        if path.exists() and not overwrite:
+            raise DatabaseError(f"{path} already exists; pass --overwrite to replace it")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise DatabaseError(f"cannot create {path}: {path.parent} is not a directory")
+        return
+    engine = connect(url)
+    present = set(sa.inspect(engine).get_table_names()) & set(SOURCE_TABLES)
+    engine.dispose()
+    if present and not overwrite:
+        raise DatabaseError(
+            f"{safe_url(url)} already has platform tables {sorted(present)}; pass --overwrite to replace them"
+        )
+
+
+def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress | None = None) -> None:
+    """Create the platform database at ``url`` holding exactly ``tables``."""
+    check_new_platform(url, overwrite=overwrite)
+    url = normalise_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        engine = sa.create_engine(f"sqlite:///{tmp}")
+        try:
+            build_metadata().create_all(engine)
+            with engine.begin() as conn:
+                tune_for_bulk_load(conn)
+                _insert_all(conn, tables, progress)
+        except BaseException:
+            engine.dispose()
+            tmp.unlink(missing_ok=True)
+            raise
+        engine.dispose()
+        os.replace(tmp, path)
+        return
+
+    engine = connect(url)
+    md = build_metadata()
+    with engine.begin() as conn:
+        md.drop_all(conn)
+        md.create_all(conn)
+        _insert_all(conn, tables, progress)
+    engine.dispose()
+
+
+def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress | None = None) -> None:
+    """Append rows and apply status changes (forward mode) in one transaction."""
+    engine = connect(url)
+    with engine.begin() as conn:
+        _insert_all(conn, tables, progress)
+        if tables.status_updates is not None and len(tables.status_updates):
+            conn.execute(
+                sa.text('UPDATE "players" SET "status" = :status WHERE "id" = :id'),
+                [{"status": str(s), "id": int(i)} for i, s in tables.status_updates[["id", "status"]].to_numpy()],
+            )
+    engine.dispose()
+
+
+def _insert_all(conn: sa.Connection, tables: PlatformTables, progress: Progress | None) -> None:
+    for name, frame in tables.items():
+        on_rows = functools.partial(progress, name) if progress else None
+        bulk_insert(conn, name, frame, on_rows=on_rows)
