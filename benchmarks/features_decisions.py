@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from core.config import load_config
+from core.progress import Recorder
 from features.decisions import build_decisions
 from platform_db.db import connect, safe_url
 
@@ -26,9 +27,10 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(home=args.home, db_url=args.db)
     engine = connect(cfg.db_url)
-    steps: list[tuple[str, float]] = []
+    rec = Recorder()
     start = time.perf_counter()
-    ds = build_decisions(engine, cfg, on_step=lambda name: steps.append((name, time.perf_counter())))
+    ds = build_decisions(engine, cfg, progress=rec)
+    steps = [(str(name), at) for _, name, at in rec.steps]
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     marks = [("default as-of + checks", start), *steps, ("end", start + elapsed)]

@@ -17,6 +17,7 @@ import time
 from datetime import datetime
 
 from core.config import load_config
+from core.progress import Recorder
 from features.facts import load_facts
 from platform_db.db import connect, safe_url
 from segmentation.service import event_time_range
@@ -30,9 +31,10 @@ def main() -> None:
     cfg = load_config()
     engine = connect(args.db)
     as_of = args.as_of or event_time_range(engine)[1]
-    marks: list[tuple[str, float]] = []
+    rec = Recorder()
     start = time.perf_counter()
-    facts = load_facts(engine, cfg, as_of, on_step=lambda name: marks.append((name, time.perf_counter())))
+    facts = load_facts(engine, cfg, as_of, progress=rec)
+    marks = [(str(name), at) for _, name, at in rec.steps]
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"database: {safe_url(args.db)} ({engine.dialect.name})   as-of: {as_of:%Y-%m-%dT%H:%M:%S}")

@@ -13,8 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from core.config import load_config
 from simulator.run import simulate
 
@@ -32,7 +30,7 @@ def main() -> None:
             home=home, overrides={"simulator": {"players": args.players, "days": args.days, "seed": args.seed}}
         )
         start = time.perf_counter()
-        summary = simulate(cfg, home / "truth", overwrite=True, console=Console(quiet=True))
+        summary = simulate(cfg, home / "truth", overwrite=True)
         elapsed = time.perf_counter() - start
         size = (home / "platform.db").stat().st_size / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

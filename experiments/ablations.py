@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import ModelParams, load_config
+from training.evaluation_report import headline
 from training.fit import fit_scorer, logging_propensity, prepare
-from training.train import headline, judge
+from training.judge import judge
 from training.tune import read_best_params
 
 VARIANTS: dict[str, dict[str, object]] = {

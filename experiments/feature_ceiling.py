@@ -34,7 +34,7 @@ import pandas as pd
 from core.config import load_config
 from simulator.population import Population
 from training.data import population
-from training.design import Design
+from training.design import fit_design
 from training.fit import held_out, prepare
 from training.policy import choose
 from training.truth import decision_truth
@@ -75,7 +75,7 @@ def main() -> None:
     truth_test = decision_truth(truth_dir, test, prepared.arms)
     test, truth_test = test[truth_test.matched].reset_index(drop=True), truth_test.subset(truth_test.matched)
     margin = cfg.business.margin
-    design = Design.fit(cfg, fit, prepared.arms, use_match=True)
+    design = fit_design(cfg, fit, prepared.arms, use_match=True)
     reveal = [t for t in args.reveal.split(",") if t]
     known_fit, known_test = (latent_traits(truth_dir, frame, reveal) for frame in (fit, test))
     columns = design.columns + [f"latent_{i}" for i in range(known_fit.shape[1])]

@@ -18,14 +18,14 @@ import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
+from core.progress import SILENT, Progress
 from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
 from features.content import CONTENT_SINCE, event_type_content
-from features.facts import FACT_STEPS, Facts, load_facts
+from features.facts import Facts, load_facts
 from features.families import ENTITY, TIMESTAMP, Family, all_families
 from features.layout import FeatureStoreError, layout
 from features.manifest import business_window, check_business, read_manifest, store_description, write_manifest
 from features.offline import VIEW_MODES, read_view, writer
-from features.progress import Progress
 from features.repo import event_type_service_name, player_service_name
 from features.snapshots import player_snapshots, profile_frame, snapshot_days
 from features.store import open_store
@@ -97,12 +97,12 @@ def build_features(
     *,
     as_of: datetime | None = None,
     since: datetime | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     now: datetime | None = None,
     row_checks: bool = True,
 ) -> BuildSummary:
     """Build the offline store of ``cfg`` from its platform database; see the module docstring."""
-    bar = progress or Progress()
+    bar = progress
     seconds: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
@@ -151,9 +151,8 @@ def build_features(
 
     store = open_store(cfg)  # fails now, not after minutes of work, if PostgreSQL or Redis is down
     t = time.perf_counter()
-    bar.start("load facts", len(FACT_STEPS))
     try:
-        facts = load_facts(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("load facts", 1))
+        facts = load_facts(engine, cfg, as_of, filters=filters, progress=bar)
     finally:
         engine.dispose()
     seconds["load"] = time.perf_counter() - t

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 
 from core.config import Config
 from core.errors import RekindleError
+from core.progress import SILENT, Progress
 from core.timeutil import naive_utc
 from features.families import OTHER_GAME
 from platform_db.bulk import Snapshot, local_duckdb, snapshot, ts_literal
@@ -39,7 +40,7 @@ from platform_db.filters import source
 from platform_db.schema import SOURCE_TABLES
 
 FACT_STEPS = ("players", "session_days", "money_days", "offers")
-"""The names ``load_facts`` reports to ``on_step``, in order (one per query)."""
+"""The frames ``load_facts`` loads, in order (one query and one progress unit each)."""
 
 SORT_KEYS = {
     "players": ("player_id",),
@@ -359,7 +360,7 @@ def load_facts(
     as_of: datetime,
     *,
     filters: dict[str, str] | None = None,
-    on_step: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> Facts:
     """Aggregate the platform's history strictly before ``as_of`` into :class:`Facts`.
 
@@ -374,8 +375,8 @@ def load_facts(
     filters : dict of str to str, optional
         Maps a source table to a SQL boolean expression (in the database's dialect) true for its
         valid rows, from the validation step; each table is read as ``SELECT * FROM table WHERE expr``.
-    on_step : callable, optional
-        Called with each name of :data:`FACT_STEPS` once that frame is loaded (for progress bars).
+    progress : core.progress.Progress, optional
+        Task "load facts": one unit per name of :data:`FACT_STEPS`, as that frame is loaded.
 
     Returns
     -------
@@ -404,6 +405,7 @@ def load_facts(
     quoted = {t: (source(t, filters) if engine.dialect.name == "postgresql" else f'"{t}"') for t in SOURCE_TABLES}
     queries = fact_queries(games, attribution, moment, quoted)
     frames: dict[str, pd.DataFrame] = {}
+    progress.start("load facts", len(FACT_STEPS))
     with snapshot(engine, filters) as db, _fetcher(db, moment) as fetch:
         for name in FACT_STEPS:
             table = fetch(name, queries[name], schemas[name])
@@ -415,6 +417,5 @@ def load_facts(
                     )
                 known = table["player_id"].cast(pa.int64()).combine_chunks()
             frames[name] = _frame(name, table, schemas[name], None if name == "players" else known)
-            if on_step is not None:
-                on_step(name)
+            progress.advance("load facts", 1, detail=name)
     return Facts(as_of=moment, **frames)

@@ -64,6 +64,13 @@ class Layout:
     def production(self) -> bool:
         return self.mode == "production"
 
+    @property
+    def database(self) -> str:
+        """The PostgreSQL URL of the registry and the offline tables (a production layout's only)."""
+        if self.postgres_url is None:
+            raise FeatureStoreError("the embedded feature store has no PostgreSQL database (mode: embedded)")
+        return self.postgres_url
+
 
 def layout(cfg: Config) -> Layout:
     store = cfg.features.store
@@ -100,8 +107,7 @@ def repo_config_dict(lay: Layout) -> dict[str, Any]:
             "offline_store": {"type": "duckdb"},
             "online_store": {"type": "sqlite", "path": str(lay.root / "online.db")},
         }
-    assert lay.postgres_url is not None
-    url = make_url(lay.postgres_url)
+    url = make_url(lay.database)
     registry_url = url.set(query={**url.query, "options": f"-csearch_path={lay.registry_schema}"})
     return base | {
         "registry": {

@@ -18,8 +18,7 @@ from platform_db.db import safe_url
 def store_description(cfg: Config) -> str:
     lay = layout(cfg)
     if lay.production:
-        assert lay.postgres_url is not None
-        where = f"{safe_url(lay.postgres_url)} (schemas {lay.offline_schema}, {lay.registry_schema})"
+        where = f"{safe_url(lay.database)} (schemas {lay.offline_schema}, {lay.registry_schema})"
         return f"production: PostgreSQL {where} + Redis {lay.redis}"
     return f"embedded: DuckDB over Parquet + SQLite online under {lay.root}"
 

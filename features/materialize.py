@@ -19,32 +19,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.config import Config
+from core.progress import SILENT, Progress
 from features.families import ENTITY, TIMESTAMP, all_families
 from features.layout import FeatureStoreError, layout
 from features.manifest import read_manifest, store_description
 from features.offline import read_view
 from features.online_sqlite import write_view
-from features.progress import Progress
 from features.store import open_store
 
 ACTIVE = "active"
 
 
-def _marker(cfg: Any) -> Any:
+def _marker(cfg: Config) -> Any:
     return layout(cfg).root / "online.json"
 
 
-def clear_marker(cfg: Any) -> None:
+def clear_marker(cfg: Config) -> None:
     _marker(cfg).unlink(missing_ok=True)
 
 
-def write_marker(cfg: Any, as_of: datetime, candidates: int) -> None:
+def write_marker(cfg: Config, as_of: datetime, candidates: int) -> None:
     """Record what the online store holds (written only after a complete materialisation)."""
     data = {"as_of": as_of.isoformat(), "candidates": candidates, "store": store_description(cfg)}
     _marker(cfg).write_text(json.dumps(data, indent=2))
 
 
-def read_marker(cfg: Any) -> dict[str, Any] | None:
+def read_marker(cfg: Config) -> dict[str, Any] | None:
     path = _marker(cfg)
     if not path.is_file():
         return None
@@ -92,14 +93,14 @@ def reset_online(store: Any, views: list[Any]) -> None:
 
 
 def materialize(
-    cfg: Any, *, chunk_rows: int = 20_000, bulk: bool = True, progress: Progress | None = None
+    cfg: Config, *, chunk_rows: int = 20_000, bulk: bool = True, progress: Progress = SILENT
 ) -> MaterializeSummary:
     """Write the as-of rows of every candidate (and every event type) to the online store.
 
     ``bulk`` (embedded store only): insert Feast's rows with :mod:`features.online_sqlite` instead of
     Feast's row-by-row upserts (same bytes, about twice as fast).
     """
-    bar = progress or Progress()
+    bar = progress
     manifest = read_manifest(cfg)
     as_of = manifest["as_of"]
     lay = layout(cfg)
@@ -138,7 +139,7 @@ def materialize(
                     families[name],
                     frame,
                     chunk_rows=chunk_rows,
-                    on_rows=lambda n: bar.advance("online store", n),
+                    progress=bar,
                 )
                 continue
             for start in range(0, len(frame), chunk_rows):

@@ -144,11 +144,10 @@ class PostgresWriter:
     """Staging tables filled with COPY; one transaction swaps them in on commit."""
 
     def __init__(self, lay: Layout, families: Iterable[Family], modes: dict[str, Mode], since: datetime | None) -> None:
-        assert lay.postgres_url is not None
         self.lay, self.modes, self.since = lay, modes, since
         self.families = {f.view: f for f in families}
         self.schema = lay.offline_schema
-        self.engine = sa.create_engine(lay.postgres_url)
+        self.engine = sa.create_engine(lay.database)
         self.tag = uuid.uuid4().hex[:6]
         ensure_schemas(lay)
         with self.engine.begin() as conn:
@@ -232,8 +231,7 @@ class PostgresWriter:
 
 
 def read_postgres_view(lay: Layout, family: Family, *, at: datetime | None = None) -> pd.DataFrame:
-    assert lay.postgres_url is not None
-    engine = sa.create_engine(lay.postgres_url)
+    engine = sa.create_engine(lay.database)
     where = f'WHERE "{TIMESTAMP}" = :at' if at is not None else ""
     try:
         with engine.connect() as conn:

@@ -12,13 +12,13 @@ transaction. The byte-for-byte equality with Feast's writer is pinned by
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.progress import SILENT, Progress
 from features.families import TIMESTAMP, Family
 
 _VALUE_TYPES = {"float": "FLOAT", "int": "INT64", "string": "STRING"}
@@ -86,7 +86,8 @@ def write_view(
     *,
     key_version: int = 3,
     chunk_rows: int = 20_000,
-    on_rows: Callable[[int], None] | None = None,
+    progress: Progress = SILENT,
+    task: str = "online store",
 ) -> int:
     """Insert ``frame`` (the family's key, ``event_timestamp`` and features) into the view's online table.
 
@@ -128,8 +129,7 @@ def write_view(
                     for j, f in enumerate(features)
                 ]
                 con.executemany(sql, rows)
-                if on_rows is not None:
-                    on_rows(len(idx))
+                progress.advance(task, len(idx))
     finally:
         con.close()
     return len(frame)

@@ -18,16 +18,15 @@ def ensure_schemas(lay: Layout) -> None:
     """Create the PostgreSQL schemas of the registry and the offline tables (production)."""
     if not lay.production:
         return
-    assert lay.postgres_url is not None
     try:
-        engine = sa.create_engine(lay.postgres_url)
+        engine = sa.create_engine(lay.database)
         with engine.begin() as conn:
             for schema in (lay.registry_schema, lay.offline_schema):
                 conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         engine.dispose()
     except sa.exc.OperationalError as exc:
         raise FeatureStoreError(
-            f"cannot reach the feature store database {safe_url(lay.postgres_url)}: {exc.orig}"
+            f"cannot reach the feature store database {safe_url(lay.database)}: {exc.orig}"
         ) from exc
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config import Config
-from features.decisions import STEPS as DECISION_STEPS
+from core.progress import SILENT, Progress
 from features.decisions import build_decisions
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
 from features.join import ROW_ID, historical_features
@@ -28,7 +28,6 @@ from features.layout import FeatureStoreError, layout
 from features.manifest import business_window, check_business, read_manifest
 from features.matching import add_match_scores
 from features.offline import read_view
-from features.progress import Progress
 from features.store import open_store
 from platform_db.db import connect
 from validation.checks import filters_for_invalid_rows
@@ -76,12 +75,12 @@ def build_training_set(
     *,
     as_of: datetime | None = None,
     out: Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     now: datetime | None = None,
     row_checks: bool = True,
 ) -> TrainingSet:
     """Decision rows with labels and point-in-time features; written to ``out`` (Parquet) if given."""
-    bar = progress or Progress()
+    bar = progress
     manifest = read_manifest(cfg)
     check_business(cfg, manifest, "build the training set")
     built = manifest["as_of"]
@@ -96,8 +95,7 @@ def build_training_set(
     engine = connect(cfg.db_url)
     clock = now or datetime.now(UTC).replace(tzinfo=None)
     filters = filters_for_invalid_rows(engine, max(clock, as_of))[0] if row_checks else None
-    bar.start("decisions", len(DECISION_STEPS))
-    decisions = build_decisions(engine, cfg, as_of, filters=filters, on_step=lambda name: bar.advance("decisions", 1))
+    decisions = build_decisions(engine, cfg, as_of, filters=filters, progress=bar)
     engine.dispose()
     seconds["decisions"] = time.perf_counter() - t
 

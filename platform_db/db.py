@@ -7,7 +7,7 @@ fast (executemany on SQLite, COPY on PostgreSQL) and read tables back.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from core.errors import RekindleError
+from core.progress import SILENT, Progress
 from platform_db.schema import COLUMN_KINDS, SOURCE_TABLES, build_metadata
 
 
@@ -134,11 +135,12 @@ def bulk_insert(
     frame: pd.DataFrame,
     *,
     chunk_rows: int = 250_000,
-    on_rows: Callable[[int], None] | None = None,
+    progress: Progress = SILENT,
+    task: str | None = None,
 ) -> int:
     """Append ``frame`` (columns named as the table's) to ``table`` inside the
-    caller's transaction, ``chunk_rows`` at a time (``on_rows`` is told each
-    chunk's size, for progress bars). Returns the number of rows written."""
+    caller's transaction, ``chunk_rows`` at a time (``progress`` advances
+    ``task``, default the table's name, by each chunk). Returns the number of rows written."""
     if frame.empty:
         return 0
     cols = list(frame.columns)
@@ -157,8 +159,7 @@ def bulk_insert(
                 cur.executemany(f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})', rows)
             finally:
                 cur.close()
-        if on_rows is not None:
-            on_rows(len(part))
+        progress.advance(task or table, len(part))
     return len(frame)
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
+from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from training.policy import Objective
 from training.scorer import Scorer, round_money
@@ -60,7 +61,7 @@ def run_batch(
     objective: Objective | None = None,
     budget: float | None = None,
     arm: str | None = None,
-    say=lambda msg: None,
+    progress: Progress = SILENT,
 ) -> BatchResult:
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
@@ -74,11 +75,11 @@ def run_batch(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     t, snap = snapshot_at(cfg, as_of)
-    say(f"candidates and features at {t:%Y-%m-%dT%H:%M} (snapshot {snap:%Y-%m-%dT%H:%M})")
+    progress.note(f"candidates and features at {t:%Y-%m-%dT%H:%M} (snapshot {snap:%Y-%m-%dT%H:%M})")
     frame = candidate_features(cfg, t, snap)
     seconds["features"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    say(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")
+    progress.note(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")
     decisions = round_money(scorer.decide(frame, objective=objective, budget=budget, margin=margin, arm=arm))
     decisions.insert(1, "segment", frame["segment"].astype(str).to_numpy())
     decisions["as_of"] = pd.Timestamp(t)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
+from core.progress import SILENT, Progress
 from simulator.campaigns import SYSTEM
 from simulator.engine import Decisions, Log, World
 from simulator.history import finish_decisions, send_with_truth
@@ -105,7 +106,7 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
 
 
 def run_forward(
-    world: World, plan: dict[int, Decisions], config: Config, day0: datetime, *, on_day=None
+    world: World, plan: dict[int, Decisions], config: Config, day0: datetime, *, progress: Progress = SILENT
 ) -> tuple[Log, pd.DataFrame, int]:
     """Simulate until every planned decision's window has closed.
     Returns the log, the decisions' truth and outcomes, and the first new player's index."""
@@ -116,6 +117,8 @@ def run_forward(
     arrivals_per_day = sim.players / max(sim.days - 1, 1)
     parts = []
     start = world.day
+    task = f"respond to {sum(len(p.player) for p in plan.values()):,} decisions"
+    progress.start(task, max(last + 1 - start, 1))
     for d in range(start, last + 1):
         k = int(world.rng.poisson(arrivals_per_day))
         if k:
@@ -144,8 +147,7 @@ def run_forward(
             part["dormant_at_send"] = dormant
             parts.append(part)
         world.step(log)
-        if on_day is not None:
-            on_day(d - start)
+        progress.advance(task)
     return log, finish_decisions(parts, world, day0), first_new
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import Config
+from core.progress import SILENT, Progress
 from simulator.campaigns import GROUP_NAMES, run_campaign
 from simulator.engine import Decisions, Log, World
 from simulator.population import draw_population
@@ -119,7 +119,7 @@ def finish_decisions(parts: list[pd.DataFrame], world: World, day0: datetime) ->
     return decisions
 
 
-def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = None) -> History:
+def simulate_history(config: Config, *, progress: Progress = SILENT) -> History:
     """Run ``simulator.days`` days; campaigns every ``campaigns.every_days``, the
     last one early enough that its attribution window closes by the as-of time."""
     sim = config.simulator
@@ -130,6 +130,8 @@ def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = N
     truth_parts: list[pd.DataFrame] = []
     arm_parts: list[pd.DataFrame] = []
     arms = config.catalog.arms()
+    task = f"simulate {sim.players:,} players"
+    progress.start(task, sim.days)
     for d in range(sim.days):
         if (
             d <= last_campaign
@@ -141,8 +143,7 @@ def simulate_history(config: Config, *, on_day: Callable[[int], None] | None = N
             arm_parts.append(arms_truth(world, dec, np.arange(first_id, first_id + len(dec.player)), arms))
             truth_parts.append(send_with_truth(world, dec, log))
         world.step(log)
-        if on_day is not None:
-            on_day(d)
+        progress.advance(task)
     day0 = sim.end - timedelta(days=sim.days)
     decisions = finish_decisions(truth_parts, world, day0)
     decision_arms = pd.concat(arm_parts, ignore_index=True) if arm_parts else pd.DataFrame()

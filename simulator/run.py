@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.config import Config
+from core.progress import SILENT, Progress
 from platform_db.db import DatabaseError, connect, max_id, safe_url
 from platform_db.schema import SOURCE_TABLES
 from simulator.forward import as_of_of, plan_decisions, read_decisions, run_forward
@@ -36,21 +35,9 @@ class SimulationSummary:
     truth_dir: Path
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-def _write(tables: PlatformTables, write, console: Console) -> None:
-    with _progress(console) as bar:
-        tasks = {name: bar.add_task(f"write {name}", total=len(frame)) for name, frame in tables.items()}
-        write(lambda name, k: bar.advance(tasks[name], k))
+def _announce_writes(tables: PlatformTables, progress: Progress) -> None:
+    for name, frame in tables.items():
+        progress.start(f"write {name}", len(frame))
 
 
 def fingerprint(url: str) -> dict[str, int]:
@@ -61,7 +48,7 @@ def fingerprint(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Console) -> SimulationSummary:
+def simulate(config: Config, truth_dir: Path, *, overwrite: bool, progress: Progress = SILENT) -> SimulationSummary:
     """Simulate ``config.simulator`` and write the platform DB and the truth."""
     config.require_simulatable()
     sim = config.simulator
@@ -70,24 +57,22 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
     if truth_dir.exists() and any(truth_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{truth_dir} is not empty; pass --overwrite to replace the truth there")
     check_new_platform(config.db_url, overwrite=overwrite)  # before minutes of work, not after
-    with _progress(console) as bar:
-        task = bar.add_task(f"simulate {sim.players:,} players", total=sim.days)
-        history = simulate_history(config, on_day=lambda d: bar.advance(task))
-        world = history.world
-        t2 = bar.add_task("ground truth + tables", total=2)
-        truth = asof_truth(world, config)
-        bar.advance(t2)
-        tables = build_tables(
-            history.log,
-            world.pop,
-            sim,
-            config.catalog,
-            history.day0,
-            world.day,
-            np.random.default_rng(sim.seed + 1),
-            window=config.business.attribution_days,
-        )
-        bar.advance(t2)
+    history = simulate_history(config, progress=progress)
+    world = history.world
+    progress.start("ground truth + tables", 2)
+    truth = asof_truth(world, config)
+    progress.advance("ground truth + tables")
+    tables = build_tables(
+        history.log,
+        world.pop,
+        sim,
+        config.catalog,
+        history.day0,
+        world.day,
+        np.random.default_rng(sim.seed + 1),
+        window=config.business.attribution_days,
+    )
+    progress.advance("ground truth + tables")
 
     # the truth is built aside and swapped in whole, so a failure never leaves half of one
     staging = truth_dir.with_name(truth_dir.name + ".tmp")
@@ -112,7 +97,8 @@ def simulate(config: Config, truth_dir: Path, *, overwrite: bool, console: Conso
         db_fingerprint={name: int(frame["id"].max()) if len(frame) else 0 for name, frame in tables.items()},
         extra={"seed": sim.seed, "db_url": safe_url(config.db_url), "next_decision_id": world.n_decisions},
     )
-    _write(tables, lambda cb: write_new_platform(config.db_url, tables, overwrite=overwrite, progress=cb), console)
+    _announce_writes(tables, progress)
+    write_new_platform(config.db_url, tables, overwrite=overwrite, progress=progress)
     if truth_dir.exists():
         shutil.rmtree(truth_dir)
     staging.rename(truth_dir)
@@ -129,7 +115,9 @@ class ForwardSummary:
     outcomes_path: Path
 
 
-def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: Console) -> ForwardSummary:
+def respond(
+    config: Config, decisions_path: Path, truth_dir: Path, *, progress: Progress = SILENT
+) -> ForwardSummary:
     """Apply decisions to the saved world, append what happens to the database."""
     config.require_simulatable()
     current = fingerprint(config.db_url)
@@ -144,10 +132,7 @@ def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: C
     frame = read_decisions(decisions_path)
     plan = plan_decisions(frame, world, day0)
     start_day = world.day
-    n_days = (max(plan) + world.window - start_day) if plan else 0
-    with _progress(console) as bar:
-        task = bar.add_task(f"respond to {len(frame):,} decisions", total=max(n_days, 1))
-        log, outcomes, first_new = run_forward(world, plan, config, day0, on_day=lambda d: bar.advance(task))
+    log, outcomes, first_new = run_forward(world, plan, config, day0, progress=progress)
     ids = IdStart(**{t: current[t] + 1 for t in ("player_sessions", "promotions", "promotion_players", "money_flows")})
     if first_new != current["players"]:
         raise DatabaseError(
@@ -177,7 +162,8 @@ def respond(config: Config, decisions_path: Path, truth_dir: Path, *, console: C
     meta["next_decision_id"] = first_decision + len(outcomes)
     # state first (beside the old one), then the database, then swap: a crash leaves a world that matches the DB
     staged = stage_world(world, truth_dir, day0=day0, db_fingerprint=expected, extra=meta)
-    _write(tables, lambda cb: append_to_platform(config.db_url, tables, progress=cb), console)
+    _announce_writes(tables, progress)
+    append_to_platform(config.db_url, tables, progress=progress)
     commit_world(staged, truth_dir)
     out_dir = truth_dir / "responses"
     out_dir.mkdir(exist_ok=True)

@@ -7,12 +7,11 @@ failure leaves the database as it was.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from core.progress import SILENT, Progress
 from platform_db.db import (
     DatabaseError,
     bulk_insert,
@@ -24,8 +23,6 @@ from platform_db.db import (
 )
 from platform_db.schema import SOURCE_TABLES, build_metadata
 from simulator.tables import PlatformTables
-
-Progress = Callable[[str, int], None]
 
 
 def check_new_platform(url: str, *, overwrite: bool) -> None:
@@ -47,7 +44,9 @@ def check_new_platform(url: str, *, overwrite: bool) -> None:
         )
 
 
-def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress | None = None) -> None:
+def write_new_platform(
+    url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress = SILENT
+) -> None:
     """Create the platform database at ``url`` holding exactly ``tables``."""
     check_new_platform(url, overwrite=overwrite)
     url = normalise_url(url)
@@ -79,7 +78,7 @@ def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, pro
     engine.dispose()
 
 
-def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress | None = None) -> None:
+def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress = SILENT) -> None:
     """Append rows and apply status changes (forward mode) in one transaction."""
     engine = connect(url)
     with engine.begin() as conn:
@@ -92,7 +91,6 @@ def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress |
     engine.dispose()
 
 
-def _insert_all(conn: sa.Connection, tables: PlatformTables, progress: Progress | None) -> None:
+def _insert_all(conn: sa.Connection, tables: PlatformTables, progress: Progress) -> None:
     for name, frame in tables.items():
-        on_rows = functools.partial(progress, name) if progress else None
-        bulk_insert(conn, name, frame, on_rows=on_rows)
+        bulk_insert(conn, name, frame, progress=progress, task=f"write {name}")

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from rich.console import Console
 from scipy.stats import spearmanr
 
 from core.config import Config, load_config
@@ -397,7 +396,7 @@ def test_collaborative_score_uses_the_factors_of_each_rows_snapshot(world) -> No
 def simulated(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("cf_world")
     cfg = load_config(CONFIG_DIR, home=home, overrides={"simulator": {"players": 4_000, "days": 90, "seed": 7}})
-    simulate(cfg, home / "truth", overwrite=False, console=Console(quiet=True))
+    simulate(cfg, home / "truth", overwrite=False)
     as_of = datetime.fromisoformat(json.loads((home / "truth" / "calibration.json").read_text())["as_of"])
     engine = sa.create_engine(cfg.db_url)
     sent = pd.read_sql(

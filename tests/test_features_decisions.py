@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from rich.console import Console
 
-import features.decisions as decisions_module
+import features.decision_reads as decision_reads
 from core.config import load_config
-from features.decisions import ROW_COLUMNS, STEPS, DecisionSet, NoDecisionsError, _Timeline, build_decisions
+from core.progress import Recorder
+from features.decisions import ROW_COLUMNS, STEPS, DecisionSet, NoDecisionsError, build_decisions
+from features.timeline import Timeline
 from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables
 from simulator.run import simulate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-QUIET = Console(quiet=True)
 Z = 4.0  # tolerance in standard errors for the statistical checks (fixed seeds)
 T0 = datetime(2026, 3, 1, 10, 0, 0)  # campaign 1
 US = timedelta(microseconds=1)
@@ -32,13 +32,13 @@ def test_timeline_counts_and_sums_events_exactly_at_interval_ends() -> None:
     bounds = np.array([10, 20, 30, 20])
     player = np.array([0, 0, 0, 0, 0, 0, 1, 1])
     time = np.array([15, 10, 20, 25, 30, 31, 20, 5])
-    line = _Timeline(bounds, player, time, amount=time)
+    line = Timeline(bounds, player, time, amount=time)
     p, lo, hi = np.array([0, 0, 1, 1]), np.array([10, 20, 10, 20]), np.array([20, 30, 20, 30])
     assert line.count(p, lo, hi, left_open=False).tolist() == [2, 2, 0, 1]  # [lo, hi)
     assert line.count(p, lo, hi, left_open=True).tolist() == [2, 2, 1, 0]  # (lo, hi]
     assert line.total(*line.span(p, lo, hi, left_open=True)).tolist() == [35, 55, 20, 0]
     assert line.total(*line.span(p, lo, hi, left_open=False)).tolist() == [25, 45, 0, 20]
-    existence = _Timeline(bounds, player, time)
+    existence = Timeline(bounds, player, time)
     assert existence.count(p, lo, hi, left_open=True).tolist() == [2, 2, 1, 0]
 
 
@@ -220,15 +220,15 @@ def test_filters_leave_out_invalid_rows(tiny, config) -> None:
 
 def test_steps_are_reported_in_order(tiny, config) -> None:
     engine, _ = tiny
-    seen: list[str] = []
-    build_decisions(engine, config, AS_OF, on_step=seen.append)
-    assert seen == list(STEPS)
+    rec = Recorder()
+    build_decisions(engine, config, AS_OF, progress=rec)
+    assert rec.started == {"decisions": len(STEPS)} and rec.details("decisions") == list(STEPS)
 
 
 def test_reads_in_small_chunks_give_the_same_rows(tiny, config, monkeypatch: pytest.MonkeyPatch) -> None:
     engine, ds = tiny
-    monkeypatch.setattr(decisions_module, "SQLITE_CHUNK_ROWS", 3)
-    monkeypatch.setattr(decisions_module, "PARSE_BYTES", 16)
+    monkeypatch.setattr(decision_reads, "SQLITE_CHUNK_ROWS", 3)
+    monkeypatch.setattr(decision_reads, "PARSE_BYTES", 16)
     again = build_decisions(engine, config, AS_OF)
     pd.testing.assert_frame_equal(again.rows, ds.rows)
 
@@ -273,7 +273,7 @@ def sim_world(tmp_path_factory: pytest.TempPathFactory):
     """20,000 players x 120 days (a few hundred random-slice rows per arm); every window closed."""
     home = tmp_path_factory.mktemp("decisions_world")
     cfg = _sim_config(home, 20_000, 120, seed=11)
-    summary = simulate(cfg, home / "truth", overwrite=False, console=QUIET)
+    summary = simulate(cfg, home / "truth", overwrite=False)
     truth = pd.read_parquet(home / "truth" / "decisions.parquet")
     pop = pd.read_parquet(home / "truth" / "players.parquet", columns=["player_id", "status"])
     engine = connect(cfg.db_url)
@@ -353,8 +353,8 @@ def test_postgresql_gives_the_same_rows_as_sqlite(pg_database_factory, tmp_path:
     url = pg_database_factory()
     pg = _sim_config(tmp_path / "pg", 2_000, 60, seed=3, db_url=url)
     lite = _sim_config(tmp_path / "lite", 2_000, 60, seed=3)
-    simulate(pg, tmp_path / "pg" / "truth", overwrite=False, console=QUIET)
-    simulate(lite, tmp_path / "lite" / "truth", overwrite=False, console=QUIET)
+    simulate(pg, tmp_path / "pg" / "truth", overwrite=False)
+    simulate(lite, tmp_path / "lite" / "truth", overwrite=False)
     a = build_decisions(connect(url), pg)
     b = build_decisions(connect(lite.db_url), lite)
     assert len(a.rows) > 1_000 and a.open_windows == b.open_windows > 0

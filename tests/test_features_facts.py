@@ -13,17 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from core.config import Config, load_config
+from core.progress import Recorder
 from features.facts import FACT_STEPS, EmptyHistoryError, Facts, fact_schemas, load_facts
 from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables, read_sql
 from platform_db.schema import build_metadata
 from simulator.run import simulate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-QUIET = Console(quiet=True)
 AS_OF = datetime(2024, 6, 1, 12, 0, 0, 250_000)  # a fraction of a second: buckets must anchor on it exactly
 US = timedelta(microseconds=1)
 NAT = pd.NaT
@@ -179,10 +178,10 @@ def assert_facts_equal(a: Facts, b: Facts) -> None:
 
 # ---------------------------------------------------- the hand-built platform --
 def test_hand_built_platform_gives_exact_facts_on_both_backends(platform: Engine, config: Config) -> None:
-    steps: list[str] = []
-    facts = load_facts(platform, config, AS_OF, on_step=steps.append)
+    rec = Recorder()
+    facts = load_facts(platform, config, AS_OF, progress=rec)
 
-    assert steps == list(FACT_STEPS)
+    assert rec.details("load facts") == list(FACT_STEPS)
     assert facts.as_of == AS_OF
     assert facts.n_players == 3
     players = expected(
@@ -276,10 +275,10 @@ def test_empty_history_is_a_clear_error(empty_db_url: str, config: Config) -> No
         load_facts(engine, config, AS_OF)
     frames = platform_frames()
     create_platform(engine, {"players": frames["players"]})
-    steps: list[str] = []
+    rec = Recorder()
     with pytest.raises(EmptyHistoryError, match="no players registered before 2024-01-01"):
-        load_facts(engine, config, datetime(2024, 1, 1), on_step=steps.append)
-    assert steps == []  # failed before the expensive queries
+        load_facts(engine, config, datetime(2024, 1, 1), progress=rec)
+    assert rec.details("load facts") == []  # failed before the expensive queries
     engine.dispose()
 
 
@@ -288,7 +287,7 @@ def simulated(home: Path, db_url: str | None = None) -> tuple[Config, datetime]:
     cfg = load_config(
         CONFIG_DIR, home=home, db_url=db_url, overrides={"simulator": {"players": 2_000, "days": 60, "seed": 11}}
     )
-    summary = simulate(cfg, home / "truth", overwrite=False, console=QUIET)
+    summary = simulate(cfg, home / "truth", overwrite=False)
     return cfg, summary.as_of
 
 

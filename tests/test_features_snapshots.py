@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from rich.console import Console
 
 from core.config import Config, load_config
 from features.facts import Facts, load_facts
@@ -523,7 +522,7 @@ def test_sparse_snapshot_days_match_the_daily_ones(cfg: Config, world) -> None:
 def simulated(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("sim")
     cfg = load_config(CONFIG_DIR, home=home, overrides={"simulator": {"players": 3_000, "days": 75, "seed": 5}})
-    summary = simulate(cfg, home / "truth", overwrite=False, console=Console(quiet=True))
+    summary = simulate(cfg, home / "truth", overwrite=False)
     engine = connect(cfg.db_url)
     return cfg, engine, load_facts(engine, cfg, summary.as_of)
 

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from rich.console import Console
 
 from core.config import load_config
 from platform_db.db import DatabaseError
@@ -24,7 +23,6 @@ from simulator.truth import asof_truth, calibration
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 Z = 4.0  # tolerance in standard errors for statistical checks (fixed seeds)
-QUIET = Console(quiet=True)
 
 
 def cfg_for(tmp: Path, players: int, days: int, seed: int = 7, db_url: str | None = None, **sim):
@@ -47,7 +45,7 @@ def big_history(tmp_path_factory: pytest.TempPathFactory):
 def small_world(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("small")
     cfg = cfg_for(home, 4_000, 90)
-    summary = simulate(cfg, home / "truth", overwrite=False, console=QUIET)
+    summary = simulate(cfg, home / "truth", overwrite=False)
     return cfg, summary
 
 
@@ -235,7 +233,7 @@ def test_same_seed_same_world_other_seed_other_world(tmp_path: Path) -> None:
     digests = []
     for run, seed in (("a", 3), ("b", 3), ("c", 4)):
         cfg = cfg_for(tmp_path / run, 1_500, 60, seed=seed)
-        simulate(cfg, tmp_path / run / "truth", overwrite=False, console=QUIET)
+        simulate(cfg, tmp_path / run / "truth", overwrite=False)
         digests.append(_digest(cfg.db_url))
     assert digests[0] == digests[1]
     assert digests[0] != digests[2]
@@ -244,7 +242,7 @@ def test_same_seed_same_world_other_seed_other_world(tmp_path: Path) -> None:
 def test_refuses_to_overwrite_without_flag(small_world) -> None:
     cfg, summary = small_world
     with pytest.raises(FileExistsError, match="--overwrite"):
-        simulate(cfg, summary.truth_dir, overwrite=False, console=QUIET)
+        simulate(cfg, summary.truth_dir, overwrite=False)
 
 
 # --------------------------------------------------------- forward mode --
@@ -264,14 +262,14 @@ def _decisions(world, day0, n: int = 300) -> pd.DataFrame:
 
 def test_respond_appends_outcomes_and_moves_the_world(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path, 3_000, 60)
-    simulate(cfg, tmp_path / "truth", overwrite=False, console=QUIET)
+    simulate(cfg, tmp_path / "truth", overwrite=False)
     saved = load_world(tmp_path / "truth", cfg)
     engine = sa.create_engine(cfg.db_url)
     before = pd.read_sql("SELECT COUNT(*) AS n, MAX(id) AS m FROM promotion_players", engine).iloc[0]
     path = tmp_path / "decisions.csv"
     decisions = _decisions(saved.world, saved.day0)
     decisions.to_csv(path, index=False)
-    out = respond(cfg, path, tmp_path / "truth", console=QUIET)
+    out = respond(cfg, path, tmp_path / "truth")
     after = pd.read_sql(
         "SELECT COUNT(*) AS n, MIN(id) AS lo FROM promotion_players WHERE id > :m", engine, params={"m": int(before.m)}
     ).iloc[0]
@@ -293,10 +291,10 @@ def test_respond_appends_outcomes_and_moves_the_world(tmp_path: Path) -> None:
     assert len(list((tmp_path / "truth" / "history").glob("truth-*.parquet"))) == 1
     # the same file is now in the past; a new round continues from the new time
     with pytest.raises(DecisionFileError, match="before the world's current time"):
-        respond(cfg, path, tmp_path / "truth", console=QUIET)
+        respond(cfg, path, tmp_path / "truth")
     again = _decisions(moved, saved.day0)
     again.to_csv(path, index=False)
-    second = respond(cfg, path, tmp_path / "truth", console=QUIET)
+    second = respond(cfg, path, tmp_path / "truth")
     assert second.outcomes["decision_id"].min() == out.outcomes["decision_id"].max() + 1
 
 
@@ -308,15 +306,15 @@ def test_respond_refuses_overlapping_windows_and_empty_files(small_world, tmp_pa
     path = tmp_path / "overlap.csv"
     pd.concat([frame, later]).to_csv(path, index=False)
     with pytest.raises(DecisionFileError, match="less than 7 days apart"):
-        respond(cfg, path, summary.truth_dir, console=QUIET)
+        respond(cfg, path, summary.truth_dir)
     frame.head(0).to_csv(path, index=False)
     with pytest.raises(DecisionFileError, match="no decisions"):
-        respond(cfg, path, summary.truth_dir, console=QUIET)
+        respond(cfg, path, summary.truth_dir)
 
 
 def test_an_interrupted_respond_is_rolled_back_or_forward(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path, 1_000, 40)
-    simulate(cfg, tmp_path / "truth", overwrite=False, console=QUIET)
+    simulate(cfg, tmp_path / "truth", overwrite=False)
     saved = load_world(tmp_path / "truth", cfg)
     # a state staged for rows the database never got is thrown away
     stage_world(saved.world, tmp_path / "truth", day0=saved.day0, db_fingerprint={"players": -1}, extra={})
@@ -391,16 +389,16 @@ def test_respond_rejects_bad_decisions_and_writes_nothing(small_world, tmp_path:
     frame.to_csv(path, index=False)
     digest = _digest(cfg.db_url)
     with pytest.raises(DecisionFileError, match=message):
-        respond(cfg, path, summary.truth_dir, console=QUIET)
+        respond(cfg, path, summary.truth_dir)
     assert _digest(cfg.db_url) == digest
 
 
 def test_respond_refuses_a_database_from_another_world(small_world, tmp_path: Path) -> None:
     _, summary = small_world
     other = cfg_for(tmp_path, 500, 40, seed=99)
-    simulate(other, tmp_path / "truth", overwrite=False, console=QUIET)
+    simulate(other, tmp_path / "truth", overwrite=False)
     with pytest.raises(WorldStateError, match="does not match"):
-        respond(other, tmp_path / "x.csv", summary.truth_dir, console=QUIET)
+        respond(other, tmp_path / "x.csv", summary.truth_dir)
 
 
 # ------------------------------------------------------------ PostgreSQL --
@@ -409,8 +407,8 @@ def test_simulate_into_postgresql_matches_sqlite(pg_database_factory, tmp_path: 
     url = pg_database_factory()
     pg = cfg_for(tmp_path / "pg", 1_500, 60, seed=5, db_url=url)
     lite = cfg_for(tmp_path / "lite", 1_500, 60, seed=5)
-    a = simulate(pg, tmp_path / "pg" / "truth", overwrite=False, console=QUIET)
-    b = simulate(lite, tmp_path / "lite" / "truth", overwrite=False, console=QUIET)
+    a = simulate(pg, tmp_path / "pg" / "truth", overwrite=False)
+    b = simulate(lite, tmp_path / "lite" / "truth", overwrite=False)
     assert a.rows == b.rows
     pg_engine = sa.create_engine(url.replace("postgresql+psycopg", "postgresql+psycopg"))
     counts = {t: pd.read_sql(f'SELECT COUNT(*) AS n FROM "{t}"', pg_engine)["n"].iloc[0] for t in a.rows}
@@ -419,4 +417,4 @@ def test_simulate_into_postgresql_matches_sqlite(pg_database_factory, tmp_path: 
     lite_sums = pd.read_sql("SELECT SUM(amount) AS s FROM money_flows", sa.create_engine(lite.db_url))["s"].iloc[0]
     assert int(sums) == int(lite_sums)
     with pytest.raises(DatabaseError, match="--overwrite"):
-        simulate(pg, tmp_path / "pg" / "truth2", overwrite=False, console=QUIET)
+        simulate(pg, tmp_path / "pg" / "truth2", overwrite=False)

@@ -3,6 +3,7 @@ aliases, promotion), evaluate against the simulator's truth, batch decisions, an
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_a_platform_whose_event_types_and_rewards_the_catalog_does_not_know(home
     cfg = load_config(configs, home=other)
     with registry.tracking(cfg):
         version = MlflowClient().get_model_version_by_alias(cfg.training.model_name, "challenger")
-        scorer = registry.load_scorer(registry.model_uri(cfg.training.model_name, "challenger"))
+        scorer = registry.load_model(registry.model_uri(cfg.training.model_name, "challenger"))
     assert str(version.version) == "1"
     arms = scorer.arms
     learned = arms[arms["source"] == "history"]
@@ -192,7 +193,7 @@ def test_tune_train_evaluate_batch(home) -> None:
     # the learned policy beats sending a random arm to everyone, by the truth
     assert scored["incremental_net_value_y"].mean() > per_arm.mean()
 
-    # ---- the pyfunc artefact gives the same decisions as the batch
+    # ---- the pyfunc artefact: every arm of every candidate, the values the batch decided on
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model("models:/rekindle-response@challenger")
@@ -201,11 +202,13 @@ def test_tune_train_evaluate_batch(home) -> None:
 
     t, snap = snapshot_at(cfg, None)
     frame = candidate_features(cfg, t, snap).head(50)
-    out_pyfunc = model.predict(frame[model.metadata.get_input_schema().input_names()])
-    mine = d.set_index("player_id").loc[out_pyfunc["player_id"]]
-    assert (out_pyfunc["event_type"].to_numpy() == mine["event_type"].to_numpy()).all()
-    arms = model.predict(frame[model.metadata.get_input_schema().input_names()], params={"output": "arms"})
-    assert len(arms) == 50 * len(cfg.catalog.arms()) + 50
+    arms = model.predict(frame[model.metadata.get_input_schema().input_names()])
+    n_arms = arms["arm"].nunique()
+    assert len(arms) == 50 * n_arms and n_arms >= 5
+    chosen = arms.merge(d, on=["player_id", "event_type", "reward"], suffixes=("", "_batch"))
+    assert len(chosen) == 50  # each candidate's decision is one of its arms ...
+    for col in ("expected_cost", "incremental_net_value"):  # ... with the same expected values
+        assert (chosen[col] == chosen[f"{col}_batch"]).all(), col
     # a batch with a budget spends at most the budget (expected cost)
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "b.csv"), "--budget", "100000")
     assert code == 0, out
@@ -244,3 +247,69 @@ def test_tune_and_train_on_postgresql(home, pg_database_factory, monkeypatch: py
     sqlite = f"sqlite:///{home[0] / 'mlflow.db'}"
     local = MlflowClient(tracking_uri=sqlite, registry_uri=sqlite).search_model_versions("name='rekindle-response'")
     assert "3" not in {str(v.version) for v in local}
+
+
+ARTEFACT_SCRIPT = """
+import sys
+from pathlib import Path
+
+repo, tracking, uri, rows, out = sys.argv[1:]
+sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(repo).resolve()]
+import importlib.util
+
+gone = [m for m in ("training", "features", "core", "scoring") if importlib.util.find_spec(m) is not None]
+assert not gone, f"still importable: {gone}"
+import mlflow
+import pandas as pd
+
+mlflow.set_tracking_uri(tracking)
+model = mlflow.pyfunc.load_model(uri)
+model.predict(pd.read_parquet(rows)).to_parquet(out)
+print(sys.modules["scoring"].__file__)
+"""
+
+
+def test_a_registered_model_is_data_and_loads_without_the_code_that_trained_it(home, tmp_path: Path) -> None:
+    """The artefact holds LightGBM text boosters and JSON, no pickle; a process in which none of the
+    project's packages can be imported (as after renaming them) loads it from the registry and scores
+    exactly what the project's own code scores."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from scoring.ensemble import arm_frame
+    from training import registry
+
+    h, configs = home
+    mine = tmp_path / "home"
+    (mine / "training").mkdir(parents=True)
+    shutil.copy(h / "training" / "training_set.parquet", mine / "training" / "training_set.parquet")
+    code, out = invoke("--home", str(mine), "--config", str(configs), "train", "--defaults", "--ensemble", "2")
+    assert code == 0, out
+    cfg = load_config(configs, home=mine)
+    with registry.tracking(cfg):
+        uri, version = registry.resolve(cfg.training.model_name, "challenger")
+        model = registry.load_model(uri)
+        files = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    assert version == f"{cfg.training.model_name}/1" and uri == f"models:/{cfg.training.model_name}/1"
+    stored = [p for p in files.rglob("*") if p.is_file()]
+    document = json.loads(next(p for p in stored if p.name == "model.json").read_text())
+    heads = [files / "artifacts" / "response_model" / rel for m in document["members"] for rel in m["heads"].values()]
+    assert len(heads) == 2 * 3 and all(h.read_text().startswith("tree") for h in heads)  # LightGBM's text format
+    assert not [p for p in stored if p.suffix in (".pkl", ".pickle") or p.read_bytes()[:1] == b"\x80"]
+
+    rows = pd.read_parquet(mine / "training" / "training_set.parquet").head(200)
+    rows = rows[model.input_columns()]
+    rows.to_parquet(tmp_path / "rows.parquet")
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-c", ARTEFACT_SCRIPT, str(repo), registry.tracking_uri(cfg), uri,
+         str(tmp_path / "rows.parquet"), str(tmp_path / "scored.parquet")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "/code/scoring/" in run.stdout  # the artefact's own copy of the scoring code
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    expected = arm_frame(model, rows, cfg.business.margin)
+    pd.testing.assert_frame_equal(scored.reset_index(drop=True), expected, check_exact=True)

@@ -11,11 +11,12 @@ from sklearn.base import clone
 
 from core.config import load_config
 from training.arms import ArmError, discover_arms
+from training.baselines import one_hot, uniform_offer
 from training.data import TrainingDataError, time_split
+from training.diagnostics import qini_areas, reliability, roi_cells, uplift_curves
 from training.ensemble import confidence
-from training.evaluation import qini_areas, reliability, roi_cells, uplift_curves
 from training.ope import LoggedData, bootstrap_weights, row_terms
-from training.policy import choose, one_hot, uniform_offer
+from training.policy import choose
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -224,12 +225,12 @@ def synthetic_decisions(cfg, n: int, seed: int, uplift=None):
 
 
 def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
-    from training.design import Design
+    from training.design import fit_design
     from training.response import ResponseModel
 
     frame = synthetic_decisions(cfg, 6000, 5)
     arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
-    design = Design.fit(cfg, frame, arms)
+    design = fit_design(cfg, frame, arms)
     model = ResponseModel(design, n_estimators=40, min_child_samples=50).fit(frame, frame)
     pred = model.predict_arms(frame.head(500), arms)
     p_arms = pred.p_reengage[:, 1:]
@@ -247,7 +248,7 @@ def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
 def test_every_learner_finds_who_responds_to_the_offer(cfg, learner: str) -> None:
     """Half the players (``sessions_7d > 0``) respond to the reward five times as strongly: each
     meta-learner must rank their incremental chance of re-engaging above the others'."""
-    from training.design import Design
+    from training.design import fit_design
     from training.response import ResponseModel
 
     def strong_half(f: pd.DataFrame) -> np.ndarray:
@@ -255,7 +256,7 @@ def test_every_learner_finds_who_responds_to_the_offer(cfg, learner: str) -> Non
 
     frame = synthetic_decisions(cfg, 40_000, 11, uplift=strong_half)
     arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
-    design = Design.fit(cfg, frame, arms, use_match=False)
+    design = fit_design(cfg, frame, arms, use_match=False)
     model = ResponseModel(design, learner=learner, n_estimators=80, min_child_samples=400).fit(frame, frame)
     test = synthetic_decisions(cfg, 4000, 12, uplift=strong_half)
     pred = model.predict_arms(test, arms).incremental_reengage()[:, -1]  # login_reward@5000
@@ -268,17 +269,17 @@ def test_every_learner_finds_who_responds_to_the_offer(cfg, learner: str) -> Non
 def test_min_child_samples_scales_with_the_rows_of_each_head(cfg) -> None:
     """The deposits head sees only the returners: its leaves may hold proportionally fewer rows, so a
     minimum set for all rows does not leave it a single leaf."""
-    from training.design import Design
+    from training.design import fit_design
     from training.response import ResponseModel
 
     frame = synthetic_decisions(cfg, 6000, 5)
     arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
-    design = Design.fit(cfg, frame, arms)
+    design = fit_design(cfg, frame, arms)
     returners = int(frame["reengaged"].sum())
     model = ResponseModel(design, n_estimators=5, min_child_samples=returners).fit(frame, frame)
     assert model.leaf_rows(returners / len(frame)) == round(returners**2 / len(frame))
     assert model.leaf_rows(1e-6) == 20  # the floor
-    tree = model.heads_["deposits/all"].dump_model()["tree_info"][0]["tree_structure"]
+    tree = model.heads_.boosters["deposits/all"].dump_model()["tree_info"][0]["tree_structure"]
     assert "split_index" in tree  # it split: without scaling, min_child_samples = all its rows forbids any split
 
 
@@ -287,9 +288,9 @@ def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> No
     prediction: "dr-hurdle" finds arm 2 for everyone better than the best arm per row, the plain doubly
     robust difference finds it clearly worse, and the verdict follows the plain one."""
     from training.evaluation import EvalData, policy_gaps
+    from training.promotion import verdict
     from training.response import ArmPredictions
     from training.scorer import Scores
-    from training.train import _verdict
 
     data, y, mean, k = synthetic_logs(20_000, seed=7, noise=0.5)
     margin = 1.0
@@ -307,8 +308,8 @@ def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> No
     assert true_gap < -0.5
     assert gaps.loc["dr-hurdle", "estimate"] > 0  # fooled by the model
     assert gaps.loc["dr", "low"] <= true_gap <= gaps.loc["dr", "high"] < 0  # not fooled
-    assert not _verdict(gaps.reset_index())[0]
-    assert _verdict(policy_gaps(scores, eval_data, best_per_row, np.full(n, 1), w))[0] == (
+    assert not verdict(gaps.reset_index())[0]
+    assert verdict(policy_gaps(scores, eval_data, best_per_row, np.full(n, 1), w))[0] == (
         mean[np.arange(n), best_per_row].mean() > mean[:, 1].mean()
     )
 
@@ -387,3 +388,37 @@ def test_tracking_one_home_does_not_leak_into_the_next(tmp_path: Path, monkeypat
     with registry.tracking(b):
         pass
     assert registry.tracking_uri(a).endswith("shared.db")
+
+
+class _PickledScorer:
+    """Stands in for the scorer classes that models registered before the data artefact pickled."""
+
+    def __init__(self) -> None:
+        self.arms = ["none", "cashback@10000"]
+
+
+def test_a_model_registered_as_a_pickle_is_refused_with_the_command_to_retrain(tmp_path: Path) -> None:
+    import pickle
+
+    import mlflow
+    from click.testing import CliRunner
+    from mlflow.pyfunc import PythonModel
+
+    from app.cli import main
+    from training import registry
+
+    class OldScorerModel(PythonModel):  # the shape of training.pyfunc.ScorerModel, which is gone
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return model_input
+
+    cfg = load_config(CONFIG_DIR, home=tmp_path)
+    pkl = tmp_path / "scorer.pkl"
+    pkl.write_bytes(pickle.dumps(_PickledScorer()))
+    with registry.tracking(cfg), mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="scorer", python_model=OldScorerModel(), artifacts={"scorer": str(pkl)})
+        version = registry.register(str(info.model_uri), cfg.training.model_name)
+        registry.set_alias(cfg.training.model_name, registry.CHAMPION, version)
+    result = CliRunner().invoke(main, ["--home", str(tmp_path), "batch", "--out", str(tmp_path / "d.csv")])
+    assert result.exit_code == 2
+    assert "registered by an older Rekindle" in result.output and "rekindle train" in result.output
+    assert not (tmp_path / "d.csv").exists()

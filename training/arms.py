@@ -24,8 +24,8 @@ import pandas as pd
 
 from core.config import Catalog
 from core.errors import RekindleError
+from scoring.design import NONE
 
-NONE = "none"
 CatalogUse = Literal["extend", "restrict", "history"]
 
 

@@ -1,12 +1,10 @@
-"""Uncertainty: a bootstrap ensemble of response models.
+"""Uncertainty: fitting a bootstrap ensemble of response models.
 
 Member 0 is the point model, fitted on all rows; members 1.. are refits with
 Poisson(1) bootstrap weights drawn per player (a player's decisions in several
 campaigns move together), so their spread around the point model is the
-sampling uncertainty of the fit. Scoring every arm uses the point model only;
-the spread is computed for the arms that matter (the recommended one, and the
-best offer when the recommendation is no offer), which keeps a batch's cost
-at about ``1 + 2 (K - 1) / arms`` point-model scorings instead of ``K``.
+sampling uncertainty of the fit. The fitted ensemble becomes the registered
+model, :class:`scoring.ensemble.ResponseEnsemble` (:meth:`BootstrapEnsemble.to_model`).
 
 The confidence of a recommendation is the estimated probability that it is
 right: for an offer, that its incremental gain is positive; for no offer, that
@@ -17,24 +15,20 @@ more often.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
 
-from training.response import ArmPredictions, ResponseModel
+from core.progress import SILENT, Progress
+from scoring.ensemble import ResponseEnsemble, Spread
+from training.response import ResponseModel
 
 Z90 = 1.6448536269514722
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Standard deviation over the members of the incremental gains of one arm per row."""
-
-    net: np.ndarray
-    reengage: np.ndarray
+__all__ = ["Z90", "BootstrapEnsemble", "Spread", "confidence", "interval"]
 
 
 def confidence(gain: np.ndarray, sd: np.ndarray, offer: np.ndarray) -> np.ndarray:
@@ -57,7 +51,12 @@ class BootstrapEnsemble(BaseEstimator):
         self.seed = seed
 
     def fit(
-        self, X: pd.DataFrame, y: pd.DataFrame, sample_weight: np.ndarray | None = None, *, on_member=None
+        self,
+        X: pd.DataFrame,
+        y: pd.DataFrame,
+        sample_weight: np.ndarray | None = None,
+        *,
+        progress: Progress = SILENT,
     ) -> BootstrapEnsemble:
         if self.base is None:
             raise ValueError("BootstrapEnsemble needs a base ResponseModel")
@@ -67,44 +66,20 @@ class BootstrapEnsemble(BaseEstimator):
         _, inverse = np.unique(X["player_id"].to_numpy(), return_inverse=True)
         base_w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, float)
         self.members_: list[ResponseModel] = []
+        progress.start("bootstrap members", self.n_members)
         for i in range(self.n_members):
             w = base_w if i == 0 else base_w * rng.poisson(1.0, inverse.max() + 1)[inverse]
             keep = w > 0
             member = clone(self.base).set_params(seed=self.seed * 1000 + i)
             member.fit(X.loc[keep], y.loc[keep], sample_weight=w[keep])
             self.members_.append(member)
-            if on_member is not None:
-                on_member(i)
+            progress.advance("bootstrap members")
         return self
 
-    @property
-    def point(self) -> ResponseModel:
-        return self.members_[0]
-
-    def predict_arms(self, X: pd.DataFrame, arms: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
-        """Every arm of every row, by the point model."""
-        return self.point.predict_arms(X, arms, num_iteration=num_iteration)
-
-    def spread(
-        self, X: pd.DataFrame, arms: pd.DataFrame, column: np.ndarray, margin: float, point: ArmPredictions
-    ) -> Spread:
-        """The members' spread of the incremental gains of arm ``column[i]`` (a column of ``arms``) for row ``i``;
-        ``point``: the point model's predictions of every arm (member 0 is not scored again)."""
-        n = len(X)
-        if self.n_members < 2 or n == 0:
-            return Spread(np.zeros(n), np.zeros(n))
-        rows = np.arange(n)
-        net = [point.incremental_net(margin)[rows, column]]
-        re = [point.incremental_reengage()[rows, column]]
-        event = arms["event_type"].to_numpy(object)[column]
-        reward = arms["reward"].to_numpy(np.float64)[column]
-        none_e, none_r = np.full(n, "none", dtype=object), np.zeros(n)
-        for m in self.members_[1:]:
-            p, dep, cost = m.predict_rows(X, event, reward)
-            p0, dep0, _ = m.predict_rows(X, none_e, none_r)
-            net.append(margin * (dep - dep0) - cost)
-            re.append(p - p0)
-        return Spread(np.std(net, axis=0, ddof=1), np.std(re, axis=0, ddof=1))
-
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        return self.point.predict(X)
+    def to_model(self, arms: pd.DataFrame, meta: dict[str, Any] | None = None) -> ResponseEnsemble:
+        """The fitted members as the registered model's runtime form (the same predictions, no estimator)."""
+        check_is_fitted(self, "members_")
+        if self.base is None or self.base.design is None:
+            raise ValueError("BootstrapEnsemble needs a base ResponseModel with a Design")
+        design = self.base.design
+        return ResponseEnsemble(design, arms.reset_index(drop=True), [m.heads_ for m in self.members_], meta or {})

@@ -26,8 +26,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.ope import ESTIMATORS, LoggedData, bootstrap_weights, row_terms
-from training.policy import choose, one_hot, uniform_offer
+from training.baselines import best_arm_per_segment, best_single_arm, one_hot, oracle_arms, uniform_offer
+from training.diagnostics import (
+    calibration_bins,
+    expected_calibration_error,
+    reliability,
+    roi_cells,
+    uplift_curves,
+)
+from training.ope import ESTIMATORS, LoggedData, bootstrap_weights, dr_pseudo_outcomes, row_terms
+from training.policy import choose
 from training.scorer import Judgement, Scores
 from training.truth import ArmTruth
 
@@ -167,14 +175,23 @@ def estimated_values(
 GAP_ESTIMATORS = ("dr-hurdle", "dr", "snips")
 
 
-def policy_gaps(scores: Scores, data: EvalData, mine: np.ndarray, other: np.ndarray, w: np.ndarray) -> pd.DataFrame:
+def policy_gaps(
+    scores: Scores,
+    data: EvalData,
+    mine: np.ndarray,
+    other: np.ndarray,
+    w: np.ndarray,
+    *,
+    y_hurdle: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Paired difference of incremental net value per candidate, policy ``mine`` minus policy ``other``
     (an arm column per row each), by each of ``GAP_ESTIMATORS`` on the same bootstrap resamples ``w``:
     estimate and 95% interval. The plain doubly robust and SNIPS differences do not lean on the judged
-    model's deposit sizes or on its answers where the logs hold no evidence, as "dr-hurdle" does."""
+    model's deposit sizes or on its answers where the logs hold no evidence, as "dr-hurdle" does.
+    ``y_hurdle``: :func:`hurdle_outcome` of ``scores`` when the caller has it already."""
     k = scores.inc_net.shape[1]
     mu = outcome_models(scores, data.margin)["net_value"]
-    hurdle = hurdle_outcome(scores, data)
+    hurdle = hurdle_outcome(scores, data) if y_hurdle is None else y_hurdle
     out = []
     for est in GAP_ESTIMATORS:
         y = hurdle if est == "dr-hurdle" else data.y["net_value"]
@@ -209,126 +226,40 @@ def true_values(truth: ArmTruth, margin: float, policies: dict[str, np.ndarray],
     return pd.DataFrame(out)
 
 
-def dr_pseudo_outcomes(data: EvalData, mu: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per row and arm, the doubly robust score ``mu(x, a) + 1{A = a} / e(A | x) (y - mu(x, A))``."""
-    rows = np.arange(len(y))
+def calibration_table(scores: Scores, data: EvalData) -> pd.DataFrame:
+    """Calibration bins of the logged arm's predicted re-engagement, deposits and reward cost."""
+    rows = np.arange(len(data.segment))
     ok, col = data.logged.in_table, data.logged.column
-    resid = np.where(ok, (y - mu[rows, col]) / data.logged.propensity, 0.0)
-    out = mu.copy()
-    out[rows[ok], col[ok]] += resid[ok]
-    return out
-
-
-def roi_cells(
-    pred_inc: np.ndarray, actual_inc: np.ndarray, segment: np.ndarray, arms: pd.DataFrame, min_cell: int
-) -> tuple[pd.DataFrame, float]:
-    """Per (segment, arm) with at least ``min_cell`` rows: predicted and actual mean incremental net value,
-    and ``1 - sum n |pred - actual| / sum n |actual|``."""
-    frame = pd.DataFrame({"segment": segment})
-    rows = []
-    for s, idx in frame.groupby("segment").indices.items():
-        if len(idx) < min_cell:
-            continue
-        for j in range(1, len(arms)):
-            a = actual_inc[idx, j]
-            if np.isnan(a).all():
-                continue
-            rows.append(
-                {
-                    "segment": s,
-                    "arm": arms["arm"].iloc[j],
-                    "n": len(idx),
-                    "predicted": float(np.nanmean(pred_inc[idx, j])),
-                    "actual": float(np.nanmean(a)),
-                }
-            )
-    cells = pd.DataFrame(rows, columns=["segment", "arm", "n", "predicted", "actual"])
-    if cells.empty:
-        return cells, float("nan")
-    err = (cells["n"] * (cells["predicted"] - cells["actual"]).abs()).sum()
-    scale = (cells["n"] * cells["actual"].abs()).sum()
-    return cells, float(1 - err / scale) if scale > 0 else float("nan")
-
-
-def reliability(conf: np.ndarray, right: np.ndarray, edges=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)) -> pd.DataFrame:
-    """Per confidence bin: rows, mean confidence, share of recommendations that were right."""
-    e = np.asarray(edges)
-    b = np.clip(np.searchsorted(e, conf, side="right") - 1, 0, len(e) - 2)
-    out = []
-    for i in range(len(e) - 1):
-        m = b == i
-        out.append(
-            {
-                "bin_low": e[i],
-                "bin_high": e[i + 1],
-                "n": int(m.sum()),
-                "mean_confidence": float(conf[m].mean()) if m.any() else np.nan,
-                "share_right": float(np.nanmean(right[m])) if m.any() else np.nan,
-            }
-        )
-    return pd.DataFrame(out)
-
-
-def uplift_curves(
-    pred_inc: np.ndarray, actual: dict[str, np.ndarray], arms: pd.DataFrame, points: int = 50
-) -> pd.DataFrame:
-    """Per arm: the cumulative actual incremental net value per candidate when the top fraction of rows by
-    the predicted gain get the arm (``actual``: source name -> rows x arms), and the random line."""
-    n = len(pred_inc)
-    cut = np.unique(np.linspace(0, n, points + 1).astype(int))
-    out = []
-    for j in range(1, len(arms)):
-        order = np.argsort(-pred_inc[:, j], kind="stable")
-        for source, act in actual.items():
-            col = np.nan_to_num(act[order, j])
-            cum = np.concatenate([[0.0], np.cumsum(col)])[cut] / n
-            total = cum[-1]
-            out.append(
-                pd.DataFrame(
-                    {
-                        "arm": arms["arm"].iloc[j],
-                        "source": source,
-                        "fraction": cut / n,
-                        "cumulative_gain": cum,
-                        "random": cut / n * total,
-                    }
-                )
-            )
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-
-
-def qini_areas(curves: pd.DataFrame) -> pd.DataFrame:
-    """Area between each uplift curve and its random line (KRW per candidate; > 0: better than random)."""
-    if curves.empty:
-        return pd.DataFrame(columns=["arm", "source", "qini_area"])
-
-    def area(g: pd.DataFrame) -> float:
-        return float(np.trapezoid(g["cumulative_gain"] - g["random"], g["fraction"]))
-
-    return (
-        curves.groupby(["arm", "source"], sort=False)[["fraction", "cumulative_gain", "random"]]
-        .apply(area)
-        .rename("qini_area")
-        .reset_index()
-    )
-
-
-def calibration_bins(pred: np.ndarray, realised: np.ndarray, quantity: str, bins: int = 10) -> pd.DataFrame:
-    """Quantile bins of a prediction with the mean realised outcome in each."""
-    order = np.argsort(pred, kind="stable")
-    parts = np.array_split(order, bins)
-    return pd.DataFrame(
+    mean = scores.point
+    deposits = (data.y["net_value"] + data.y["reward_cost"]) / data.margin
+    return pd.concat(
         [
-            {
-                "quantity": quantity,
-                "predicted": float(pred[p].mean()),
-                "realised": float(realised[p].mean()),
-                "n": len(p),
-            }
-            for p in parts
-            if len(p)
-        ]
+            calibration_bins(mean.p_reengage[rows, col][ok], data.y["reengaged"][ok], "re-engagement"),
+            calibration_bins(mean.deposits[rows, col][ok], deposits[ok], "deposits"),
+            calibration_bins(mean.cost[rows, col][ok], data.y["reward_cost"][ok], "reward cost"),
+        ],
+        ignore_index=True,
     )
+
+
+def estimator_errors(estimated: pd.DataFrame, true: pd.DataFrame) -> pd.DataFrame:
+    """Each estimate beside the truth of the same policy and quantity: error and relative error."""
+    merged = estimated.merge(
+        true[["policy", "quantity", "estimate"]].rename(columns={"estimate": "truth"}), on=["policy", "quantity"]
+    )
+    merged["error"] = merged["estimate"] - merged["truth"]
+    merged["relative_error"] = merged["error"] / merged["truth"].abs().where(merged["truth"].abs() > 0)
+    return merged[["policy", "quantity", "estimator", "estimate", "truth", "error", "relative_error"]]
+
+
+def recommendation_right(arm: np.ndarray, inc: np.ndarray, *, exact: bool) -> np.ndarray:
+    """Per row, 1 where the recommendation was right by ``inc`` (rows x arms incremental values): the offer
+    gains, or no offer where no offer gains. Without the truth (``exact`` False) a declined offer cannot be
+    checked row by row (NaN)."""
+    rows = np.arange(len(arm))
+    offered = (inc[rows, arm] > 0).astype(float)
+    declined = (np.nanmax(inc[:, 1:], axis=1) <= 0).astype(float) if exact else np.full(len(arm), np.nan)
+    return np.where(arm == 0, declined, offered)
 
 
 def evaluate(
@@ -347,76 +278,39 @@ def evaluate(
     mu = outcome_models(scores, data.margin)
     w = bootstrap_weights(data.logged.cluster, n_boot, seed)
     pick = judgement.choice
-    learned = one_hot(pick.arm, k)
-    dr_net = dr_pseudo_outcomes(data, mu["net_value"], hurdle_outcome(scores, data))
+    y_hurdle = hurdle_outcome(scores, data)
+    dr_net = dr_pseudo_outcomes(data.logged, mu["net_value"], y_hurdle)
     dr_inc = dr_net - dr_net[:, [0]]
     true_inc = truth.incremental_net(data.margin) if truth is not None else None
+    judge_by = true_inc if true_inc is not None else dr_inc  # the baselines' arms: by the truth when known
 
-    def best_single(value: np.ndarray) -> int:
-        return int(np.nanmean(value[:, 1:], axis=0).argmax()) + 1
-
-    judge = true_inc if true_inc is not None else dr_inc
-    single = best_single(judge)
-    single_by_estimate = best_single(dr_inc)
-    gaps = policy_gaps(scores, data, pick.arm, np.full(n, single_by_estimate), w)
-    seg_best: dict[object, int] = {}
-    for s, idx in pd.Series(data.segment).groupby(data.segment).indices.items():
-        j = best_single(judge[idx])
-        seg_best[s] = j if np.nanmean(judge[idx, j]) > 0 else 0  # a segment whose best arm loses money: no offer
-    seg_arm = pd.Series(data.segment).map(seg_best).to_numpy(int)
+    single, single_by_estimate = best_single_arm(judge_by), best_single_arm(dr_inc)
+    per_segment = best_arm_per_segment(judge_by, data.segment)
     policies = {
-        LEARNED: learned,
+        LEARNED: one_hot(pick.arm, k),
         NO_OFFER: one_hot(np.zeros(n, int), k),
         RANDOM: uniform_offer(n, k),
         BEST_SINGLE: one_hot(np.full(n, single), k),
-        PER_SEGMENT: one_hot(seg_arm, k),
+        PER_SEGMENT: one_hot(pd.Series(data.segment).map(per_segment).to_numpy(int), k),
     }
-    values = [estimated_values(data, mu, policies, w, hurdle_outcome(scores, data))]
+    estimated = estimated_values(data, mu, policies, w, y_hurdle)
+    values = [estimated]
+    gaps = policy_gaps(scores, data, pick.arm, np.full(n, single_by_estimate), w, y_hurdle=y_hurdle)
     errors = None
-    extra: dict[str, float] = {}
     if truth is not None and true_inc is not None:
-        oracle = np.where(
-            np.nanmax(true_inc, axis=1) > 0, np.nanargmax(np.nan_to_num(true_inc, nan=-np.inf), axis=1), 0
-        )
-        with_oracle = {**policies, ORACLE: one_hot(oracle, k)}
-        tv = true_values(truth, data.margin, with_oracle, w)
-        hist = one_hot(data.logged.column, k)
-        tv_hist = true_values(truth, data.margin, {HISTORICAL: hist}, w)
-        values += [tv, tv_hist]
-        est = pd.concat(values[:1])
-        merged = est.merge(
-            pd.concat([tv, tv_hist])[["policy", "quantity", "estimate"]].rename(columns={"estimate": "truth"}),
-            on=["policy", "quantity"],
-        )
-        merged["error"] = merged["estimate"] - merged["truth"]
-        merged["relative_error"] = merged["error"] / merged["truth"].abs().where(merged["truth"].abs() > 0)
-        errors = merged[["policy", "quantity", "estimator", "estimate", "truth", "error", "relative_error"]]
-        right = np.where(pick.arm == 0, np.nanmax(true_inc[:, 1:], axis=1) <= 0, true_inc[np.arange(n), pick.arm] > 0)
+        exact = true_values(truth, data.margin, {**policies, ORACLE: one_hot(oracle_arms(true_inc), k)}, w)
+        exact_logged = true_values(truth, data.margin, {HISTORICAL: one_hot(data.logged.column, k)}, w)
+        values += [exact, exact_logged]
+        errors = estimator_errors(estimated, pd.concat([exact, exact_logged]))
         cells, acc = roi_cells(scores.inc_net, true_inc, data.segment, arms, min_cell)
         source = "simulator truth"
         curves = uplift_curves(scores.inc_net, {"truth": true_inc, "estimated": dr_inc}, arms)
     else:
-        right = np.where(pick.arm == 0, np.nan, (dr_inc[np.arange(n), pick.arm] > 0).astype(float))
         cells, acc = roi_cells(scores.inc_net, dr_inc, data.segment, arms, min_cell)
         source = "doubly robust estimate (no truth)"
         curves = uplift_curves(scores.inc_net, {"estimated": dr_inc}, arms)
-    conf = judgement.confidence
-    rel = reliability(conf, right.astype(float))
-    rows = np.arange(n)
-    ok, col = data.logged.in_table, data.logged.column
-    mean = scores.point
-    calib = pd.concat(
-        [
-            calibration_bins(mean.p_reengage[rows, col][ok], data.y["reengaged"][ok], "re-engagement"),
-            calibration_bins(
-                mean.deposits[rows, col][ok],
-                (data.y["net_value"] + data.y["reward_cost"])[ok] / data.margin,
-                "deposits",
-            ),
-            calibration_bins(mean.cost[rows, col][ok], data.y["reward_cost"][ok], "reward cost"),
-        ],
-        ignore_index=True,
-    )
+    right = recommendation_right(pick.arm, judge_by, exact=true_inc is not None)
+    calib = calibration_table(scores, data)
     shares = (
         pd.Series(arms["arm"].to_numpy()[pick.arm])
         .value_counts(normalize=True)
@@ -424,24 +318,20 @@ def evaluate(
         .rename_axis("arm")
         .reset_index()
     )
-    extra["expected_calibration_error_reengage"] = float(
-        np.average(
-            (
-                calib.loc[calib["quantity"] == "re-engagement", "predicted"]
-                - calib.loc[calib["quantity"] == "re-engagement", "realised"]
-            ).abs(),
-            weights=calib.loc[calib["quantity"] == "re-engagement", "n"],
-        )
-    )
-    extra["mean_confidence"] = float(conf.mean())
+    extra = {
+        "expected_calibration_error_reengage": expected_calibration_error(
+            calib[calib["quantity"] == "re-engagement"]
+        ),
+        "mean_confidence": float(judgement.confidence.mean()),
+    }
     return Evaluation(
         values=pd.concat(values, ignore_index=True),
         arms_of_baselines={BEST_SINGLE: str(arms["arm"].iloc[single])}
-        | {f"{PER_SEGMENT}: {s}": str(arms["arm"].iloc[a]) for s, a in seg_best.items()},
+        | {f"{PER_SEGMENT}: {s}": str(arms["arm"].iloc[a]) for s, a in per_segment.items()},
         roi_cells=cells,
         roi_accuracy=acc,
         roi_accuracy_source=source,
-        reliability=rel,
+        reliability=reliability(judgement.confidence, right),
         uplift=curves,
         calibration=calib,
         choice_shares=shares,

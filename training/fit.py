@@ -7,7 +7,6 @@ slice), ``rekindle train`` (fit on everything before the test slice) and
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,11 @@ import numpy as np
 import pandas as pd
 
 from core.config import Config, ModelParams
+from core.progress import SILENT, Progress
+from scoring.design import Design
 from training.arms import discover_arms
 from training.data import Split, load_training_set, population, time_split
-from training.design import Design
+from training.design import fit_design
 from training.ensemble import BootstrapEnsemble
 from training.evaluation import EvalData
 from training.ope import LoggedData
@@ -78,14 +79,15 @@ def fit_scorer(
     *,
     members: int,
     meta: dict[str, Any] | None = None,
-    on_member: Callable[[int], None] | None = None,
+    progress: Progress = SILENT,
 ) -> Scorer:
     """Fit the response ensemble on ``rows`` and wrap it with the policy's defaults."""
-    design = Design.fit(cfg, rows, arms, use_match=params.use_match)
+    design = fit_design(cfg, rows, arms, use_match=params.use_match)
     weights = ipw_weights(cfg, design, rows, arms) if params.weighting == "ipw" else None
     base = response_model(design, params, cfg.training.seed)
     ensemble = BootstrapEnsemble(base, n_members=members, seed=cfg.training.seed)
-    ensemble.fit(rows, rows[list(LABELS)], sample_weight=weights, on_member=on_member)
+    ensemble.fit(rows, rows[list(LABELS)], sample_weight=weights, progress=progress)
+    b = cfg.business
     info = {
         "feature_service": FEATURE_SERVICE,
         "params": params.model_dump(),
@@ -93,13 +95,17 @@ def fit_scorer(
         "trained_from": str(pd.Timestamp(rows["campaign_at"].min())),
         "trained_to": str(pd.Timestamp(rows["campaign_at"].max())),
         "rows": len(rows),
+        "margin": b.margin,
+        "attribution_days": b.attribution_days,
+        "dormancy_days": b.dormancy_days,
     }
-    return Scorer(design, arms, ensemble, cfg.business.margin, cfg.training.objective, meta=info | (meta or {}))
+    model = ensemble.to_model(arms, info | (meta or {}))
+    return Scorer(model, cfg.business.margin, cfg.training.objective)
 
 
 def logging_propensity(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame) -> PropensityModel:
     """The logging policy's propensity model, fitted on ``rows`` (data before the rows it will score)."""
-    design = Design.fit(cfg, rows, arms, use_match=False)
+    design = fit_design(cfg, rows, arms, use_match=False)
     return fit_propensity(design, rows, arms, clip=cfg.training.propensity_clip, seed=cfg.training.seed)
 
 

@@ -78,3 +78,13 @@ def row_terms(
         "dr-switch": (direct + np.where(inverse <= max_weight, ratio, 0.0) * (y - mu_logged), ones),
         "dm": (direct, ones),
     }
+
+
+def dr_pseudo_outcomes(data: LoggedData, mu: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row and arm, the doubly robust score ``mu(x, a) + 1{A = a} / e(A | x) (y - mu(x, A))``."""
+    rows = np.arange(len(y))
+    ok, col = data.in_table, data.column
+    resid = np.where(ok, (y - mu[rows, col]) / data.propensity, 0.0)
+    out = mu.copy()
+    out[rows[ok], col[ok]] += resid[ok]
+    return out

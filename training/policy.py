@@ -12,8 +12,7 @@ maximises ``gain - lambda x cost`` with the smallest ``lambda >= 0`` that keeps
 the expected cost within the budget (a Lagrangian relaxation of the knapsack;
 exact up to one player's arm at the boundary).
 
-Baselines (the comparisons of the evaluation) are policies too: a matrix of
-arm probabilities per row (deterministic policies are one-hot).
+The baselines the evaluation compares it with are in :mod:`training.baselines`.
 """
 
 from __future__ import annotations
@@ -91,26 +90,3 @@ def choose(
         lam = hi
         arm, _ = spend(hi)
     return Choice(arm, gain[rows, arm], cost[rows, arm], lam)
-
-
-def one_hot(arm: np.ndarray, k: int) -> np.ndarray:
-    """A deterministic policy as a rows x arms probability matrix."""
-    out = np.zeros((len(arm), k))
-    out[np.arange(len(arm)), arm] = 1.0
-    return out
-
-
-def uniform_offer(n: int, k: int) -> np.ndarray:
-    """The random-arm baseline: every offer arm with the same probability, never no offer."""
-    out = np.full((n, k), 1.0 / (k - 1))
-    out[:, 0] = 0.0
-    return out
-
-
-def per_group_best(value: np.ndarray, groups: np.ndarray, fallback: int) -> dict[object, int]:
-    """For each group, the arm with the highest mean ``value`` (rows x arms); ``fallback`` for empty groups."""
-    best: dict[object, int] = {}
-    for g in np.unique(groups):
-        m = groups == g
-        best[g] = int(value[m].mean(axis=0).argmax()) if m.any() else fallback
-    return best

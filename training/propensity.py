@@ -16,8 +16,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from scoring.design import Design
 from training.arms import arm_name
-from training.design import Design
 
 
 @dataclass

@@ -4,28 +4,32 @@ The tracking store and artefacts live under the home (``sqlite:///<home>/mlflow.
 and ``<home>/mlartifacts``) unless ``training.tracking_uri`` (or
 ``MLFLOW_TRACKING_URI``) names a server or a PostgreSQL backend.
 
-The scorer (:class:`training.scorer.Scorer`) is logged as one pyfunc model with
-a signature and an input example. ``predict(frame, params={...})`` returns one
-decision per row (``output="decisions"``, the default) or every arm of every
-row (``output="arms"``); ``objective``, ``margin`` and ``budget`` (< 0: none)
-override the trained defaults. Registered versions carry aliases: a new model
-becomes ``challenger``; ``champion`` moves only through :func:`promote`.
+A model is logged as data (:mod:`scoring.artefact`: LightGBM text boosters and
+one JSON document) inside an MLflow pyfunc logged as code
+(:mod:`scoring.mlflow_model`), with the :mod:`scoring` package in its
+``code`` folder: no pickle, so a model keeps loading when the code that
+trained it moves. ``predict(frame, params={"margin": m})`` returns every arm's
+expected values for every row; the policy is applied by whoever uses the
+model. Registered versions carry aliases: a new model becomes ``challenger``;
+``champion`` moves only when :mod:`training.promotion` says so.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+import scoring
 from core.config import Config
 from core.errors import RekindleError
-from training.scorer import Scorer, round_money
+from scoring import artefact
+from scoring.ensemble import ResponseEnsemble, arm_frame
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -73,41 +77,33 @@ def tracking(cfg: Config) -> Iterator[str]:
     yield exp_id
 
 
-def input_columns(scorer: Scorer) -> list[str]:
-    """The columns a scorer reads from its input frame."""
-    from features.matching import MATCH_KINDS, match_column
-    from training.design import PER_TYPE
-
-    types = [t for t in scorer.design.event_types if t != "none"]
-    cols = ["player_id", *scorer.design.player_numeric, *scorer.design.categorical_levels]
-    cols += [f"{name}_{t}" for name in PER_TYPE for t in types if f"{name}_{t}" not in cols]
-    if scorer.design.use_match:
-        cols += [match_column(k, t) for k in MATCH_KINDS for t in types]
-    return list(dict.fromkeys(cols))
+SCORING_CODE = Path(scoring.__file__).resolve().parent  # travels inside every artefact (code_paths)
+REQUIREMENTS = ["mlflow", "lightgbm", "pandas", "numpy", "scipy"]
 
 
-def log_scorer(scorer: Scorer, example: pd.DataFrame, *, name: str = "scorer") -> str:
-    """Log ``scorer`` in the active run as a pyfunc model; returns its model URI."""
+def log_model(model: ResponseEnsemble, example: pd.DataFrame, *, name: str = "scorer") -> str:
+    """Log ``model`` in the active run as a pyfunc (its files, the scoring code, a signature and an input
+    example of ``example``'s rows); returns its model URI."""
     import mlflow
     from mlflow.models import infer_signature
 
-    from training.pyfunc import ScorerModel
-
-    cols = [c for c in input_columns(scorer) if c in example]
+    cols = [c for c in model.input_columns() if c in example]
     sample = example[cols].head(5).reset_index(drop=True)
-    params = {"output": "decisions", "objective": scorer.objective, "margin": float(scorer.margin), "budget": -1.0}
-    signature = infer_signature(sample, round_money(scorer.decide(sample)), params=params)
+    margin = float(model.meta.get("margin", 0.3))
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scorer.pkl"
-        with open(path, "wb") as fh:
-            pickle.dump(scorer, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        files = artefact.save(model, Path(tmp) / artefact.PYFUNC_ARTEFACT)
+        output = arm_frame(model, sample, margin)
+        with warnings.catch_warnings():  # ids, integer features, rewards and money are whole numbers on purpose
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+            signature = infer_signature(sample, output, params={"margin": margin})
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=ScorerModel(),
-            artifacts={"scorer": str(path)},
+            python_model=str(SCORING_CODE / "mlflow_model.py"),
+            artifacts={artefact.PYFUNC_ARTEFACT: str(files)},
+            code_paths=[str(SCORING_CODE)],
             signature=signature,
             input_example=sample,
-            pip_requirements=["mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "scipy"],
+            pip_requirements=REQUIREMENTS,
         )
     return str(info.model_uri)
 
@@ -158,13 +154,37 @@ def model_uri(name: str, ref: str | None) -> str:
     return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
 
 
-def load_scorer(uri: str) -> Scorer:
-    """The scorer behind a pyfunc model URI (what serving and batch call)."""
-    import mlflow.pyfunc
+def resolve(name: str, ref: str | None) -> tuple[str, str]:
+    """``(URI, version label)`` of a model reference: an alias resolves to the version it points to now
+    (``models:/rekindle-response/3``, ``rekindle-response/3``), so a decision records which model made it."""
+    uri = model_uri(name, ref)
+    if uri.startswith("models:/") and "@" in uri:
+        model, alias = uri[len("models:/") :].split("@", 1)
+        version = alias_version(model, alias)
+        if version is None:
+            raise RegistryError(f"no version of {model} has the alias {alias!r}: run `rekindle train`")
+        return f"models:/{model}/{version}", f"{model}/{version}"
+    if uri.startswith("models:/"):
+        return uri, uri[len("models:/") :]
+    return uri, uri
+
+
+def load_model(uri: str) -> ResponseEnsemble:
+    """The response model behind a model URI, rebuilt from its files (what serving and batch call)."""
+    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot load model {uri}: {str(exc).splitlines()[0]}") from exc
-    return model.unwrap_python_model().scorer  # type: ignore[no-any-return]
+    files = local / "artifacts" / artefact.PYFUNC_ARTEFACT
+    if not files.is_dir():
+        raise RegistryError(
+            f"model {uri} was registered by an older Rekindle (a pickled scorer, which this version no longer "
+            "loads): retrain it with `rekindle train`"
+        )
+    try:
+        return artefact.load(files)
+    except artefact.ArtefactError as exc:
+        raise RegistryError(f"cannot load model {uri}: {exc}; retrain it with `rekindle train`") from exc

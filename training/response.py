@@ -35,36 +35,19 @@ arm of every row at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-from training.arms import NONE
-from training.design import Design
+from scoring.design import NONE, Design
+from scoring.heads import LEARNERS, ArmPredictions, ResponseHeads
 
 LABELS = ("reengaged", "deposits", "reward_cost")
-LEARNERS = ("s", "t", "offset")
-
-
-@dataclass
-class ArmPredictions:
-    """Per row and arm (columns in the order of ``arms``): expected values in the attribution window."""
-
-    arms: pd.DataFrame  # the arm table, "none" first
-    p_reengage: np.ndarray  # (n, k)
-    deposits: np.ndarray  # (n, k)
-    cost: np.ndarray  # (n, k)
-
-    def incremental_net(self, margin: float) -> np.ndarray:
-        net = margin * self.deposits - self.cost
-        return net - net[:, [0]]
-
-    def incremental_reengage(self) -> np.ndarray:
-        return self.p_reengage - self.p_reengage[:, [0]]
+__all__ = ["LABELS", "LEARNERS", "ArmPredictions", "ResponseModel"]
 
 
 class ResponseModel(BaseEstimator):
@@ -102,8 +85,12 @@ class ResponseModel(BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ fitting --
+    def _require_design(self) -> Design:
+        if self.design is None:
+            raise ValueError("ResponseModel needs a fitted Design (training.design.fit_design)")
+        return self.design
+
     def _params(self, objective: str, monotone: bool, share: float = 1.0) -> dict[str, Any]:
-        assert self.design is not None
         params: dict[str, Any] = {
             "objective": objective,
             "learning_rate": self.learning_rate,
@@ -122,7 +109,7 @@ class ResponseModel(BaseEstimator):
         if objective == "tweedie":
             params["tweedie_variance_power"] = self.tweedie_power
         if monotone and self.monotone:
-            params["monotone_constraints"] = self.design.monotone(True)
+            params["monotone_constraints"] = self._require_design().monotone(True)
             # "advanced" broke monotonicity with bagging and feature_fraction in LightGBM 4.7 (a unit test
             # caught it: more reward, lower chance); "intermediate" keeps it and splits almost as freely
             params["monotone_constraints_method"] = "intermediate"
@@ -144,14 +131,14 @@ class ResponseModel(BaseEstimator):
         n_all: int,
         init_score: np.ndarray | None = None,
     ) -> lgb.Booster:
-        assert self.design is not None
+        design = self._require_design()
         data = lgb.Dataset(
             x,
             label=y,
             weight=w,
             init_score=init_score,
-            feature_name=self.design.columns,
-            categorical_feature=self.design.categorical_indices,
+            feature_name=design.columns,
+            categorical_feature=design.categorical_indices,
             free_raw_data=True,
         )
         params = self._params(objective, monotone, len(x) / max(n_all, 1))
@@ -160,14 +147,12 @@ class ResponseModel(BaseEstimator):
     def fit(self, X: pd.DataFrame, y: pd.DataFrame, sample_weight: np.ndarray | None = None) -> ResponseModel:
         """``X``: decision rows with player features, ``event_type`` and ``reward`` of the logged arm;
         ``y``: ``reengaged``, ``deposits``, ``reward_cost`` (``training.response.LABELS``)."""
-        if self.design is None:
-            raise ValueError("ResponseModel needs a fitted Design (training.design.Design.fit)")
+        design = self._require_design()
         if self.learner not in LEARNERS:
             raise ValueError(f"unknown learner {self.learner!r}; expected one of {list(LEARNERS)}")
         missing = [c for c in LABELS if c not in y]
         if missing:
             raise ValueError(f"y lacks the labels {missing}; expected {list(LABELS)}")
-        design = self.design
         mat = design.matrix(X, X["event_type"].astype(str).to_numpy(), X["reward"].to_numpy())
         w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         back = y["reengaged"].to_numpy(bool)
@@ -175,85 +160,39 @@ class ResponseModel(BaseEstimator):
         claimed = y["reward_cost"].to_numpy(np.float64) > 0
         offer = X["event_type"].astype(str).to_numpy() != NONE
         groups = {"all": np.ones(len(X), bool)} if self.learner == "s" else {"control": ~offer, "treated": offer}
-        self.heads_: dict[str, lgb.Booster] = {}
-        self.deposit_scale_: dict[str, float] = {}
+        heads: dict[str, lgb.Booster] = {}
         for g, rows in groups.items():
             init = None
             if self.learner == "offset" and g == "treated":  # start from the control head's log-odds
-                init = np.asarray(self.heads_["reengage/control"].predict(mat[rows], raw_score=True))
-            self.heads_[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True, len(X), init)
+                init = np.asarray(heads["reengage/control"].predict(mat[rows], raw_score=True))
+            heads[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True, len(X), init)
         # E[deposits | re-engaged]: one head on every returner, whatever the learner
         head = self._train(mat[back], deposits[back], w[back], "tweedie", False, len(X))
-        self.heads_["deposits/all"] = head
+        heads["deposits/all"] = head
         # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
         fitted = float((w[back] * head.predict(mat[back])).sum())
-        self.deposit_scale_["all"] = float((w[back] * deposits[back]).sum()) / fitted if fitted > 0 else 1.0
-        self.heads_["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True, len(X))
+        scale = float((w[back] * deposits[back]).sum()) / fitted if fitted > 0 else 1.0
+        heads["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True, len(X))
+        self.heads_ = ResponseHeads(self.learner, heads, scale)
         self.n_features_in_ = mat.shape[1]
         return self
 
     # --------------------------------------------------------------- predicting --
-    def _group(self, head: str, offer: bool) -> str:
-        if self.learner == "s" or head == "deposits":
-            return "all"
-        return "treated" if offer else "control"
-
-    def _head(self, name: str, offer: bool) -> lgb.Booster:
-        return self.heads_[f"{name}/{self._group(name, offer)}"]
-
-    def _reengage(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
-        """P(re-engage); the offset learner's offer head adds to the control head's log-odds."""
-        if self.learner == "offset" and offer:
-            heads = (self.heads_["reengage/control"], self.heads_["reengage/treated"])
-            raw = sum(np.asarray(h.predict(mat, num_iteration=num_iteration, raw_score=True)) for h in heads)
-            return 1.0 / (1.0 + np.exp(-raw))
-        return np.asarray(self._head("reengage", offer).predict(mat, num_iteration=num_iteration))
-
-    def _deposits(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
-        """E[deposits | re-engaged], balanced on the training returners."""
-        raw = self._head("deposits", offer).predict(mat, num_iteration=num_iteration)
-        scale = getattr(self, "deposit_scale_", {})  # models pickled before the balance step have none
-        return np.asarray(raw) * scale.get(self._group("deposits", offer), 1.0)
+    def _fitted(self) -> tuple[Design, ResponseHeads]:
+        check_is_fitted(self, "heads_")
+        return self._require_design(), self.heads_
 
     def predict_arms(self, X: pd.DataFrame, arms: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
         """Every arm of ``arms`` (the arm table, "none" first) for every row of ``X``."""
-        assert self.design is not None
-        player = self.design.player_block(X)
-        n, k = len(X), len(arms)
-        p, dep, cost = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
-        for j, (event, reward, payout) in enumerate(
-            zip(arms["event_type"], arms["reward"], arms["payout"], strict=True)
-        ):
-            mat = self.design.matrix(X, event, reward, player=player)
-            offer = event != NONE
-            p[:, j] = self._reengage(mat, offer, num_iteration)
-            dep[:, j] = p[:, j] * self._deposits(mat, offer, num_iteration)
-            if offer:
-                cost[:, j] = self.heads_["claim"].predict(mat, num_iteration=num_iteration) * payout
-        return ArmPredictions(arms, p, dep, cost)
+        design, heads = self._fitted()
+        return heads.predict_arms(design, X, arms, num_iteration=num_iteration)
 
     def predict_rows(
         self, X: pd.DataFrame, event_type: np.ndarray, reward: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expected (re-engagement, deposits, cost) of arm ``(event_type[i], reward[i])`` for row ``i``."""
-        assert self.design is not None
-        event_type = np.asarray(event_type, dtype=object)
-        reward = np.asarray(reward, dtype=np.float64)
-        mat = self.design.matrix(X, event_type, reward)
-        offer = event_type != NONE
-        p, dep, cost = np.zeros(len(X)), np.zeros(len(X)), np.zeros(len(X))
-        for flag in (False, True):
-            m = offer == flag
-            if m.any():
-                p[m] = self._reengage(mat[m], flag)
-                dep[m] = p[m] * self._deposits(mat[m], flag)
-        if offer.any():
-            keys = pd.MultiIndex.from_arrays([event_type[offer].astype(str), reward[offer].astype(np.int64)])
-            table = pd.Series(self.design.payout)
-            payout = table.reindex(keys).to_numpy(np.float64)
-            payout = np.where(np.isnan(payout), reward[offer], payout)  # an arm never priced: its face value
-            cost[offer] = self.heads_["claim"].predict(mat[offer]) * payout
-        return p, dep, cost
+        design, heads = self._fitted()
+        return heads.predict_rows(design, X, event_type, reward)
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
         """Expected values of each row's own (logged) arm: ``p_reengage``, ``deposits``, ``cost``."""

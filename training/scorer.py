@@ -1,27 +1,28 @@
-"""The per-arm scorer: the one artefact that training registers and serving and
-batch load (wrapped as an MLflow pyfunc by :mod:`training.registry`).
+"""The scorer: a registered response model (:class:`scoring.ensemble.ResponseEnsemble`) with the
+policy applied to it.
 
 Given decision rows (a player's features at a time, with the match-score
 columns of the training set), it scores every arm with the point model of the
-bootstrap ensemble and turns the scores into one decision per row with the
-pure policy of :mod:`training.policy`; the ensemble's spread gives each
-decision its interval and confidence. The margin, objective and budget are
-arguments, so a batch can change them without retraining (the models predict
-deposits and cost, not net value).
+ensemble and turns the scores into one decision per row with the pure policy
+of :mod:`training.policy`; the ensemble's spread gives each decision its
+interval and confidence. The margin, objective and budget come from the
+configuration of whoever applies the model (training's evaluation, the batch
+job), not from the model: the models predict deposits and cost, not net value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from training.design import Design
-from training.ensemble import BootstrapEnsemble, Spread, confidence, interval
+from scoring.design import Design
+from scoring.ensemble import ResponseEnsemble, Spread
+from scoring.heads import ArmPredictions
+from training.ensemble import confidence, interval
 from training.policy import Choice, Objective, choose, gains
-from training.response import ArmPredictions
 
 DECISION_COLUMNS = (
     "player_id",
@@ -83,24 +84,28 @@ class Judgement:
 
 @dataclass
 class Scorer:
-    design: Design
-    arms: pd.DataFrame
-    ensemble: BootstrapEnsemble
+    model: ResponseEnsemble
     margin: float
     objective: Objective = "net_value"
-    meta: dict[str, Any] = field(default_factory=dict)  # feature service, data range, parameters
+
+    @property
+    def design(self) -> Design:
+        return self.model.design
+
+    @property
+    def arms(self) -> pd.DataFrame:
+        return self.model.arms
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.model.meta
 
     def score(self, frame: pd.DataFrame, *, margin: float | None = None) -> Scores:
-        return Scores(
-            self.arms, self.ensemble.predict_arms(frame, self.arms), self.margin if margin is None else margin
-        )
+        return Scores(self.arms, self.model.predict_arms(frame), self.margin if margin is None else margin)
 
     def arm_column(self, arm: str) -> int:
         """The column of an arm named like ``cashback@10000`` (or ``none``)."""
-        names = list(self.arms["arm"])
-        if arm not in names:
-            raise ValueError(f"unknown arm {arm!r}; this model's arms are {names}")
-        return names.index(arm)
+        return self.model.arm_column(arm)
 
     def judge(
         self,
@@ -123,7 +128,7 @@ class Scorer:
             pick = choose(gain, scores.cost, budget=budget)
         best_offer = gain[:, 1:].argmax(axis=1) + 1
         judged = np.where(pick.arm == 0, best_offer, pick.arm)
-        spread = self.ensemble.spread(frame, self.arms, judged, scores.margin, scores.point)
+        spread = self.model.spread(frame, judged, scores.margin, scores.point)
         rows = np.arange(len(judged))
         sd = spread.net if objective == "net_value" else spread.reengage
         return Judgement(pick, judged, spread, confidence(gain[rows, judged], sd, pick.arm > 0))
@@ -172,7 +177,7 @@ class Scorer:
         n, k = s.inc_net.shape
         sd = np.column_stack(
             [np.zeros(n)]
-            + [self.ensemble.spread(frame, self.arms, np.full(n, j), s.margin, s.point).net for j in range(1, k)]
+            + [self.model.spread(frame, np.full(n, j), s.margin, s.point).net for j in range(1, k)]
         )
         low, high = interval(s.inc_net, sd)
         mean = s.point

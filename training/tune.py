@@ -21,7 +21,6 @@ where ``rekindle train`` picks them up.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,22 @@ import numpy as np
 import pandas as pd
 
 from core.config import Config, ModelParams
+from core.errors import RekindleError
+from core.progress import SILENT, Progress
+from training.baselines import one_hot
 from training.data import population
-from training.design import Design
+from training.design import fit_design
 from training.evaluation import EvalData, hurdle_outcome, outcome_models
 from training.fit import Prepared, eval_data, fit_scorer, ipw_weights, logging_propensity, response_model
 from training.ope import row_terms
-from training.policy import choose, one_hot
+from training.policy import choose
 from training.response import LABELS, ResponseModel
 
 PARAMS_FILE = "best_params.json"
+
+
+class TuningError(RekindleError, RuntimeError):
+    """A study ended without a usable trial."""
 
 
 @dataclass
@@ -120,8 +126,7 @@ def run_tune(
     trials: int,
     study_name: str | None = None,
     storage: str | None = None,
-    on_trial: Callable[[int, float | None, str], None] | None = None,
-    on_setup: Callable[[str], None] | None = None,
+    progress: Progress = SILENT,
 ) -> TuneResult:
     import mlflow
     import optuna
@@ -137,11 +142,10 @@ def run_tune(
     if len(val_rows) > t.tuning_rows:
         val_rows = val_rows.sample(t.tuning_rows, random_state=t.seed).reset_index(drop=True)
     train = split.train
-    say = on_setup or (lambda msg: None)
-    say("propensities of the logging policy (train slice)")
+    progress.note("propensities of the logging policy (train slice)")
     prop = logging_propensity(cfg, train, arms)
     data = eval_data(cfg, val_rows, arms, prop)
-    say("reference outcome model (default parameters)")
+    progress.note("reference outcome model (default parameters)")
     ref = fit_scorer(cfg, train, arms, t.model, members=1)
     scores = ref.score(val_rows)
     mu = outcome_models(scores, cfg.business.margin)["net_value"]
@@ -167,7 +171,7 @@ def run_tune(
 
         def objective(trial: Any) -> float:
             params = suggest(trial, t.model)
-            design = Design.fit(cfg, train, arms, use_match=params.use_match)
+            design = fit_design(cfg, train, arms, use_match=params.use_match)
             if params.weighting == "ipw":
                 if True not in weights_cache:
                     weights_cache[True] = ipw_weights(cfg, design, train, arms)
@@ -193,15 +197,19 @@ def run_tune(
             return v
 
         def callback(study: Any, trial: Any) -> None:
-            if on_trial is not None:
-                on_trial(trial.number, trial.value, trial.state.name.lower())
+            done = [t.value for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
+            progress.advance("trials", detail=f"best {max(done):,.0f} KRW" if done else "no trial complete yet")
 
+        progress.start("trials", trials)
         study.optimize(objective, n_trials=trials, callbacks=[callback], gc_after_trial=True)
         complete = [tr for tr in study.trials if tr.state.name == "COMPLETE"]
         if not complete:
-            raise RuntimeError("no tuning trial completed")
+            raise TuningError(
+                f"no trial of the study {name!r} completed (all {len(study.trials)} failed or were pruned)"
+            )
         best = study.best_trial
-        assert best.value is not None
+        if best.value is None:
+            raise TuningError(f"the best trial of the study {name!r} has no value")
         params = suggest(optuna.trial.FixedTrial(best.params), t.model)
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metric("best_policy_value_dr", float(best.value))

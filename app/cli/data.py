@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from app.cli.root import Context, console, db_option, friendly_errors, parse_time
+from app.progress import RichProgress
 from core.config import Config
 from core.timeutil import utc_now
 
@@ -85,7 +86,8 @@ def run_simulation(cfg: Config, truth_dir: Path, *, overwrite: bool) -> Simulati
     from platform_db.db import safe_url
     from simulator.run import simulate as do_simulate
 
-    summary = do_simulate(cfg, truth_dir, overwrite=overwrite, console=console)
+    with RichProgress(console) as progress:
+        summary = do_simulate(cfg, truth_dir, overwrite=overwrite, progress=progress)
     print_simulation(console, summary, safe_url(cfg.db_url))
     return summary
 
@@ -154,7 +156,8 @@ def simulate_respond(
                 raise click.BadParameter(f"{item!r}: expected TYPE=MULTIPLIER", param_hint="--drift-event") from exc
         drift["event_multiplier"] = pairs
     cfg = obj.config({"simulator": {"drift": drift}} if drift else None, db=db)
-    summary = respond(cfg, decisions, Path(truth_dir) if truth_dir else cfg.path("truth"), console=console)
+    with RichProgress(console) as progress:
+        summary = respond(cfg, decisions, Path(truth_dir) if truth_dir else cfg.path("truth"), progress=progress)
     print_forward(console, summary)
 
 

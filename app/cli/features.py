@@ -18,6 +18,7 @@ from app.cli.root import (
     parse_time,
     skip_row_checks_option,
 )
+from app.progress import RichProgress
 from core.config import Config
 
 if TYPE_CHECKING:
@@ -30,40 +31,6 @@ if TYPE_CHECKING:
 @click.group()
 def features() -> None:
     """The feature store: build snapshots, materialise candidates, read features, build training sets."""
-
-
-class _Bars:
-    """Rich progress bars behind features.build.Progress callbacks."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description:<20}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def callbacks(self) -> Any:
-        from features.progress import Progress as Callbacks
-
-        def start(name: str, total: int) -> None:
-            self.tasks[name] = self.progress.add_task(name, total=max(total, 1))
-
-        def advance(name: str, n: int) -> None:
-            self.progress.advance(self.tasks[name], n)
-
-        return Callbacks(start, advance)
-
-    def __enter__(self) -> _Bars:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
 
 
 @features.command("build")
@@ -97,8 +64,8 @@ def run_feature_build(
     from app.reporting import print_feature_build
     from features.build import build_features
 
-    with _Bars() as bars:
-        summary = build_features(cfg, as_of=as_of, since=since, progress=bars.callbacks(), row_checks=row_checks)
+    with RichProgress(console) as bars:
+        summary = build_features(cfg, as_of=as_of, since=since, progress=bars, row_checks=row_checks)
     print_feature_build(console, summary)
     return summary
 
@@ -114,8 +81,8 @@ def features_materialize(obj: Context) -> None:
 def run_materialize(cfg: Config) -> MaterializeSummary:
     from features.materialize import materialize
 
-    with _Bars() as bars:
-        summary = materialize(cfg, progress=bars.callbacks())
+    with RichProgress(console) as bars:
+        summary = materialize(cfg, progress=bars)
     console.print(
         f"materialised {summary.candidates:,} candidates as of {summary.as_of:%Y-%m-%dT%H:%M} "
         f"({sum(summary.rows.values()):,} rows over {len(summary.rows)} views) in {summary.seconds:.1f} s "
@@ -172,7 +139,7 @@ def run_training_set(cfg: Config, as_of: datetime | None, out: Path, *, row_chec
     from app.reporting import print_training_set
     from features.training_set import build_training_set
 
-    with _Bars() as bars:
-        ts = build_training_set(cfg, as_of=as_of, out=out, progress=bars.callbacks(), row_checks=row_checks)
+    with RichProgress(console) as bars:
+        ts = build_training_set(cfg, as_of=as_of, out=out, progress=bars, row_checks=row_checks)
     print_training_set(console, ts)
     return ts

@@ -4,7 +4,6 @@ training/ and serving/, print."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from app.cli.root import Context, business_options, console, friendly_errors, parse_time
+from app.progress import RichProgress
 from app.reporting import print_judged
 from core.config import Config
 
@@ -19,13 +19,6 @@ if TYPE_CHECKING:
     from serving.batch import BatchResult
     from training.policy import Objective
     from training.train import TrainResult
-
-
-def _say(start: float) -> Callable[[str], None]:
-    def say(msg: str) -> None:
-        console.print(f"[dim]{time.perf_counter() - start:7.1f} s[/]  {msg}")
-
-    return say
 
 
 def _truth_dir(cfg: Config, truth: Path | None) -> Path | None:
@@ -59,31 +52,15 @@ truth_option = click.option(
 def tune(obj: Context, trials: int, storage: str | None, study_name: str | None, business: dict[str, Any]) -> None:
     """Tune the response model: Optuna (TPE, median pruning) maximising the policy's doubly robust value
     on the validation slice; each trial a nested MLflow run. `rekindle train` uses the best parameters."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from training.fit import prepare
     from training.tune import run_tune
 
     cfg = obj.config(business=business)
     start = time.perf_counter()
-    say = _say(start)
-    say("loading the training set")
-    prepared = prepare(cfg)
-    best: list[float] = []
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
-        task = bar.add_task("trials", total=trials)
-
-        def on_trial(number: int, value: float | None, state: str) -> None:
-            if value is not None and state == "complete":
-                best.append(value)
-            shown = f"best {max(best):,.0f} KRW" if best else "no trial complete yet"
-            bar.update(task, advance=1, description=f"trials ({shown})")
-
-        result = run_tune(
-            prepared, trials=trials, study_name=study_name, storage=storage, on_trial=on_trial, on_setup=say
-        )
+    with RichProgress(console) as progress:
+        progress.note("loading the training set")
+        prepared = prepare(cfg)
+        result = run_tune(prepared, trials=trials, study_name=study_name, storage=storage, progress=progress)
     states = result.trials["state"].value_counts().to_dict() if "state" in result.trials else {}
     console.print(
         f"study {result.study_name!r} ({result.storage}): {states}\n"
@@ -116,18 +93,11 @@ def run_training(cfg: Config, *, defaults: bool, truth: Path | None) -> TrainRes
     from training.train import run_train
     from training.tune import best_params_path, read_best_params
 
-    start = time.perf_counter()
     params, source = (None, "config") if defaults else (read_best_params(cfg), str(best_params_path(cfg)))
     if params is None:
         source = "config (no tuning result; run `rekindle tune`)" if not defaults else "config"
-    result = run_train(
-        cfg,
-        params=params,
-        params_source=source,
-        truth_dir=truth,
-        say=_say(start),
-        on_member=lambda i: console.print(f"           member {i + 1}/{cfg.training.ensemble} fitted"),
-    )
+    with RichProgress(console) as progress:
+        result = run_train(cfg, params=params, params_source=source, truth_dir=truth, progress=progress)
     print_judged(console, result.judged)
     name = cfg.training.model_name
     console.print(f"\nregistered {name} version {result.version} as challenger (MLflow run {result.run_id})")
@@ -149,8 +119,8 @@ def evaluate(obj: Context, model: str | None, truth: Path | None, business: dict
     from training.train import run_evaluate
 
     cfg = obj.config(business=business)
-    start = time.perf_counter()
-    result = run_evaluate(cfg, model=model, truth_dir=_truth_dir(cfg, truth), say=_say(start))
+    with RichProgress(console) as progress:
+        result = run_evaluate(cfg, model=model, truth_dir=_truth_dir(cfg, truth), progress=progress)
     print_judged(console, result.judged)
     console.print(f"report: {result.judged.report} (MLflow run {result.run_id})")
 
@@ -214,33 +184,31 @@ def run_decisions(
 ) -> BatchResult:
     from serving.batch import run_batch
     from training import registry
+    from training.scorer import Scorer
 
-    start = time.perf_counter()
-    say = _say(start)
-    with registry.tracking(cfg):
-        ref = model or registry.CHAMPION
-        if ref == registry.CHAMPION and registry.alias_version(cfg.training.model_name, registry.CHAMPION) is None:
-            from training.registry import RegistryError
-
-            raise RegistryError(
-                f"no champion of {cfg.training.model_name} yet: run `rekindle train` (or pass --model challenger "
-                "to use a model that was not promoted)"
-            )
-        uri = registry.model_uri(cfg.training.model_name, ref)
-        say(f"loading {uri}")
-        scorer = registry.load_scorer(uri)
-    result = run_batch(
-        cfg,
-        scorer,
-        as_of=as_of,
-        out=out,
-        model_version=uri,
-        margin=margin,
-        objective=objective,
-        budget=budget,
-        arm=arm,
-        say=say,
-    )
+    name, ref = cfg.training.model_name, model or registry.CHAMPION
+    with RichProgress(console) as progress:
+        with registry.tracking(cfg):
+            if ref == registry.CHAMPION and registry.alias_version(name, registry.CHAMPION) is None:
+                raise registry.RegistryError(
+                    f"no champion of {name} yet: run `rekindle train` (or pass --model challenger to use a model "
+                    "that was not promoted)"
+                )
+            uri, version = registry.resolve(name, ref)
+            progress.note(f"loading {version} ({ref})")
+            scorer = Scorer(registry.load_model(uri), cfg.business.margin, cfg.training.objective)
+        result = run_batch(
+            cfg,
+            scorer,
+            as_of=as_of,
+            out=out,
+            model_version=version,
+            margin=margin,
+            objective=objective,
+            budget=budget,
+            arm=arm,
+            progress=progress,
+        )
     d = result.decisions
     offers = d[d["event_type"] != "none"]
     console.print(

@@ -3,7 +3,9 @@ the consoles, the options that several commands take, and turning a user's mista
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
@@ -135,4 +137,32 @@ def business_options(fn: F) -> F:
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_dir: str | None, db: str | None) -> None:
     """Rekindle: win back dormant players with the right event, reward, or nothing."""
+    quiet_libraries()
     ctx.obj = Context(home, config_dir, db)
+
+
+def quiet_libraries() -> None:
+    """What a user reads is ours: the libraries' deprecation notices and MLflow's INFO lines (database
+    migrations, environment detection) are not. ``MLFLOW_LOGGING_LEVEL`` set by the user wins."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # libraries reset the warning filters when they are imported (feast sets "once" for every deprecation),
+    # so the notices are dropped where they would be shown
+    if getattr(warnings.showwarning, "__name__", "") != _show_warning.__name__:
+        _show_warning.shown_by = warnings.showwarning  # type: ignore[attr-defined]
+        warnings.showwarning = _show_warning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` without the deprecation notices of the installed libraries."""
+    if issubclass(category, DeprecationWarning | PendingDeprecationWarning | FutureWarning) and (
+        "site-packages" in filename
+    ):
+        return
+    _show_warning.shown_by(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]

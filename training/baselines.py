@@ -1,0 +1,47 @@
+"""The policies the learned one is compared with, as rows x arms matrices of arm probabilities.
+
+No offer for everyone, a uniformly random offer, the best single arm for
+everyone, the best arm per segment (no offer in a segment whose best arm loses
+money), and, with the simulator's truth, the oracle (each row's best arm, or
+no offer when none gains). Which arm is "best" is judged on a rows x arms
+value matrix given by the caller: the truth, or the doubly robust estimate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def one_hot(arm: np.ndarray, k: int) -> np.ndarray:
+    """A deterministic policy as a rows x arms probability matrix."""
+    out = np.zeros((len(arm), k))
+    out[np.arange(len(arm)), arm] = 1.0
+    return out
+
+
+def uniform_offer(n: int, k: int) -> np.ndarray:
+    """The random-arm baseline: every offer arm with the same probability, never no offer."""
+    out = np.full((n, k), 1.0 / (k - 1))
+    out[:, 0] = 0.0
+    return out
+
+
+def best_single_arm(value: np.ndarray) -> int:
+    """The offer arm (column >= 1) with the highest mean ``value`` (rows x arms; NaN ignored)."""
+    return int(np.nanmean(value[:, 1:], axis=0).argmax()) + 1
+
+
+def best_arm_per_segment(value: np.ndarray, segment: np.ndarray) -> dict[str, int]:
+    """Per segment, its best single arm, or no offer (0) where that arm's mean ``value`` is not positive."""
+    best: dict[str, int] = {}
+    for s, idx in pd.Series(segment).groupby(segment).indices.items():
+        j = best_single_arm(value[idx])
+        best[str(s)] = j if np.nanmean(value[idx, j]) > 0 else 0
+    return best
+
+
+def oracle_arms(value: np.ndarray) -> np.ndarray:
+    """Each row's best arm by ``value`` (the truth), or no offer where no arm gains."""
+    best = np.nanargmax(np.nan_to_num(value, nan=-np.inf), axis=1)
+    return np.where(np.nanmax(value, axis=1) > 0, best, 0)

@@ -1,0 +1,66 @@
+"""Judging a scorer on the held-out campaigns: score them, evaluate its policy against the baselines
+(:mod:`training.evaluation`), and, with the simulator's truth, the exact values and the budget check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.progress import SILENT, Progress
+from training import evaluation as ev
+from training.fit import Prepared, eval_data, held_out, logging_propensity
+from training.propensity import PropensityModel
+from training.scorer import Scorer, Scores
+from training.truth import ArmTruth, decision_truth
+
+
+@dataclass
+class Judged:
+    """A scorer evaluated on the held-out rows."""
+
+    evaluation: ev.Evaluation
+    rows: pd.DataFrame
+    data: ev.EvalData
+    scores: Scores
+    truth: ArmTruth | None
+    budget: pd.DataFrame | None = None
+    report: Path | None = None
+    figures: dict[str, Path] = field(default_factory=dict)
+
+
+def judge(
+    prepared: Prepared, scorer: Scorer, *, truth_dir: Path | None = None, progress: Progress = SILENT,
+    propensity: PropensityModel | None = None,
+) -> Judged:
+    """Score the test slice with ``scorer`` and evaluate its policy against the baselines (and the truth)."""
+    cfg = prepared.cfg
+    rows = held_out(prepared, "test")
+    truth = None
+    if truth_dir is not None:
+        progress.note(f"matching the simulator's truth in {truth_dir}")
+        truth = decision_truth(truth_dir, rows, prepared.arms)
+        if not truth.matched.all():  # only rows with a truth, so estimates and truth talk about the same rows
+            rows = rows[truth.matched].reset_index(drop=True)
+            truth = truth.subset(truth.matched)
+    progress.note(f"propensities of the logging policy ({len(prepared.split.fit):,} earlier rows)")
+    propensity = propensity or logging_propensity(cfg, prepared.split.fit, prepared.arms)
+    data = eval_data(cfg, rows, prepared.arms, propensity)
+    progress.note(f"scoring {len(rows):,} held-out decisions x {len(prepared.arms)} arms")
+    scores = scorer.score(rows)
+    judgement = scorer.judge(rows, scores, objective="net_value")
+    progress.note("evaluating (bootstrap intervals)")
+    t = cfg.training
+    evaluation = ev.evaluate(scores, judgement, data, truth=truth, n_boot=t.bootstrap, seed=t.seed, min_cell=t.min_cell)
+    budget = None
+    if truth is not None:
+        true_net = truth.incremental_net(cfg.business.margin)
+        true_re = truth.incremental_reengage()
+        reference = {
+            "best single arm (net value)": int(np.nanmean(true_net[:, 1:], axis=0).argmax()) + 1,
+            "best single arm (re-engagement)": int(np.nanmean(true_re[:, 1:], axis=0).argmax()) + 1,
+        }
+        budget = ev.budget_check(scores, truth, cfg.business.margin, reference)
+    return Judged(evaluation, rows, data, scores, truth, budget)

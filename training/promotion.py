@@ -1,0 +1,91 @@
+"""Promotion: whether a new model may become champion, decided on estimates only (never the truth).
+
+A policy beats another when the low-variance doubly robust estimate ("dr-hurdle") of the paired
+difference of incremental net value per candidate is positive and the plain doubly robust one, which
+does not lean on the judged model, does not find it worse (the upper end of its 95% interval is above
+zero). The new model must beat the best single arm (as the estimate picks it) and the champion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from scoring.design import DesignError
+from training import evaluation as ev
+from training.fit import Prepared
+from training.judge import Judged
+from training.ope import bootstrap_weights
+from training.policy import choose
+from training.scorer import Scorer
+
+PROMOTION_ESTIMATOR = "dr-hurdle"  # the doubly robust estimate with the lowest variance (docs/training.md)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promoted: bool
+    reason: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def verdict(gaps: pd.DataFrame) -> tuple[bool, str]:
+    """A policy beats another when the low-variance estimate ("dr-hurdle") of the paired difference is
+    positive and the plain doubly robust one, which does not lean on the judged model, does not find it
+    worse (the upper end of its 95% interval is above zero)."""
+    by: dict[str, dict[str, Any]] = {
+        str(r["estimator"]): {str(k): v for k, v in r.items()} for r in gaps.to_dict("records")
+    }
+    main, plain = by[PROMOTION_ESTIMATOR], by["dr"]
+    ok = bool(main["estimate"] > 0 and plain["high"] > 0)
+
+    def fmt(r: dict[str, Any]) -> str:
+        return f"{r['estimate']:+,.0f} [{r['low']:+,.0f}, {r['high']:+,.0f}]"
+
+    return ok, f"difference {fmt(main)} KRW per candidate ({PROMOTION_ESTIMATOR}), {fmt(plain)} (plain DR)"
+
+
+def gap_figures(gaps: pd.DataFrame, prefix: str) -> dict[str, float]:
+    pairs = zip(gaps["estimator"], gaps["estimate"], strict=True)
+    return {f"{prefix}_{str(e).replace('-', '_')}": float(v) for e, v in pairs}
+
+
+def promotion_decision(
+    prepared: Prepared, j: Judged, champion: Scorer | None, champion_version: int | None
+) -> Promotion:
+    """Whether the new model's policy may become champion, and why (estimates only, never the truth: the
+    best single arm it must beat is the one the doubly robust estimate picks). ``champion`` is None when
+    there is none, or when it cannot be loaded (``champion_version`` then names it)."""
+    e = j.evaluation
+    if e.gaps is None:
+        raise ValueError("the evaluation holds no gap to the best single arm: judge the model first")
+    arm = e.estimated_best_single
+    ok, text = verdict(e.gaps)
+    figures = gap_figures(e.gaps, "gap_best_single")
+    if not ok:
+        reason = f"not promoted: does not beat the best single arm {arm} ({text}); fall back to {arm}"
+        return Promotion(False, reason, figures)
+    if champion is None:
+        first = "first champion" if champion_version is None else f"champion v{champion_version} cannot be loaded"
+        return Promotion(True, f"promoted: {first}; beats the best single arm {arm} ({text})", figures)
+    if list(champion.arms["arm"]) != list(prepared.arms["arm"]):
+        return Promotion(
+            False,
+            "not promoted: the champion's arms differ from the new model's; compare them with `rekindle evaluate`",
+            figures,
+        )
+    try:
+        scores = champion.score(j.rows)
+    except DesignError as exc:  # a champion trained on other features
+        reason = f"not promoted: the champion v{champion_version} cannot score these rows ({exc})"
+        return Promotion(False, reason, figures)
+    t = prepared.cfg.training
+    w = bootstrap_weights(j.data.logged.cluster, t.bootstrap, t.seed)
+    mine, theirs = choose(j.scores.inc_net, j.scores.cost).arm, choose(scores.inc_net, scores.cost).arm
+    gaps = ev.policy_gaps(j.scores, j.data, mine, theirs, w)  # one outcome model (the new one's) for both
+    figures |= gap_figures(gaps, "gap_champion")
+    ok, text = verdict(gaps)
+    said = "promoted: beats" if ok else "not promoted: does not beat"
+    return Promotion(ok, f"{said} champion v{champion_version} on the same held-out rows ({text})", figures)
