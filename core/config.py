@@ -249,6 +249,19 @@ class Population(_Strict):
         return self
 
 
+class VipDynamics(_Strict):
+    """How a player's VIP level moves: up to the level their deposits so far earn, down one level for
+    every ``idle_downgrade_days`` without a session. The platform stores only the current level."""
+
+    deposit_steps: list[int] = Field([100_000, 500_000, 2_000_000, 5_000_000, 10_000_000], min_length=5, max_length=5)
+    idle_downgrade_days: int = Field(90, ge=1)
+
+    @field_validator("deposit_steps")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        return positive_increasing("deposit_steps", v)
+
+
 class Activity(_Strict):
     session_prob: Beta
     extra_sessions: float = Field(ge=0)
@@ -315,6 +328,7 @@ class Simulator(_Strict):
     money: Money
     response: Response
     campaigns: Campaigns
+    vip: VipDynamics = VipDynamics()
     drift: Drift = Drift()
 
     @field_validator("end")

@@ -22,15 +22,16 @@ from core.progress import SILENT, Progress
 from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
 from features.content import CONTENT_SINCE, event_type_content
 from features.facts import Facts, load_facts
-from features.families import ENTITY, TIMESTAMP, Family, all_families
+from features.families import ENTITY, all_families
 from features.layout import FeatureStoreError, layout
 from features.manifest import business_window, check_business, read_manifest, store_description, write_manifest
-from features.offline import VIEW_MODES, read_view, writer
+from features.offline import VIEW_MODES, writer
 from features.repo import event_type_service_name, player_service_name
 from features.snapshots import player_snapshots, profile_frame, snapshot_days
 from features.store import open_store
 from platform_db.db import connect, require_tables, safe_url
 from segmentation.service import event_time_range
+from system_db.store import SystemStore
 from validation.checks import filters_for_invalid_rows
 
 
@@ -71,25 +72,16 @@ def previous_build(cfg: Config) -> dict[str, Any] | None:
     return manifest
 
 
-def _profile_rows(cfg: Config, facts: Facts, previous: dict[str, Any] | None, family: Family) -> pd.DataFrame:
-    """Profile values as seen now. First build of a database: dated at registration (no history exists).
-    Later builds keep the old rows (before this as-of) and add a row at the as-of for each player whose
-    values changed, or who is new (dated at registration)."""
-    if previous is None:
-        return profile_frame(facts, stamp_at_registration=True)
-    old = read_view(layout(cfg), family)
-    old = old[old[TIMESTAMP] < pd.Timestamp(facts.as_of)]  # a rebuild at the same as-of replaces its own rows
-    latest = old.sort_values(TIMESTAMP, kind="stable").drop_duplicates(ENTITY, keep="last")
-    now = profile_frame(facts, stamp_at_registration=False)
-    merged = now.merge(latest, on=ENTITY, how="left", suffixes=("", "_old"), indicator=True)
-    new = merged["_merge"] == "left_only"
-    changed = pd.Series(False, index=merged.index)
-    for col in family.columns:
-        changed |= merged[col].astype(str) != merged[f"{col}_old"].astype(str)
-    fresh = profile_frame(facts, stamp_at_registration=True).set_index(ENTITY)
-    add_new = fresh.loc[merged.loc[new, ENTITY]].reset_index()
-    add_changed = now.loc[(changed & ~new).to_numpy()]
-    return pd.concat([old, add_new, add_changed], ignore_index=True)
+def observe_attributes(cfg: Config, facts: Facts, observed_at: datetime) -> pd.DataFrame:
+    """Record the players' current channel, VIP level and status in the system store as seen at
+    ``observed_at`` (the platform's latest event: its rows hold the values of that time, not of any
+    earlier one), and return every observation recorded so far."""
+    store = SystemStore(cfg.system_db_url)
+    try:
+        store.record_attributes(facts.players, observed_at)
+        return store.read_attributes()
+    finally:
+        store.engine.dispose()
 
 
 def build_features(
@@ -168,7 +160,8 @@ def build_features(
         t = time.perf_counter()
         bar.start("snapshots", len(facts.players))
         created = facts.players.set_index(ENTITY)["created_at"]
-        for chunk in player_snapshots(facts, cfg, days):
+        observed = observe_attributes(cfg, facts, after_latest)
+        for chunk in player_snapshots(facts, cfg, days, observed=observed):
             for name, frame in chunk.items():
                 rows[f"player_{name}"] += out.write(families[f"player_{name}"], frame)
             ids = chunk["activity"][ENTITY].unique()
@@ -178,8 +171,7 @@ def build_features(
             del chunk, emb  # else the last chunk's frames stay alive while the next one is computed
         rows["event_type_cf"] += out.write(families["event_type_cf"], event_type_embeddings(factors))
         rows["event_type_content"] += out.write(families["event_type_content"], event_type_content(cfg, CONTENT_SINCE))
-        profile = _profile_rows(cfg, facts, previous, families["player_profile"])
-        rows["player_profile"] += out.write(families["player_profile"], profile)
+        rows["player_profile"] += out.write(families["player_profile"], profile_frame(observed))
         seconds["snapshots"] = time.perf_counter() - t
         t = time.perf_counter()
         out.commit()

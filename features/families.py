@@ -136,8 +136,9 @@ def profile(cfg: Config) -> Family:
         "profile",
         ENTITY,
         feats,
-        "the players row; the platform keeps no history of it, so a build records the values it sees "
-        "(the first build dates them at registration)",
+        "the players row as the system observed it: the platform keeps only current values, so every build "
+        "records the values it sees, dated at the platform's latest event (system_db player_attributes); a "
+        "decision before a player's first observation reads no profile",
     )
 
 
@@ -153,8 +154,8 @@ def segment(cfg: Config) -> Family:
         "segment",
         ENTITY,
         feats,
-        "the segmentation of the foundation issue, at every snapshot (status: the players row's current value, "
-        "the platform keeps no history)",
+        "the segmentation of the foundation issue, at every snapshot (status: the one last observed at or before "
+        "the snapshot; before the first observation a player is labelled by behaviour alone)",
     )
 
 

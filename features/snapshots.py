@@ -22,7 +22,7 @@ import pandas as pd
 from core.config import Config
 from core.timeutil import naive_utc
 from features.families import ENTITY, OTHER_GAME, TIMESTAMP, activity, money, promotions, segment
-from segmentation.classify import idle_state, label_players
+from segmentation.classify import ACTIVE_STATUS, idle_state, label_players
 
 if TYPE_CHECKING:
     from features.facts import Facts
@@ -68,36 +68,25 @@ def snapshot_days(facts: Facts, cfg: Config, since: datetime | None = None) -> n
     return np.arange(lo, 1, dtype=np.int64)
 
 
-def profile_frame(facts: Facts, stamp_at_registration: bool) -> pd.DataFrame:
-    """The ``profile`` family: one row per player with the values the platform holds now.
-
-    Parameters
-    ----------
-    facts : Facts
-        The per-day facts; only ``players`` is read.
-    stamp_at_registration : bool
-        Date each row at the player's registration (first build) rather than at the as-of.
+def profile_frame(observed: pd.DataFrame) -> pd.DataFrame:
+    """The ``profile`` family from the system's observations of the players' mutable attributes
+    (:meth:`system_db.store.SystemStore.read_attributes`): one row per observation, dated when it was
+    seen, so a decision before a player's first observation reads no profile at all.
 
     Returns
     -------
     pandas.DataFrame
-        ``player_id``, ``event_timestamp``, ``channel``, ``vip_level`` (int64), ``status``
-        (strings, "" when missing), sorted by ``player_id``.
+        ``player_id``, ``event_timestamp`` (the observation time), ``channel``, ``vip_level`` (int64),
+        ``status`` (strings, "" when missing), sorted by ``player_id`` and time.
     """
-    p = facts.players.sort_values(ENTITY, kind="stable")
-    n = len(p)
-    stamp = (
-        p["created_at"].to_numpy(dtype="datetime64[us]")
-        if stamp_at_registration
-        else np.full(n, np.datetime64(naive_utc(facts.as_of), "us"))
-    )
+    o = observed.sort_values([ENTITY, "observed_at"], kind="stable")
     return pd.DataFrame(
         {
-            ENTITY: p[ENTITY].to_numpy(dtype=np.int64),
-            TIMESTAMP: stamp,
-            "channel": _strings(p["channel"]),
-            "vip_level": p["vip_level"].to_numpy(dtype=np.int64),
-            "status": _strings(p["status"]),
+            ENTITY: o[ENTITY].to_numpy(dtype=np.int64),
+            TIMESTAMP: o["observed_at"].to_numpy(dtype="datetime64[us]"),
+            "channel": _strings(o["channel"]),
+            "vip_level": o["vip_level"].fillna(-1).to_numpy(dtype=np.int64),
+            "status": _strings(o["status"]),
         }
     )
 
@@ -109,6 +98,7 @@ def player_snapshots(
     *,
     chunk_players: int | None = None,
     on_chunk: Callable[[int], Any] | None = None,
+    observed: pd.DataFrame | None = None,
 ) -> Iterator[dict[str, pd.DataFrame]]:
     """The ``activity``, ``money``, ``promotions`` and ``segment`` families at every snapshot, per chunk of players.
 
@@ -126,6 +116,11 @@ def player_snapshots(
         (player, snapshot) cells: memory grows with players x snapshots.
     on_chunk : callable, optional
         Called with the number of players of each chunk once it is computed.
+    observed : pandas.DataFrame, optional
+        The system's observations of the players' status (``player_id``, ``observed_at``, ``status``).
+        The segment at a snapshot reads the status last observed at or before it; where none was observed
+        yet, the platform's current status says nothing about that time, and the player is labelled by
+        behaviour alone (as if active).
 
     Yields
     ------
@@ -155,7 +150,7 @@ def player_snapshots(
         days=days,
         base=int(days[0]) - max(*cfg.features.windows_days, OFFERS_WINDOW),
         created=_rel_us(players["created_at"], as_of),
-        status=pd.Categorical(players["status"]),
+        status=_ObservedStatus(observed, as_of),
         as_of=as_of,
     )
     sources = {name: _Rows(getattr(facts, name)) for name in ("session_days", "money_days", "offers")}
@@ -174,8 +169,36 @@ class _Context:
     days: np.ndarray
     base: int  # the day bucket of grid column 1; column 0 gathers every earlier bucket
     created: np.ndarray  # registration, us from the as-of, per player (all chunks)
-    status: pd.Categorical  # per player (all chunks)
+    status: _ObservedStatus
     as_of: np.datetime64
+
+
+class _ObservedStatus:
+    """The status last observed at or before each snapshot (``active`` where nothing was observed yet)."""
+
+    def __init__(self, observed: pd.DataFrame | None, as_of: np.datetime64) -> None:
+        o = observed if observed is not None else pd.DataFrame(columns=[ENTITY, "observed_at", "status"])
+        o = o.sort_values([ENTITY, "observed_at"], kind="stable")
+        self.player = o[ENTITY].to_numpy(dtype=np.int64)
+        seen = _rel_us(o["observed_at"], as_of)
+        self.day = -(-seen // DAY_US)  # the first snapshot (day index from the as-of) that sees it
+        names = o["status"].astype(str)
+        self.status = pd.Categorical(names, categories=sorted({ACTIVE_STATUS, *names}))
+
+    def at(self, player: np.ndarray, t: np.ndarray) -> Any:
+        """Per row, the status of ``player`` at the snapshot ``t`` (us from the as-of, whole days)."""
+        codes = np.full(len(player), self.status.categories.get_loc(ACTIVE_STATUS), dtype=np.int64)
+        if len(self.player):
+            lo = np.searchsorted(self.player, player, side="left")
+            hi = np.searchsorted(self.player, player, side="right")
+            has = hi > lo
+            day = t // DAY_US
+            # a player's observations are sorted by time: the last one visible at the row's day wins
+            for k in range(int((hi - lo).max(initial=0))):  # a few observations per player at most
+                idx = np.minimum(lo + k, len(self.player) - 1)
+                visible = has & (lo + k < hi) & (self.day[idx] <= day)
+                codes = np.where(visible, self.status.codes[idx], codes)
+        return pd.Categorical.from_codes(codes, dtype=self.status.dtype)
 
 
 class _Rows:
@@ -306,7 +329,7 @@ def _snapshot_chunk(ctx: _Context, ids: np.ndarray, where: slice, facts: dict[st
     values |= _activity(ctx, grid, _local(ids, facts["session_days"]), values)
     values |= _money(ctx, grid, _local(ids, facts["money_days"]))
     values |= _promotions(ctx, grid, _local(ids, facts["offers"]), values)
-    status = pd.Categorical.from_codes(ctx.status.codes[where][grid.player], dtype=ctx.status.dtype)
+    status = ctx.status.at(ids[grid.player], grid.t)
     values |= _segment(ctx, grid, status, values)
 
     head = {ENTITY: ids[grid.player], TIMESTAMP: ctx.as_of + grid.t.astype("timedelta64[us]")}

@@ -122,6 +122,15 @@ class World:
             setattr(self, name, np.concatenate([getattr(self, name), np.full(k, -1, np.int64)]))
         self.window_end = np.concatenate([self.window_end, np.full(k, -1, np.int32)])
 
+    def _move_vip(self, d: int) -> None:
+        vip = self.cfg.vip
+        pop = self.pop
+        earned = np.digitize(self.cum_deposits, vip.deposit_steps).astype(np.int8)
+        np.maximum(pop.vip, earned, out=pop.vip)
+        idle = d - self.last_session
+        down = (idle > 0) & (idle % vip.idle_downgrade_days == 0) & (pop.vip > 0) & (pop.created_day < d)
+        pop.vip[down] -= 1
+
     def send(self, decisions: Decisions, log: Log) -> np.ndarray:
         """Record decisions taken at the start of ``decisions.day``; open their
         attribution windows and give offers to their players. Returns decision ids."""
@@ -251,7 +260,10 @@ class World:
         dwin_ok = (dwin >= 0) & (self.window_end[dep_players] >= d)
         np.add.at(self.realised_deposits, dwin[dwin_ok], dep_amount[dwin_ok])
 
-        # 7. state: who came back, who lapses tonight
+        # 7. VIP levels: up to what the deposits so far earn, down one level per long idle spell
+        self._move_vip(d)
+
+        # 8. state: who came back, who lapses tonight
         self.engaged[returners] = True
         self.engaged[newcomers] = True
         lapses = was_engaged & (rng.random(n) < pop.lapse)

@@ -132,6 +132,7 @@ def respond(
     frame = read_decisions(decisions_path)
     plan = plan_decisions(frame, world, day0)
     start_day = world.day
+    vip_before = world.pop.vip.copy()
     log, outcomes, first_new = run_forward(world, plan, config, day0, progress=progress)
     ids = IdStart(**{t: current[t] + 1 for t in ("player_sessions", "promotions", "promotion_players", "money_flows")})
     if first_new != current["players"]:
@@ -150,10 +151,15 @@ def respond(
         ids=ids,
         first_player=first_new,
     )
-    changed = np.flatnonzero(
-        (world.pop.status_day[:first_new] >= start_day) & (world.pop.status_day[:first_new] <= world.day)
+    status_moved = (world.pop.status_day[:first_new] >= start_day) & (world.pop.status_day[:first_new] <= world.day)
+    changed = np.flatnonzero(status_moved | (world.pop.vip[:first_new] != vip_before[:first_new]))
+    tables.player_updates = pd.DataFrame(
+        {
+            "id": changed + 1,
+            "status": status_on(world.pop, changed, world.day),
+            "vipLevel": world.pop.vip[changed].astype(np.int64),
+        }
     )
-    tables.status_updates = pd.DataFrame({"id": changed + 1, "status": status_on(world.pop, changed, world.day)})
     first_decision = int(saved.meta.get("next_decision_id", 0))
     outcomes["decision_id"] += first_decision
     truth = asof_truth(world, config)

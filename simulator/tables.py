@@ -80,7 +80,8 @@ class PlatformTables:
     promotions: pd.DataFrame
     promotion_players: pd.DataFrame
     money_flows: pd.DataFrame
-    status_updates: pd.DataFrame | None = None  # forward mode: (id, status) of existing players whose status changed
+    # forward mode: (id, status, vipLevel) of existing players whose status or VIP level changed
+    player_updates: pd.DataFrame | None = None
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         return [

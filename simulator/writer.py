@@ -79,14 +79,18 @@ def write_new_platform(
 
 
 def append_to_platform(url: str, tables: PlatformTables, *, progress: Progress = SILENT) -> None:
-    """Append rows and apply status changes (forward mode) in one transaction."""
+    """Append rows and apply the players' status and VIP changes (forward mode) in one transaction."""
     engine = connect(url)
     with engine.begin() as conn:
         _insert_all(conn, tables, progress)
-        if tables.status_updates is not None and len(tables.status_updates):
+        updates = tables.player_updates
+        if updates is not None and len(updates):
             conn.execute(
-                sa.text('UPDATE "players" SET "status" = :status WHERE "id" = :id'),
-                [{"status": str(s), "id": int(i)} for i, s in tables.status_updates[["id", "status"]].to_numpy()],
+                sa.text('UPDATE "players" SET "status" = :status, "vipLevel" = :vip WHERE "id" = :id'),
+                [
+                    {"status": str(s), "vip": int(v), "id": int(i)}
+                    for i, s, v in updates[["id", "status", "vipLevel"]].to_numpy()
+                ],
             )
     engine.dispose()
 

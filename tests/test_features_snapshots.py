@@ -308,7 +308,8 @@ def test_segment_dormancy_boundaries_are_those_of_the_segmentation(cfg: Config) 
     players = [(1, at(-100), "active"), (2, at(-20), "active"), (3, at(-100), "active"), (4, at(-100), "blocked")]
     sessions = [(1, at(-20), "slots"), (3, at(-20, seconds=-1), "slots"), (4, at(-20), "slots")]
     flows = [(3, "deposit", 200_000, at(-50), None)]
-    fr = snapshots(facts_from_events(AS_OF, cfg, players, sessions, flows), cfg)
+    observed = pd.DataFrame({ENTITY: [4], "observed_at": [at(-100)], "status": ["blocked"]})  # seen blocked early
+    fr = snapshots(facts_from_events(AS_OF, cfg, players, sessions, flows), cfg, observed=observed)
 
     def seg(player: int, s: int) -> tuple:
         f = fr["segment"]
@@ -384,7 +385,10 @@ def classify_at(events: dict[str, list], cfg: Config, moment: datetime) -> pd.Da
 
 def test_segment_family_agrees_with_classify_at_every_snapshot(cfg: Config, world) -> None:
     facts, events = world
-    fr = snapshots(facts, cfg)["segment"]
+    players = pd.DataFrame(events["players"], columns=[ENTITY, "created_at", "status"])
+    # the status was observed before every snapshot, as classify() assumes of the status it is given
+    observed = players.assign(observed_at=at(-10_000))[[ENTITY, "observed_at", "status"]]
+    fr = snapshots(facts, cfg, observed=observed)["segment"]
     days = snapshot_days(facts, cfg)
     compared = 0
     seen_segments: set[str] = set()
@@ -486,18 +490,47 @@ def test_columns_and_dtypes_follow_the_families_contract(cfg: Config, world) -> 
                 assert frame[feat.name].map(type).eq(str).all(), feat.name
 
 
-def test_profile_frame_stamps_and_missing_strings(cfg: Config) -> None:
-    players = [(2, at(-3), "blocked", None, 4), (1, at(-5), "active", "ads", 0), (3, at(1), "active", "ads", 1)]
+def test_the_profile_is_what_the_system_observed_dated_when_seen(cfg: Config, tmp_path) -> None:
+    """The platform keeps only current values: the system records them when it sees them (only changes
+    after the first time), and the profile is dated at those observations, never at registration."""
+    from system_db.store import SystemStore
+
+    players = [(2, at(-30), "blocked", None, 4), (1, at(-50), "active", "ads", 0), (3, at(-1), "active", "ads", 1)]
     facts = facts_from_events(AS_OF, cfg, players)
-    first = profile_frame(facts, stamp_at_registration=True)
-    assert list(first.columns) == [ENTITY, TIMESTAMP, *profile(cfg).columns]
-    assert first[ENTITY].tolist() == [1, 2]
-    assert first[TIMESTAMP].tolist() == [pd.Timestamp(at(-5)), pd.Timestamp(at(-3))]
-    assert first["channel"].tolist() == ["ads", ""] and first["vip_level"].tolist() == [0, 4]
-    assert first["status"].tolist() == ["active", "blocked"]
-    assert first["vip_level"].dtype == np.int64 and first[TIMESTAMP].dtype == np.dtype("datetime64[us]")
-    later = profile_frame(facts, stamp_at_registration=False)
-    assert (later[TIMESTAMP] == pd.Timestamp(AS_OF)).all()
+    store = SystemStore(f"sqlite:///{tmp_path / 'rekindle.db'}")
+    assert store.record_attributes(facts.players, at(-10)) == 3
+    assert store.record_attributes(facts.players, at(-10)) == 3  # the same observation again: replaced, not doubled
+    moved = facts.players.assign(vip_level=np.where(facts.players[ENTITY] == 1, 2, facts.players["vip_level"]))
+    assert store.record_attributes(moved, at(-2)) == 1  # only the player whose values changed
+    frame = profile_frame(store.read_attributes())
+    assert list(frame.columns) == [ENTITY, TIMESTAMP, *profile(cfg).columns]
+    assert frame[ENTITY].tolist() == [1, 1, 2, 3]
+    by_player = frame.groupby(ENTITY)[TIMESTAMP].apply(list).to_dict()
+    assert by_player == {
+        1: [pd.Timestamp(at(-10)), pd.Timestamp(at(-2))],
+        2: [pd.Timestamp(at(-10))],
+        3: [pd.Timestamp(at(-10))],
+    }
+    assert frame.loc[frame[ENTITY] == 1, "vip_level"].tolist() == [0, 2]
+    assert frame.loc[frame[ENTITY] == 2, "channel"].tolist() == [""]  # missing strings: ""
+    assert frame["vip_level"].dtype == np.int64 and frame[TIMESTAMP].dtype == np.dtype("datetime64[us]")
+
+
+def test_the_segment_reads_the_status_observed_at_or_before_each_snapshot(cfg: Config) -> None:
+    """Player 2 is blocked now; the system saw it blocked 3 days ago. Before that observation its
+    segment comes from its behaviour, as if active (today's status says nothing about that time)."""
+    players = [(1, at(-60), "active", "ads", 0), (2, at(-60), "blocked", "ads", 0)]
+    facts = facts_from_events(AS_OF, cfg, players, sessions=[(1, at(-40), 1), (2, at(-40), 1)])
+    observed = pd.DataFrame(
+        {ENTITY: [1, 2], "observed_at": [at(-3), at(-3)], "status": ["active", "blocked"]}
+    )
+    frames = snapshots(facts, cfg, observed=observed)
+    assert value(frames, "segment", 2, -5, "segment") == value(frames, "segment", 1, -5, "segment")
+    assert str(value(frames, "segment", 2, -5, "segment")).endswith("dormant")
+    assert value(frames, "segment", 2, -3, "segment") == "blocked"
+    assert value(frames, "segment", 2, 0, "segment") == "blocked"
+    unseen = snapshots(facts, cfg)  # nothing observed: behaviour alone at every snapshot
+    assert value(unseen, "segment", 2, 0, "segment") == value(unseen, "segment", 1, 0, "segment")
 
 
 def test_positive_snapshot_index_is_refused(cfg: Config, world) -> None:
@@ -532,7 +565,9 @@ def test_segments_on_a_simulated_platform_match_the_segmentation_command(simulat
     cfg, engine, facts = simulated
     days = snapshot_days(facts, cfg)
     sample = days[::9]
-    got = snapshots(facts, cfg, sample)["segment"]
+    # `rekindle segment` classifies with the status the platform holds: as if observed before every snapshot
+    observed = facts.players.assign(observed_at=facts.as_of - 10_000 * DAY)[[ENTITY, "observed_at", "status"]]
+    got = snapshots(facts, cfg, sample, observed=observed)["segment"]
     seen: set[str] = set()
     for s in sample:
         moment = facts.as_of + int(s) * DAY
