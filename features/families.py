@@ -129,7 +129,7 @@ def promotions(cfg: Config) -> Family:
 def profile(cfg: Config) -> Family:
     feats = (
         _f("channel", "acquisition channel (players.channel)", "string"),
-        _f("vip_level", "VIP level 0-5 (players.vipLevel)", "int"),
+        _f("vip_level", "VIP level 0-5 (players.vipLevel; float: NaN before the player's first observation)"),
         _f("status", "active, self_excluded or blocked (players.status)", "string"),
     )
     return Family(

@@ -76,7 +76,7 @@ def profile_frame(observed: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``player_id``, ``event_timestamp`` (the observation time), ``channel``, ``vip_level`` (int64),
+        ``player_id``, ``event_timestamp`` (the observation time), ``channel``, ``vip_level`` (float32),
         ``status`` (strings, "" when missing), sorted by ``player_id`` and time.
     """
     o = observed.sort_values([ENTITY, "observed_at"], kind="stable")
@@ -85,7 +85,7 @@ def profile_frame(observed: pd.DataFrame) -> pd.DataFrame:
             ENTITY: o[ENTITY].to_numpy(dtype=np.int64),
             TIMESTAMP: o["observed_at"].to_numpy(dtype="datetime64[us]"),
             "channel": _strings(o["channel"]),
-            "vip_level": o["vip_level"].fillna(-1).to_numpy(dtype=np.int64),
+            "vip_level": o["vip_level"].to_numpy(dtype=np.float32, na_value=np.nan),
             "status": _strings(o["status"]),
         }
     )

@@ -513,7 +513,7 @@ def test_the_profile_is_what_the_system_observed_dated_when_seen(cfg: Config, tm
     }
     assert frame.loc[frame[ENTITY] == 1, "vip_level"].tolist() == [0, 2]
     assert frame.loc[frame[ENTITY] == 2, "channel"].tolist() == [""]  # missing strings: ""
-    assert frame["vip_level"].dtype == np.int64 and frame[TIMESTAMP].dtype == np.dtype("datetime64[us]")
+    assert frame["vip_level"].dtype == np.float32 and frame[TIMESTAMP].dtype == np.dtype("datetime64[us]")
 
 
 def test_the_segment_reads_the_status_observed_at_or_before_each_snapshot(cfg: Config) -> None:
