@@ -117,7 +117,8 @@ def print_training_set(console: Console, ts: Any) -> None:
         )
     console.print(t)
     console.print(
-        f"{len(ts.campaigns):,} campaigns; left out {ts.open_windows:,} rows whose attribution window is still open"
+        f"{len(ts.campaigns):,} campaign{'s' if len(ts.campaigns) != 1 else ''}; "
+        f"left out {ts.open_windows:,} rows whose attribution window is still open"
     )
     if ts.path is not None:
         console.print(f"wrote {ts.path}")
@@ -142,8 +143,8 @@ def print_judged(console: Console, j: Any) -> None:
         v, lo, hi = hit.iloc[0][["estimate", "low", "high"]]
         if q == "reengaged":
             return f"{v:+.4f} [{lo:+.4f}, {hi:+.4f}]" if lo == lo else f"{v:+.4f}"
-        if q == "roi":
-            return f"{v:.2f}"
+        if q == "roi":  # undefined where nothing is spent (no offer, a message without reward)
+            return f"{v:.2f}" if v == v else "undefined"
         return f"{v:,.0f} [{lo:,.0f}, {hi:,.0f}]" if lo == lo else f"{v:,.0f}"
 
     policies = [ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT, ev.RANDOM, ev.HISTORICAL, ev.NO_OFFER]

@@ -8,6 +8,7 @@ result once. Inside the system the returned objects are trusted.
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,63 @@ class Business(_Strict):
 
 
 # ---------------------------------------------------------------- catalog --
-class EventType(_Strict):
+def _unique_names(items: list[Any], what: str) -> None:
+    names = [e.name for e in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate event types in {what}: {dupes}")
+
+
+def non_negative_increasing(name: str, v: list[int]) -> list[int]:
+    if any(x < 0 for x in v) or sorted(set(v)) != v:
+        raise ValueError(f"{name} must be non-negative and strictly increasing (0: a message without reward), got {v}")
+    return v
+
+
+class CatalogEventType(_Strict):
+    """What the user says about one of the platform's event types (or a new one). Every field but the
+    name is optional: what is not given comes from the platform's history."""
+
+    name: str = Field(min_length=1)
+    rewards: list[int] | None = None  # the type's arms: history rewards among these, plus sizes inside its range
+    requires_deposit: bool | None = None
+    min_deposit: int | None = Field(None, ge=0)
+    payout_ratio: float | None = Field(None, gt=0, le=1)  # share of the reward paid when claimed
+    game: str | None = None
+    claim_rate: float | None = Field(None, gt=0, le=1)
+    new: bool = False  # never offered on this platform: served only through exploration until it has support
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards(cls, v: list[int] | None) -> list[int] | None:
+        return None if v is None else non_negative_increasing("rewards", v)
+
+    @model_validator(mode="after")
+    def _new_needs_rewards(self) -> CatalogEventType:
+        if self.new and not self.rewards:
+            raise ValueError(f"event type {self.name!r} is new: give its rewards (e.g. rewards: [0] for a message)")
+        return self
+
+
+class Catalog(_Strict):
+    """The user's catalog of the platform's event types: it restricts, prices and describes the arms the
+    history shows, and adds new event types (docs/training.md). Optional: without it, the history alone."""
+
+    event_types: list[CatalogEventType] = Field(min_length=1)
+
+    @field_validator("event_types")
+    @classmethod
+    def _unique(cls, v: list[CatalogEventType]) -> list[CatalogEventType]:
+        _unique_names(v, "the catalog")
+        return v
+
+    def get(self, name: str) -> CatalogEventType | None:
+        return next((e for e in self.event_types if e.name == name), None)
+
+
+class SimEventType(_Strict):
+    """An event type of the simulated platform, with the attributes its response model needs."""
+
     name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
     rewards: list[int] = Field(min_length=1)
     requires_deposit: bool = False
@@ -59,29 +116,29 @@ class EventType(_Strict):
         return positive_increasing("rewards", v)
 
     @model_validator(mode="after")
-    def _deposit_rule(self) -> EventType:
+    def _deposit_rule(self) -> SimEventType:
         if self.requires_deposit and self.min_deposit is None:
             raise ValueError(f"event type {self.name!r} requires a deposit but has no min_deposit")
         return self
 
 
-class Catalog(_Strict):
-    event_types: list[EventType] = Field(min_length=1)
+class SimulatorCatalog(_Strict):
+    """The event types the simulator's marketers send (configs/simulator_catalog.yaml). It belongs to the
+    simulated platform: training and serving take their arms from the platform's history."""
+
+    event_types: list[SimEventType] = Field(min_length=1)
 
     @field_validator("event_types")
     @classmethod
-    def _unique(cls, v: list[EventType]) -> list[EventType]:
-        names = [e.name for e in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate event types in catalog: {dupes}")
+    def _unique(cls, v: list[SimEventType]) -> list[SimEventType]:
+        _unique_names(v, "the simulator's catalog")
         return v
 
     def arms(self) -> list[tuple[str, int]]:
         """Every (event type, reward) pair of the catalog, in catalog order."""
         return [(e.name, r) for e in self.event_types for r in e.rewards]
 
-    def get(self, name: str) -> EventType:
+    def get(self, name: str) -> SimEventType:
         for e in self.event_types:
             if e.name == name:
                 return e
@@ -148,7 +205,9 @@ class FeastStore(_Strict):
 
 
 class Features(_Strict):
-    games: list[str] = Field(["slots", "table", "sports", "poker", "casual"], min_length=1)
+    # null: the platform's own, found by `features build` (games with 1%+ of the sessions, event types offered)
+    games: list[str] | None = None
+    event_types: list[str] | None = None
     windows_days: list[int] = Field([7, 30, 90], min_length=1)
     history_days: int | None = Field(None, ge=1)  # snapshots over the last N days before the as-of; null = all
     embedding_dim: int = Field(3, ge=1, le=16)
@@ -164,8 +223,10 @@ class Features(_Strict):
 
     @field_validator("games")
     @classmethod
-    def _games(cls, v: list[str]) -> list[str]:
-        bad = [g for g in v if not g.isidentifier() or g != g.lower() or g == "other"]
+    def _games(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        bad = [g for g in v if not re.fullmatch(r"[a-z][a-z0-9_]*", g) or g == "other"]
         if bad or len(set(v)) != len(v):
             raise ValueError(f"games must be unique lower-case identifiers other than 'other', got {v}")
         return v
@@ -174,12 +235,14 @@ class Features(_Strict):
 # ---------------------------------------------------------------- training --
 class ArmsConfig(_Strict):
     min_support: int = Field(100, ge=1)  # offers an (event type, reward) pair needs in the history to be an arm
-    catalog: Literal["extend", "restrict", "history"] = "extend"
 
 
 class SplitConfig(_Strict):
     validation_campaigns: int = Field(4, ge=1)  # the campaigns before the test slice: tuning's objective
     test_campaigns: int = Field(4, ge=1)  # the latest campaigns: held out for evaluation and promotion
+    # too few campaigns for the time split (fewer than the two above + 2): split by player instead
+    player_validation_share: float = Field(0.2, gt=0, lt=0.5)
+    player_test_share: float = Field(0.25, gt=0, lt=0.5)
 
 
 class ModelParams(_Strict):
@@ -328,6 +391,7 @@ class Simulator(_Strict):
     money: Money
     response: Response
     campaigns: Campaigns
+    catalog: SimulatorCatalog
     vip: VipDynamics = VipDynamics()
     drift: Drift = Drift()
 
@@ -337,27 +401,13 @@ class Simulator(_Strict):
         """All times are naive UTC inside the system."""
         return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
 
-
-# ------------------------------------------------------------------- root --
-class Config(_Strict):
-    home: Path
-    db_url: str
-    system_db_url: str
-    business: Business
-    segmentation: Segmentation
-    catalog: Catalog
-    simulator: Simulator
-    config_dir: Path
-    features: Features = Features()
-    training: Training = Training()
-
     @model_validator(mode="after")
-    def _catalog_matches_simulator(self) -> Config:
+    def _catalog_matches(self) -> Simulator:
         names = {e.name for e in self.catalog.event_types}
-        unknown = sorted(set(self.simulator.campaigns.rule_event_by_game.values()) - names)
+        unknown = sorted(set(self.campaigns.rule_event_by_game.values()) - names)
         if unknown:
-            raise ValueError(f"simulator.campaigns.rule_event_by_game names event types not in the catalog: {unknown}")
-        drift, channels = self.simulator.drift, set(self.simulator.population.channels)
+            raise ValueError(f"simulator.campaigns.rule_event_by_game names event types not in its catalog: {unknown}")
+        drift, channels = self.drift, set(self.population.channels)
         if drift.channel_mix is not None:
             bad = sorted(set(drift.channel_mix) - channels)
             if bad or any(v < 0 for v in drift.channel_mix.values()) or sum(drift.channel_mix.values()) <= 0:
@@ -372,6 +422,20 @@ class Config(_Strict):
                 + (f"; unknown: {bad_events}" if bad_events else "")
             )
         return self
+
+
+# ------------------------------------------------------------------- root --
+class Config(_Strict):
+    home: Path
+    db_url: str
+    system_db_url: str
+    business: Business
+    segmentation: Segmentation
+    simulator: Simulator
+    config_dir: Path
+    features: Features = Features()
+    training: Training = Training()
+    catalog: Catalog | None = None  # the user's catalog of the platform's event types; None: its history alone
 
     def require_simulatable(self) -> None:
         """What only simulating needs (training on a real platform's history does not care)."""
@@ -443,6 +507,9 @@ def load_config(
         ref = raw.get(section)
         if isinstance(ref, str):
             raw[section] = _read_yaml(cdir / ref)
+    sim_catalog = raw.get("simulator", {}).get("catalog") if isinstance(raw.get("simulator"), dict) else None
+    if isinstance(sim_catalog, str):
+        raw["simulator"]["catalog"] = _read_yaml(cdir / sim_catalog)
     raw = _merge(raw, overrides or {})
 
     home_value = home or os.environ.get(HOME_ENV) or raw.get("home") or "./var"

@@ -65,6 +65,7 @@ def main() -> None:
     base = ModelParams.model_validate(base.model_dump() | extra)
     print("base parameters:", base.model_dump())
     prepared = prepare(cfg)
+    cfg = prepared.cfg  # with the platform's games and event types
     truth_dir = args.truth or args.home / "truth"
     propensity = logging_propensity(cfg, prepared.split.fit, prepared.arms)
     out = []

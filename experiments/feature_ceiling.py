@@ -68,6 +68,7 @@ def main() -> None:
     cfg = load_config(home=args.home)
     truth_dir = args.truth or args.home / "truth"
     prepared = prepare(cfg)
+    cfg = prepared.cfg  # with the platform's games and event types
     fit = population(prepared.split.fit)
     fit = fit.sample(min(args.rows, len(fit)), random_state=cfg.training.seed).reset_index(drop=True)
     test = held_out(prepared, "test")

@@ -14,17 +14,30 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
 from core.progress import SILENT, Progress
+from features import vocabulary
 from features.cf import event_type_embeddings, fit_event_factors, player_embeddings
-from features.content import CONTENT_SINCE, event_type_content
+from features.content import event_type_content, return_games
 from features.facts import Facts, load_facts
 from features.families import ENTITY, all_families
+from features.families import games as families_games
 from features.layout import FeatureStoreError, layout
-from features.manifest import business_window, check_business, read_manifest, store_description, write_manifest
+from features.manifest import (
+    business_window,
+    check_business,
+    read_manifest,
+    store_description,
+    with_vocabulary,
+    write_manifest,
+)
+from features.manifest import (
+    vocabulary as vocabulary_of,
+)
 from features.offline import VIEW_MODES, writer
 from features.repo import event_type_service_name, player_service_name
 from features.snapshots import player_snapshots, profile_frame, snapshot_days
@@ -141,12 +154,16 @@ def build_features(
             )
     seconds["validate"] = time.perf_counter() - t0
 
-    store = open_store(cfg)  # fails now, not after minutes of work, if PostgreSQL or Redis is down
+    open_store(cfg, apply=False)  # fails now, not after minutes of work, if PostgreSQL or Redis is down
     t = time.perf_counter()
     try:
+        cfg = vocabulary.discover(cfg, engine, filters, as_of)
         facts = load_facts(engine, cfg, as_of, filters=filters, progress=bar)
+        promotions = vocabulary.promotion_terms(engine, filters, as_of)
     finally:
         engine.dispose()
+    types = cfg.features.event_types or vocabulary.offered_event_types(facts.offers)
+    cfg = with_vocabulary(cfg, {"event_types": types})
     seconds["load"] = time.perf_counter() - t
 
     families = {f.view: f for f in all_families(cfg)}
@@ -170,7 +187,10 @@ def build_features(
             bar.advance("snapshots", len(ids))
             del chunk, emb  # else the last chunk's frames stay alive while the next one is computed
         rows["event_type_cf"] += out.write(families["event_type_cf"], event_type_embeddings(factors))
-        rows["event_type_content"] += out.write(families["event_type_content"], event_type_content(cfg, CONTENT_SINCE))
+        times = np.datetime64(as_of, "us") + days.astype("timedelta64[D]").astype("timedelta64[us]")
+        returns = return_games(facts.offers, facts.session_days, families_games(cfg), np.datetime64(as_of, "us"))
+        content = event_type_content(cfg, facts.offers, promotions, returns, types, times)
+        rows["event_type_content"] += out.write(families["event_type_content"], content)
         rows["player_profile"] += out.write(families["player_profile"], profile_frame(observed))
         seconds["snapshots"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -193,7 +213,7 @@ def build_features(
         notes=notes,
     )
     _write_manifest(cfg, summary)
-    del store
+    open_store(cfg)  # the repository of these families (the platform's games and event types), applied
     summary.seconds["total"] = time.perf_counter() - t0
     return summary
 
@@ -205,5 +225,6 @@ def _write_manifest(cfg: Config, summary: BuildSummary) -> None:
         "built_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         "services": [player_service_name(), event_type_service_name()],
         "business": business_window(cfg),
+        "vocabulary": vocabulary_of(cfg),
     }
     write_manifest(cfg, data)

@@ -18,7 +18,7 @@ from core.errors import RekindleError
 from features.families import ENTITY, TIMESTAMP, all_families, player_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout
-from features.manifest import read_manifest
+from features.manifest import as_built, read_manifest
 from features.matching import add_match_scores
 from features.materialize import candidates_at
 from features.offline import read_view
@@ -47,6 +47,7 @@ def snapshot_at(cfg: Config, as_of: datetime | None) -> tuple[datetime, datetime
 
 def candidate_features(cfg: Config, as_of: datetime, snapshot: datetime) -> pd.DataFrame:
     """Every candidate at ``as_of`` with its point-in-time features and match scores."""
+    cfg = as_built(cfg)
     lay = layout(cfg)
     families = {f.view: f for f in all_families(cfg)}
     segment = read_view(lay, families["player_segment"], at=snapshot)
@@ -62,5 +63,5 @@ def candidate_features(cfg: Config, as_of: datetime, snapshot: datetime) -> pd.D
     )
     frame = historical_features(open_store(cfg), entity, player_families(cfg))
     frame["decided_at"] = pd.Timestamp(as_of)
-    event_emb = read_view(lay, families["event_type_cf"])
-    return add_match_scores(frame, cfg, event_emb, time_column="decided_at")
+    event_emb, content = read_view(lay, families["event_type_cf"]), read_view(lay, families["event_type_content"])
+    return add_match_scores(frame, cfg, event_emb, content, time_column="decided_at")

@@ -41,7 +41,7 @@ import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
-from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP
+from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, event_types
 
 OFFER_COLUMNS = ("player_id", "event_type", "reengaged_at", "window_end")
 _REL_EIG_TOL = 1e-12  # eigenvalues below this share of the largest are numerical zeros (rank-deficient R)
@@ -181,9 +181,10 @@ def fit_event_factors(
     ----------
     offers
         One row per offer sent before ``as_of`` (the facts' ``offers`` frame): ``player_id``,
-        ``event_type``, ``reengaged_at`` (NaT: none), ``window_end``. Types outside the catalog are ignored.
+        ``event_type``, ``reengaged_at`` (NaT: none), ``window_end``; types outside ``features.event_types``
+        are ignored.
     cfg
-        ``features.embedding_dim`` (k), ``features.cf_prior_strength`` and the catalog's event types.
+        ``features.embedding_dim`` (k), ``features.cf_prior_strength``, ``features.event_types``.
     as_of
         Naive UTC time of snapshot 0.
     days
@@ -195,7 +196,7 @@ def fit_event_factors(
         Per snapshot: factors ``(E, k)``, singular values, type means and resolved counts.
     """
     day_arr = _check_days(days)
-    types = tuple(e.name for e in cfg.catalog.event_types)
+    types = tuple(event_types(cfg))
     n_e, dim, k = len(types), cfg.features.embedding_dim, cfg.features.cf_prior_strength
     player, etype, resolved_at, reeng = _offer_times(offers, types)
     grid = _grid(as_of, day_arr, resolved_at)

@@ -34,6 +34,7 @@ from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from core.timeutil import naive_utc
 from features.families import OTHER_GAME
+from features.families import games as families_games
 from platform_db.bulk import Snapshot, local_duckdb, snapshot, ts_literal
 from platform_db.db import DatabaseError, require_tables, safe_url
 from platform_db.filters import source
@@ -179,6 +180,7 @@ def fact_queries(games: list[str], attribution_days: int, as_of: datetime, sourc
         f"CAST(SUM(CASE WHEN {game} = '{g}' THEN 1 ELSE 0 END) AS INTEGER) AS sessions_{g},\n" for g in games
     )
     listed = ", ".join(f"'{g}'" for g in games)
+    other = f"SUM(CASE WHEN {game} IN ({listed}) THEN 0 ELSE 1 END)" if games else "COUNT(*)"
     kind = "CAST(mf.type AS VARCHAR)"
     money_types = ", ".join(f"'{m}'" for m in MONEY_TYPES)
 
@@ -200,7 +202,7 @@ def fact_queries(games: list[str], attribution_days: int, as_of: datetime, sourc
         "session_days": f"""
             SELECT CAST(s."playerId" AS BIGINT) AS player_id, {_day_bucket('s."startedAt"', as_of)} AS day,
                    CAST(COUNT(*) AS INTEGER) AS sessions,
-                   {per_game}CAST(SUM(CASE WHEN {game} IN ({listed}) THEN 0 ELSE 1 END) AS INTEGER) AS sessions_other,
+                   {per_game}CAST({other} AS INTEGER) AS sessions_other,
                    MIN(s."startedAt") AS first_at, MAX(s."startedAt") AS last_at
             FROM {s} s
             WHERE s."startedAt" < {t}
@@ -369,7 +371,8 @@ def load_facts(
     engine : Engine
         The platform database (SQLite or PostgreSQL).
     cfg : Config
-        Uses ``cfg.features.games`` and ``cfg.business.attribution_days``.
+        Uses ``cfg.features.games`` (set: the platform's games, :mod:`features.vocabulary`) and
+        ``cfg.business.attribution_days``.
     as_of : datetime
         UTC (naive values are taken as UTC). Rows at or after it are ignored.
     filters : dict of str to str, optional
@@ -398,7 +401,7 @@ def load_facts(
         raise ValueError(f"filters name unknown tables {unknown}; expected some of {list(SOURCE_TABLES)}")
     require_tables(engine, SOURCE_TABLES)
     moment = naive_utc(as_of)
-    games = list(cfg.features.games)
+    games = families_games(cfg)
     schemas = fact_schemas(games)
     attribution = cfg.business.attribution_days
     # PostgreSQL reads each table through its valid-row filter; on SQLite the copies into DuckDB are filtered

@@ -3,8 +3,11 @@
 This is the contract between the pipeline that computes the snapshots
 (:mod:`features.snapshots`), the Feast repository that serves them
 (:mod:`features.repo`) and the docs (``docs/features.md``). Names that depend
-on the configuration (the games, the windows, the catalog's event types, the
-embedding size) are generated from it.
+on the configuration (the games, the event types, the windows, the embedding
+size) are generated from it. The games and event types are the platform's
+own: a build finds them in its history (``features.games`` and
+``features.event_types`` null, the default) and records them, and every later
+step reads the configuration as built (:func:`features.manifest.as_built`).
 
 Every player feature is computed at a snapshot time ``T`` from platform rows
 strictly before ``T``. Counts are float32 (Feast ``Float32``) so one snapshot
@@ -14,10 +17,13 @@ session, no deposit, no resolved offer).
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
 from core.config import Config
+from core.errors import RekindleError
 
 Kind = Literal["float", "int", "string"]
 
@@ -52,6 +58,32 @@ class Family:
         return f"{'player' if self.key == ENTITY else 'event_type'}_{self.name}"
 
 
+class UnbuiltError(RekindleError, ValueError):
+    """The platform's games or event types are asked for before a feature build has found them."""
+
+
+def games(cfg: Config) -> list[str]:
+    """The games counted separately (``share_<game>``): configured, or found by the build."""
+    if cfg.features.games is None:
+        raise UnbuiltError("the platform's games are found by `rekindle features build`: run it first")
+    return list(cfg.features.games)
+
+
+def event_types(cfg: Config) -> list[str]:
+    """The event types with per-type features: configured, or the ones the platform offered (found by the build)."""
+    if cfg.features.event_types is None:
+        raise UnbuiltError("the platform's event types are found by `rekindle features build`: run it first")
+    return list(cfg.features.event_types)
+
+
+def type_suffix(event_type: str) -> str:
+    """The column suffix of an event type (its name when that is a lower-case identifier, else a slug of it)."""
+    slug = re.sub(r"[^a-z0-9_]+", "_", event_type.lower()).strip("_")
+    if slug == event_type:
+        return slug
+    return f"{slug or 'type'}_{zlib.crc32(event_type.encode()) % 10_000:04d}"
+
+
 def _f(name: str, doc: str, kind: Kind = "float") -> Feature:
     return Feature(name, kind, doc)
 
@@ -66,7 +98,7 @@ def activity(cfg: Config) -> Family:
         _f("sessions_lifetime", "sessions started before T"),
         *[
             _f(f"share_{g}", f"share of the player's sessions before T played on {g} (NaN: never played)")
-            for g in [*fc.games, OTHER_GAME]
+            for g in [*games(cfg), OTHER_GAME]
         ],
     ]
     return Family("activity", ENTITY, tuple(feats), "when and what the player played")
@@ -106,7 +138,7 @@ def promotions(cfg: Config) -> Family:
         _f("reengage_rate", f"offers followed by a session within {w} days / resolved offers (NaN: none resolved)"),
         _f(
             "offers_resolved",
-            "catalog offers whose re-engagement outcome is known before T (the evidence behind the cf embedding)",
+            "offers whose re-engagement outcome is known before T (the evidence behind the cf embedding)",
         ),
         _f("days_since_last_offer", "days from the last offer sent to T (ties: highest offer id; NaN: never offered)"),
         _f("last_reward", "reward of the last offer sent before T, KRW (NaN: never offered)"),
@@ -116,12 +148,12 @@ def promotions(cfg: Config) -> Family:
             "bonus paid / KRW deposited before T (bonus hunting; NaN: neither; capped at 1e6, also with no deposit)",
         ),
     ]
-    for e in cfg.catalog.event_types:
-        t = e.name
+    for t in event_types(cfg):
+        x = type_suffix(t)
         feats += [
-            _f(f"offers_{t}", f"{t} offers sent before T"),
-            _f(f"claim_rate_{t}", f"claimed / resolved {t} offers (NaN: none resolved)"),
-            _f(f"deposit_rate_{t}", f"{t} offers followed by a deposit within {w} days / resolved ones (NaN: none)"),
+            _f(f"offers_{x}", f"{t} offers sent before T"),
+            _f(f"claim_rate_{x}", f"claimed / resolved {t} offers (NaN: none resolved)"),
+            _f(f"deposit_rate_{x}", f"{t} offers followed by a deposit within {w} days / resolved ones (NaN: none)"),
         ]
     return Family("promotions", ENTITY, tuple(feats), "offers received and how the player answered them")
 
@@ -170,15 +202,22 @@ def cf(cfg: Config) -> Family:
 
 def event_type_content(cfg: Config) -> Family:
     feats = (
-        _f("requires_deposit", "1 if the reward needs a deposit", "int"),
-        _f("min_deposit", "minimum deposit, KRW (0 when none)"),
-        _f("payout_ratio", "share of the nominal reward paid out when claimed"),
-        _f("catalog_claim_rate", "the catalog's claim rate of a player who comes back"),
-        _f("reward_min", "smallest reward on the ladder, KRW"),
-        _f("reward_max", "largest reward on the ladder, KRW"),
-        _f("game", "the game the event is tied to (empty string: any)", "string"),
+        _f("requires_deposit", "1 if the reward needs a deposit: the catalog's, else 1 when 95% of 20+ claims had one"),
+        _f("min_deposit", "minimum deposit, KRW: the catalog's, else the promotions' minDeposit (0 when none)"),
+        _f("payout_ratio", "share of the reward paid when claimed: the catalog's, else paid / reward of its claims"),
+        _f("type_claim_rate", "claimed / resolved offers of the type (the catalog's claim_rate when given)"),
+        _f("deposit_share", "share of the type's claims that came with a deposit in their window (NaN: no claim)"),
+        _f("reward_min", "smallest reward offered, KRW (the catalog's ladder when given)"),
+        _f("reward_max", "largest reward offered, KRW (the catalog's ladder when given)"),
+        _f("game", "the game the type is tied to: the catalog's, else its returners' game when half their sessions "
+           "were on it (empty string: any)", "string"),
     )
-    return Family("content", EVENT_TYPE_KEY, feats, "the event type's attributes in configs/catalog.yaml")
+    return Family(
+        "content",
+        EVENT_TYPE_KEY,
+        feats,
+        "each event type's content as known at T: the user's catalog where it says, else the platform's history",
+    )
 
 
 def event_type_cf(cfg: Config) -> Family:
@@ -187,16 +226,14 @@ def event_type_cf(cfg: Config) -> Family:
     return Family("cf", EVENT_TYPE_KEY, feats, "collaborative filtering: event-type factors, refit at every snapshot")
 
 
-PLAYER_FAMILIES = (activity, money, promotions, profile, segment, cf)
-EVENT_TYPE_FAMILIES = (event_type_content, event_type_cf)
 
 
 def player_families(cfg: Config) -> list[Family]:
-    return [make(cfg) for make in PLAYER_FAMILIES]
+    return [activity(cfg), money(cfg), promotions(cfg), profile(cfg), segment(cfg), cf(cfg)]
 
 
 def event_type_families(cfg: Config) -> list[Family]:
-    return [make(cfg) for make in EVENT_TYPE_FAMILIES]
+    return [event_type_content(cfg), event_type_cf(cfg)]
 
 
 def all_families(cfg: Config) -> list[Family]:

@@ -61,3 +61,26 @@ def read_manifest(cfg: Config) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(lay.manifest_path.read_text())
     data["as_of"] = datetime.fromisoformat(data["as_of"])
     return data
+
+
+def vocabulary(cfg: Config) -> dict[str, list[str]]:
+    """The platform's own names the features of ``cfg`` are built for (games, event types)."""
+    return {"games": list(cfg.features.games or []), "event_types": list(cfg.features.event_types or [])}
+
+
+def with_vocabulary(cfg: Config, words: dict[str, Any]) -> Config:
+    """``cfg`` whose ``features.games`` and ``features.event_types`` are ``words``' (a build's)."""
+    update = {k: list(words[k]) for k in ("games", "event_types") if words.get(k) is not None}
+    return cfg.model_copy(update={"features": cfg.features.model_copy(update=update)})
+
+
+def as_built(cfg: Config) -> Config:
+    """``cfg`` as the last feature build saw the platform: its games and event types (the feature names
+    depend on them). Every step after a build reads the features through this."""
+    manifest = read_manifest(cfg)
+    if "vocabulary" not in manifest:
+        raise FeatureStoreError(
+            f"the feature build in {layout(cfg).root} predates recording the platform's games and event types: "
+            "run `rekindle features build` again"
+        )
+    return with_vocabulary(cfg, manifest["vocabulary"])

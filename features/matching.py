@@ -33,8 +33,7 @@ import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
-from features.content import CONTENT_SINCE, event_type_content
-from features.families import EVENT_TYPE_KEY, TIMESTAMP
+from features.families import EVENT_TYPE_KEY, TIMESTAMP, type_suffix
 
 NEUTRAL = 0.5
 DEFAULT_SCALE = 0.1  # a typical spread of centred re-engagement rates between event types
@@ -122,15 +121,17 @@ def content_score(player_features: pd.DataFrame, content: pd.DataFrame) -> pd.Da
     ----------
     player_features
         One row per player (at a time): the activity family's ``share_<game>`` columns and, when an event
-        requires a deposit, ``deposits_n_lifetime`` and ``deposits_n_<w>d``.
+        requires a deposit, ``deposits_n_lifetime`` and ``deposits_n_<w>d``; with ``event_timestamp`` when
+        ``content`` spans several snapshots.
     content
-        The event types' content (:func:`features.content.event_type_content`): ``event_type``, ``game``,
-        ``requires_deposit``.
+        The event types' content (the event_type_content view): ``event_type``, ``game``,
+        ``requires_deposit`` and, optionally, ``event_timestamp``. With several snapshots, each player row
+        uses the latest one at or before its own timestamp (an event type not described yet: 0.5).
 
     Returns
     -------
     pandas.DataFrame
-        Index of ``player_features``, one column per event type of ``content``.
+        Index of ``player_features``, one column per event type of ``content`` (order of first appearance).
     """
     missing = [c for c in (EVENT_TYPE_KEY, "game", "requires_deposit") if c not in content]
     if missing:
@@ -139,16 +140,33 @@ def content_score(player_features: pd.DataFrame, content: pd.DataFrame) -> pd.Da
     if not shares:
         raise MatchingInputError("content scores need the activity family's share_<game> columns, got none")
     n = len(player_features)
-    needs = content["requires_deposit"].to_numpy().astype(bool)
+    types = pd.Index(pd.unique(content[EVENT_TYPE_KEY]))
+    stamps = np.unique(content[TIMESTAMP].to_numpy("datetime64[us]")) if TIMESTAMP in content else np.array([])
+    if len(stamps) > 1 and TIMESTAMP not in player_features:
+        raise MatchingInputError(f"the content spans {len(stamps)} snapshots: player rows need {TIMESTAMP!r}")
+    pos_s = np.searchsorted(stamps, content[TIMESTAMP].to_numpy("datetime64[us]")) if len(stamps) else 0
+    pos_e = types.get_indexer(pd.Index(content[EVENT_TYPE_KEY]))
+    game_names = pd.Index([s.removeprefix("share_") for s in shares])
+    game_of = np.full((max(len(stamps), 1), len(types)), -2, np.int64)  # -2: not described yet, -1: no game
+    game_of[pos_s, pos_e] = game_names.get_indexer(pd.Index(content["game"].fillna("").astype(str)))
+    needs = np.zeros(game_of.shape, bool)
+    needs[pos_s, pos_e] = content["requires_deposit"].fillna(0).to_numpy().astype(bool)
+    if len(stamps) > 1:
+        at = np.searchsorted(stamps, player_features[TIMESTAMP].to_numpy("datetime64[us]"), side="right") - 1
+    else:
+        at = np.zeros(n, np.int64)
+    known = at >= 0
+    at = np.maximum(at, 0)
+    share = player_features[shares].to_numpy(np.float64)
     habit = deposit_habit(player_features) if needs.any() else np.ones(n)
-    out = np.empty((n, len(content)))
-    for j, (game, dep) in enumerate(
-        zip(content["game"], needs, strict=True)
-    ):  # per event type, vectorised over players
-        col = f"share_{game}"
-        fit = _game_fit(player_features[col].to_numpy(np.float64), len(shares)) if game and col in shares else NEUTRAL
-        out[:, j] = fit * (habit if dep else 1.0)
-    return pd.DataFrame(out, index=player_features.index, columns=pd.Index(content[EVENT_TYPE_KEY]))
+    rows = np.arange(n)
+    out = np.empty((n, len(types)))
+    for j in range(len(types)):  # per event type, vectorised over players
+        g = game_of[at, j]
+        fit = np.where(g >= 0, _game_fit(share[rows, np.maximum(g, 0)], len(shares)), NEUTRAL)
+        fit = np.where(known & (g != -2), fit, NEUTRAL)
+        out[:, j] = fit * np.where(known & needs[at, j], habit, 1.0)
+    return pd.DataFrame(out, index=player_features.index, columns=types)
 
 
 def collaborative_affinity(collaborative: pd.DataFrame, scale: float = DEFAULT_SCALE) -> pd.DataFrame:
@@ -213,31 +231,40 @@ MATCH_KINDS = ("collaborative", "content", "hybrid")
 
 def match_column(kind: str, event_type: str) -> str:
     """The training set's column of the ``kind`` match score of every row's player for ``event_type``."""
-    return f"match_{kind}__{event_type}"
+    return f"match_{kind}__{type_suffix(event_type)}"
 
 
 def add_match_scores(
-    frame: pd.DataFrame, cfg: Config, event_emb: pd.DataFrame, *, time_column: str = "decision_at"
+    frame: pd.DataFrame,
+    cfg: Config,
+    event_emb: pd.DataFrame,
+    content: pd.DataFrame,
+    *,
+    time_column: str = "decision_at",
 ) -> pd.DataFrame:
     """The collaborative, content-based and hybrid match scores of each row's player for every event type
     (``match_<kind>__<type>``, so a model can score any arm) and of its own event type (``match_<kind>``,
     NaN for no offer).
 
-    ``event_emb`` is the event_type_cf view (every snapshot); each row uses the latest snapshot at or before
-    its ``time_column``, like the point-in-time join.
+    ``event_emb`` and ``content`` are the event_type_cf and event_type_content views (every snapshot); each
+    row uses the latest snapshot at or before its ``time_column``, like the point-in-time join. Columns are
+    named with :func:`features.families.type_suffix` of each event type.
     """
     k = cfg.features.embedding_dim
-    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: frame[time_column].to_numpy()})
+    when = frame[time_column].to_numpy()
+    player = frame[[f"cf_{i}" for i in range(k)]].fillna(0.0).assign(**{TIMESTAMP: when})
     collaborative = collaborative_score(player, event_emb)
-    content = content_score(frame, event_type_content(cfg, CONTENT_SINCE))[collaborative.columns]
+    shares = [c for c in frame.columns if str(c).startswith("share_") or str(c).startswith("deposits_n_")]
+    content_scores = content_score(frame[shares].assign(**{TIMESTAMP: when}), content)
+    content_scores = content_scores.reindex(columns=collaborative.columns, fill_value=NEUTRAL)
     hybrid = hybrid_score(
         collaborative,
-        content,
+        content_scores,
         frame["offers_resolved"].fillna(0).to_numpy(),
         prior_offers=cfg.features.cf_prior_strength,
     )
     columns: dict[str, np.ndarray] = {}
-    for name, wide in zip(MATCH_KINDS, (collaborative, content, hybrid), strict=True):
+    for name, wide in zip(MATCH_KINDS, (collaborative, content_scores, hybrid), strict=True):
         if "event_type" in frame:
             columns[f"match_{name}"] = own_type(wide, frame["event_type"])
         for event_type in wide.columns:

@@ -23,7 +23,7 @@ from core.config import Config
 from core.progress import SILENT, Progress
 from features.families import ENTITY, TIMESTAMP, all_families
 from features.layout import FeatureStoreError, layout
-from features.manifest import read_manifest, store_description
+from features.manifest import as_built, read_manifest, store_description
 from features.offline import read_view
 from features.online_sqlite import write_view
 from features.store import open_store
@@ -102,6 +102,7 @@ def materialize(
     """
     bar = progress
     manifest = read_manifest(cfg)
+    cfg = as_built(cfg)
     as_of = manifest["as_of"]
     lay = layout(cfg)
     store = open_store(cfg)
@@ -118,8 +119,6 @@ def materialize(
     for name, fam in families.items():
         if name == "player_profile":
             frame = profile.sort_values(TIMESTAMP, kind="stable").drop_duplicates(ENTITY, keep="last")
-        elif name == "event_type_content":
-            frame = read_view(lay, fam)
         else:
             frame = read_view(lay, fam, at=as_of)
         if fam.key == ENTITY:

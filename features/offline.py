@@ -39,7 +39,7 @@ VIEW_MODES: dict[str, Mode] = {  # snapshot views keep their old rows before --s
     "player_cf": "snapshot",
     "event_type_cf": "snapshot",
     "player_profile": "replace",
-    "event_type_content": "replace",
+    "event_type_content": "snapshot",
 }
 _ARROW = {"float": pa.float32(), "int": pa.int64(), "string": pa.string()}
 _PG = {"float": "REAL", "int": "BIGINT", "string": "TEXT"}

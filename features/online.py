@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from core.config import Config
-from features.families import ENTITY, EVENT_TYPE_KEY
+from features.families import ENTITY, EVENT_TYPE_KEY, event_types
 from features.layout import FeatureStoreError, layout
-from features.manifest import read_manifest
+from features.manifest import as_built, read_manifest
 from features.materialize import read_marker
 from features.repo import event_type_service_name, player_service_name
 from features.store import open_store
@@ -29,6 +29,7 @@ class OnlineFeatures:
         lay = layout(cfg)
         if not lay.manifest_path.is_file():
             raise FeatureStoreError(f"no feature build in {lay.root}: run `rekindle features build` and `materialize`")
+        cfg = as_built(cfg)
         marker = read_marker(cfg)
         built = read_manifest(cfg)["as_of"]
         if marker is None:
@@ -41,7 +42,7 @@ class OnlineFeatures:
         self.store = open_store(cfg, apply=False)
         self.player_service = self.store.get_feature_service(player_service_name())
         self.event_service = self.store.get_feature_service(event_type_service_name())
-        self.event_types = [e.name for e in cfg.catalog.event_types]
+        self.event_types = event_types(cfg)
         if warm_up:
             self.players([0])
             self.arms()
@@ -58,7 +59,7 @@ class OnlineFeatures:
         return {k: v[0] for k, v in resp.to_dict().items()}
 
     def arms(self) -> pd.DataFrame:
-        """Content and collaborative features of every catalog event type."""
+        """Content and collaborative features of every event type of the platform."""
         rows = [{EVENT_TYPE_KEY: e} for e in self.event_types]
         resp = self.store.get_online_features(features=self.event_service, entity_rows=rows)
         return pd.DataFrame(resp.to_dict())

@@ -21,7 +21,18 @@ import pandas as pd
 
 from core.config import Config
 from core.timeutil import naive_utc
-from features.families import ENTITY, OTHER_GAME, TIMESTAMP, activity, money, promotions, segment
+from features.families import (
+    ENTITY,
+    OTHER_GAME,
+    TIMESTAMP,
+    activity,
+    event_types,
+    games,
+    money,
+    promotions,
+    segment,
+    type_suffix,
+)
 from segmentation.classify import ACTIVE_STATUS, idle_state, label_players
 
 if TYPE_CHECKING:
@@ -385,7 +396,7 @@ def _activity(
     for w, c in zip(windows, counts, strict=True):
         out[f"sessions_{w}d"] = _f32(c)
     out["sessions_lifetime"] = _f32(lifetime)
-    for g in [*ctx.cfg.features.games, OTHER_GAME]:
+    for g in [*games(ctx.cfg), OTHER_GAME]:
         out[f"share_{g}"] = _ratio(grid.counts(row, when, days[f"sessions_{g}"].to_numpy())[0], lifetime)
     return out
 
@@ -454,13 +465,13 @@ def _promotions(
         ratio = np.where(deposits > 0, bonus / deposits, np.where(bonus > 0, RATIO_CAP, np.nan))
     out["bonus_to_deposit_ratio"] = _f32(np.minimum(ratio, RATIO_CAP))
     types = offers["event_type"].to_numpy(dtype=object)
-    catalog = np.isin(types, [e.name for e in ctx.cfg.catalog.event_types])
-    out["offers_resolved"] = _f32(grid.counts(row[catalog], resolved_at("reengaged", catalog))[0])
-    for e in ctx.cfg.catalog.event_types:
-        mine = types == e.name
-        out[f"offers_{e.name}"] = _f32(grid.counts(row[mine], sent[mine])[0])
-        out[f"claim_rate_{e.name}"] = outcome("claimed", mine)[1]
-        out[f"deposit_rate_{e.name}"] = outcome("converted", mine)[1]
+    known = np.isin(types, event_types(ctx.cfg))
+    out["offers_resolved"] = _f32(grid.counts(row[known], resolved_at("reengaged", known))[0])
+    for t in event_types(ctx.cfg):
+        mine, x = types == t, type_suffix(t)
+        out[f"offers_{x}"] = _f32(grid.counts(row[mine], sent[mine])[0])
+        out[f"claim_rate_{x}"] = outcome("claimed", mine)[1]
+        out[f"deposit_rate_{x}"] = outcome("converted", mine)[1]
     return out
 
 
@@ -506,10 +517,10 @@ def _strings(values: pd.Series) -> np.ndarray:
 
 
 def _require_columns(facts: Facts, cfg: Config) -> None:
-    games = [f"sessions_{g}" for g in [*cfg.features.games, OTHER_GAME]]
+    per_game = [f"sessions_{g}" for g in [*games(cfg), OTHER_GAME]]
     needs = {
         "players": [ENTITY, "created_at", "status"],
-        "session_days": [ENTITY, "day", "sessions", *games, "first_at", "last_at"],
+        "session_days": [ENTITY, "day", "sessions", *per_game, "first_at", "last_at"],
         "money_days": [ENTITY, "day", "deposits_n", "deposits_sum", "deposit_max", "withdrawals_n",
                        "withdrawals_sum", "bonus_sum", "last_deposit_at"],
         "offers": [ENTITY, "offer_id", "sent_at", "event_type", "reward", "claimed_at", "reengaged_at",

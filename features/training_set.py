@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,49 +27,127 @@ from features.decisions import build_decisions
 from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout
-from features.manifest import business_window, check_business, read_manifest
+from features.manifest import as_built, business_window, check_business, read_manifest, vocabulary
 from features.matching import add_match_scores
 from features.offline import read_view
 from features.store import open_store
 from platform_db.db import connect
 from validation.checks import filters_for_invalid_rows
 
+LABELS = ("reengaged", "converted", "deposits", "reward_cost", "net_value")
+GROUP_ROWS = 1_000_000  # decision rows joined and written at a time: memory stays bounded at millions of players
+
 
 @dataclass
 class TrainingSet:
-    frame: pd.DataFrame
+    """A built training set: where it was written, its label means per arm, and (read on demand) its rows."""
+
     as_of: datetime
     open_windows: int
     campaigns: pd.DataFrame
+    rates: pd.DataFrame  # per arm: rows and label means
     seconds: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
+    rows: int = 0
+    _frame: pd.DataFrame | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every row (read from ``path`` when the set was written; a million players' set is gigabytes)."""
+        if self._frame is None:
+            if self.path is None:
+                raise FeatureStoreError("this training set was neither kept nor written")
+            self._frame = pd.read_parquet(self.path)
+        return self._frame
 
     def label_rates(self) -> pd.DataFrame:
         """Per arm: rows and mean labels (the first look a data scientist takes)."""
-        g = self.frame.groupby("arm", sort=True)
-        out = g.agg(
-            rows=(ROW_ID, "size"),
-            reengaged=("reengaged", "mean"),
-            converted=("converted", "mean"),
-            deposits=("deposits", "mean"),
-            reward_cost=("reward_cost", "mean"),
-            net_value=("net_value", "mean"),
-        )
-        return out.reset_index()
+        return self.rates
+
+
+def _label_sums(frame: pd.DataFrame) -> pd.DataFrame:
+    sums = frame.groupby("arm", sort=True)[list(LABELS)].sum(numeric_only=False).astype(np.float64)
+    return sums.assign(rows=frame.groupby("arm", sort=True).size())
+
+
+def _rates(sums: list[pd.DataFrame]) -> pd.DataFrame:
+    if not sums:
+        return pd.DataFrame(columns=["arm", "rows", *LABELS])
+    total = pd.concat(sums).groupby(level=0).sum()
+    out = total[list(LABELS)].div(total["rows"], axis=0).assign(rows=total["rows"].astype(np.int64))
+    return out[["rows", *LABELS]].rename_axis("arm").reset_index()
+
+
+def campaign_groups(campaign_id: np.ndarray, max_rows: int) -> list[np.ndarray]:
+    """Consecutive campaigns, each group holding at most ``max_rows`` rows (a larger campaign: alone)."""
+    ids, counts = np.unique(campaign_id, return_counts=True)
+    groups: list[list[int]] = [[]]
+    size = 0
+    for c, n in zip(ids.tolist(), counts.tolist(), strict=True):
+        if groups[-1] and size + n > max_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(c)
+        size += n
+    return [np.asarray(g) for g in groups if g]
 
 
 BUSINESS_KEY = b"rekindle.business"  # Parquet metadata: the windows and dormancy the labels were made with
+VOCABULARY_KEY = b"rekindle.vocabulary"  # Parquet metadata: the platform's games and event types of the features
+
+
+def _metadata(cfg: Config, schema: pa.Schema) -> dict[bytes, bytes]:
+    return {
+        **(schema.metadata or {}),
+        BUSINESS_KEY: json.dumps(business_window(cfg)).encode(),
+        VOCABULARY_KEY: json.dumps(vocabulary(cfg)).encode(),
+    }
 
 
 def write_training_set(cfg: Config, frame: pd.DataFrame, out: Path) -> Path:
-    """Write ``frame`` to ``out`` (Parquet, all or nothing) with the business window its labels were made with."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".parquet.tmp")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    meta = {**(table.schema.metadata or {}), BUSINESS_KEY: json.dumps(business_window(cfg)).encode()}
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
-    tmp.replace(out)
+    """Write ``frame`` to ``out`` (Parquet, all or nothing) with the business window its labels were made with
+    and the platform's games and event types its features were built for."""
+    with _Writer(cfg, out, _arrow_types(cfg)) as writer:
+        writer.write(frame)
     return out
+
+
+def _arrow_types(cfg: Config) -> dict[str, pa.DataType]:
+    """The Arrow type of every feature column (a group whose column is all null still writes its type)."""
+    kinds = {"float": pa.float32(), "int": pa.int64(), "string": pa.string()}
+    return {f.name: kinds[f.kind] for fam in all_families(cfg) for f in fam.features}
+
+
+class _Writer:
+    """Parquet row groups appended to a temporary file, renamed to ``out`` on success (all or nothing)."""
+
+    def __init__(self, cfg: Config, out: Path, types: dict[str, pa.DataType]) -> None:
+        self.cfg, self.out, self.types = cfg, out, types
+        self.tmp = out.with_suffix(".parquet.tmp")
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            fields = [
+                pa.field(f.name, self.types.get(f.name, pa.string())) if pa.types.is_null(f.type) else f
+                for f in table.schema
+            ]
+            schema = pa.schema(fields).with_metadata(_metadata(self.cfg, table.schema))
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if kind is None and self.writer is not None:
+            self.tmp.replace(self.out)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def build_training_set(
@@ -78,11 +158,16 @@ def build_training_set(
     progress: Progress = SILENT,
     now: datetime | None = None,
     row_checks: bool = True,
+    group_rows: int = GROUP_ROWS,
 ) -> TrainingSet:
-    """Decision rows with labels and point-in-time features; written to ``out`` (Parquet) if given."""
+    """Decision rows with labels and point-in-time features; written to ``out`` (Parquet) if given, else kept.
+
+    The rows are joined and written a group of whole campaigns (at most ``group_rows`` rows) at a time, so
+    the whole set is never held in memory when it is written."""
     bar = progress
     manifest = read_manifest(cfg)
     check_business(cfg, manifest, "build the training set")
+    cfg = as_built(cfg)
     built = manifest["as_of"]
     as_of = as_of or built
     if as_of > built:
@@ -100,9 +185,42 @@ def build_training_set(
     seconds["decisions"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    bar.start("point-in-time join", 1)
     rows = decisions.rows
+    groups = campaign_groups(rows["campaign_id"].to_numpy(), group_rows)
+    bar.start("point-in-time join", len(groups))
     store = open_store(cfg)
+    views = {f.view: f for f in all_families(cfg)}
+    lay = layout(cfg)
+    event_emb, content = read_view(lay, views["event_type_cf"]), read_view(lay, views["event_type_content"])
+    kept: list[pd.DataFrame] = []
+    sums: list[pd.DataFrame] = []
+    writer = _Writer(cfg, out, _arrow_types(cfg)) if out is not None else None
+    try:
+        for campaigns in groups:
+            part = rows[rows["campaign_id"].isin(campaigns)]
+            frame = _join(store, cfg, part, event_emb, content)
+            sums.append(_label_sums(frame))
+            if writer is not None:
+                writer.write(frame)
+            else:
+                kept.append(frame)
+            del frame
+            bar.advance("point-in-time join", 1)
+    except BaseException as exc:
+        if writer is not None:
+            writer.__exit__(type(exc))
+        raise
+    if writer is not None:
+        writer.__exit__(None)
+    seconds["join"] = time.perf_counter() - t
+    whole = pd.concat(kept, ignore_index=True) if kept else None
+    return TrainingSet(
+        as_of, decisions.open_windows, decisions.campaigns, _rates(sums), seconds, out, len(rows), whole
+    )
+
+
+def _join(store: Any, cfg: Config, rows: pd.DataFrame, event_emb: pd.DataFrame, content: pd.DataFrame) -> pd.DataFrame:
+    """Decision rows with their point-in-time features and match scores."""
     entity_df = pd.DataFrame(
         {
             ROW_ID: rows[ROW_ID].to_numpy(),
@@ -112,13 +230,7 @@ def build_training_set(
         }
     )
     feats = historical_features(store, entity_df, all_families(cfg))
-    bar.advance("point-in-time join", 1)
-    seconds["join"] = time.perf_counter() - t
     feature_cols = [c for c in feats.columns if c not in (ENTITY, EVENT_TYPE_KEY, TIMESTAMP, ROW_ID)]
     frame = rows.merge(feats[[ROW_ID, *feature_cols]], on=ROW_ID, how="left", validate="one_to_one")
-    event_emb = read_view(layout(cfg), next(f for f in all_families(cfg) if f.view == "event_type_cf"))
-    frame = add_match_scores(frame, cfg, event_emb)
-    path = None
-    if out is not None:
-        path = write_training_set(cfg, frame, out)
-    return TrainingSet(frame, as_of, decisions.open_windows, decisions.campaigns, seconds, path)
+    del feats
+    return add_match_scores(frame, cfg, event_emb, content)

@@ -75,7 +75,7 @@ def load(directory: str | Path) -> ResponseEnsemble:
         )
     design = Design.from_dict(document["design"])
     arms = pd.DataFrame(document["arms"], columns=list(ARM_TABLE_COLUMNS)).astype(
-        {"reward": np.int64, "support": np.int64, "claims": np.int64, "payout": np.float64}
+        {"reward": np.int64, "support": np.int64, "claims": np.int64, "payout": np.float64, "supported": bool}
     )
     members = [
         ResponseHeads(

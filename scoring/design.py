@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 NONE = "none"
-CONTENT = ("requires_deposit", "min_deposit", "payout_ratio", "catalog_claim_rate")
+CONTENT = ("requires_deposit", "min_deposit", "payout_ratio", "type_claim_rate", "deposit_share")
 PER_TYPE = ("offers", "claim_rate", "deposit_rate")  # the player's history with one event type
 MATCH_KINDS = ("collaborative", "content", "hybrid")
 ARM_COLUMNS = (

@@ -19,7 +19,7 @@ import pandas as pd
 from scoring.design import NONE, Design
 from scoring.heads import ArmPredictions, ResponseHeads
 
-ARM_TABLE_COLUMNS = ("arm", "event_type", "reward", "support", "claims", "payout", "source")
+ARM_TABLE_COLUMNS = ("arm", "event_type", "reward", "support", "claims", "payout", "source", "supported")
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.config import Catalog, Segmentation, Simulator
+from core.config import Segmentation, Simulator, SimulatorCatalog
 from simulator.engine import Decisions, World
 
 RULE, RANDOM, HOLDOUT, SYSTEM = 0, 1, 2, 3
 GROUP_NAMES = ("rule", "random", "holdout", "system")
 
 
-def arm_table(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+def arm_table(catalog: SimulatorCatalog) -> tuple[np.ndarray, np.ndarray]:
     """(event index, reward) of every catalog arm, "no offer" excluded."""
     arms = catalog.arms()
     names = [e.name for e in catalog.event_types]
@@ -34,7 +34,7 @@ def value_tier_index(cum_deposits: np.ndarray, rules: Segmentation) -> np.ndarra
 
 
 def rule_probabilities(
-    world: World, idx: np.ndarray, cfg: Simulator, catalog: Catalog, rules: Segmentation
+    world: World, idx: np.ndarray, cfg: Simulator, catalog: SimulatorCatalog, rules: Segmentation
 ) -> np.ndarray:
     """(len(idx), n_arms + 1) probabilities of each arm under the marketers' rules; last column = no offer."""
     camp = cfg.campaigns
@@ -68,7 +68,7 @@ def rule_probabilities(
     return out
 
 
-def run_campaign(world: World, day: int, cfg: Simulator, catalog: Catalog, rules: Segmentation) -> Decisions:
+def run_campaign(world: World, day: int, cfg: Simulator, catalog: SimulatorCatalog, rules: Segmentation) -> Decisions:
     """Choose an arm (or none) for every dormant eligible player at the start of ``day``."""
     rng = world.rng
     arm_event, arm_reward = arm_table(catalog)

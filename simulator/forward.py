@@ -126,7 +126,7 @@ def run_forward(
                 world.rng,
                 np.full(k, d, np.int32),
                 sim,
-                config.catalog,
+                config.simulator.catalog,
                 last_day=d + 10 * sim.days,
                 channel_mix=sim.drift.channel_mix,
             )

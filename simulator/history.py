@@ -29,10 +29,10 @@ class History:
 def new_world(config: Config, rng: np.random.Generator) -> World:
     sim = config.simulator
     created = np.sort(rng.integers(0, sim.days - 1, sim.players)).astype(np.int32)
-    pop = draw_population(rng, created, sim, config.catalog, last_day=sim.days - 1)
+    pop = draw_population(rng, created, sim, config.simulator.catalog, last_day=sim.days - 1)
     return World(
         cfg=sim,
-        events=EventTable.from_catalog(config.catalog),
+        events=EventTable.from_catalog(config.simulator.catalog),
         pop=pop,
         rng=rng,
         dormancy_days=config.business.dormancy_days,
@@ -129,7 +129,7 @@ def simulate_history(config: Config, *, progress: Progress = SILENT) -> History:
     last_campaign = sim.days - config.business.attribution_days
     truth_parts: list[pd.DataFrame] = []
     arm_parts: list[pd.DataFrame] = []
-    arms = config.catalog.arms()
+    arms = config.simulator.catalog.arms()
     task = f"simulate {sim.players:,} players"
     progress.start(task, sim.days)
     for d in range(sim.days):
@@ -138,7 +138,7 @@ def simulate_history(config: Config, *, progress: Progress = SILENT) -> History:
             and (last_campaign - d) % sim.campaigns.every_days == 0
             and d >= config.business.dormancy_days + 1
         ):
-            dec = run_campaign(world, d, sim, config.catalog, config.segmentation)
+            dec = run_campaign(world, d, sim, config.simulator.catalog, config.segmentation)
             first_id = world.n_decisions
             arm_parts.append(arms_truth(world, dec, np.arange(first_id, first_id + len(dec.player)), arms))
             truth_parts.append(send_with_truth(world, dec, log))

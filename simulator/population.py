@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from core.config import Catalog, Simulator
+from core.config import Simulator, SimulatorCatalog
 
 STATUS_CODES = ("active", "self_excluded", "blocked")
 NEVER = np.iinfo(np.int32).max
@@ -96,7 +96,7 @@ def draw_population(
     rng: np.random.Generator,
     created_day: np.ndarray,
     cfg: Simulator,
-    catalog: Catalog,
+    catalog: SimulatorCatalog,
     *,
     last_day: int,
     channel_mix: dict[str, float] | None = None,
@@ -190,7 +190,7 @@ def draw_population(
 
 
 def event_affinity(
-    rng: np.random.Generator, prefs: np.ndarray, games: list[str], cfg: Simulator, catalog: Catalog
+    rng: np.random.Generator, prefs: np.ndarray, games: list[str], cfg: Simulator, catalog: SimulatorCatalog
 ) -> np.ndarray:
     """Player x event-type taste: a base level per event type, a boost when the
     event is tied to a game the player likes, and idiosyncratic noise."""

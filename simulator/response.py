@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from core.config import Activity, Catalog, Drift, Money, Response, Simulator
+from core.config import Activity, Drift, Money, Response, Simulator, SimulatorCatalog
 from simulator.population import Population
 
 
@@ -36,7 +36,7 @@ class EventTable:
     ref_reward: np.ndarray  # geometric mean of the ladder: the event's natural reward scale
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog) -> EventTable:
+    def from_catalog(cls, catalog: SimulatorCatalog) -> EventTable:
         ets = catalog.event_types
         return cls(
             names=tuple(e.name for e in ets),

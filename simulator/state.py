@@ -105,7 +105,7 @@ def load_world(truth_dir: Path, config: Config) -> SavedWorld:
     rng.bit_generator.state = meta["rng_state"]
     world = World(
         cfg=config.simulator,
-        events=EventTable.from_catalog(config.catalog),
+        events=EventTable.from_catalog(config.simulator.catalog),
         pop=pop,
         rng=rng,
         dormancy_days=config.business.dormancy_days,

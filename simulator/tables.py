@@ -13,7 +13,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from core.config import Catalog, Simulator
+from core.config import Simulator, SimulatorCatalog
 from simulator.engine import Decisions, Log
 from simulator.population import STATUS_CODES, Population
 
@@ -97,7 +97,7 @@ def build_tables(
     log: Log,
     pop: Population,
     cfg: Simulator,
-    catalog: Catalog,
+    catalog: SimulatorCatalog,
     day0: datetime,
     as_of_day: int,
     rng: np.random.Generator,
@@ -232,7 +232,7 @@ def build_tables(
 def _promotion_rows(
     dec: Decisions,
     names: list[str],
-    catalog: Catalog,
+    catalog: SimulatorCatalog,
     d0: np.datetime64,
     window: int,
     next_promo: int,

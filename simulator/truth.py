@@ -32,7 +32,7 @@ def asof_truth(world: World, config: Config) -> pd.DataFrame:
     age = world.age(idx, day)
     n_recent = world.n_recent(idx, day)
     margin = config.business.margin
-    arms = [("none", 0), *config.catalog.arms()]
+    arms = [("none", 0), *config.simulator.catalog.arms()]
     names = list(world.events.names)
     parts = []
     for event, reward in arms:

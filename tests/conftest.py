@@ -83,11 +83,24 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return factory()
 
 
-@pytest.fixture()
-def config(tmp_path: Path):
+SIM_GAMES = ["slots", "table", "sports", "poker", "casual"]
+
+
+def as_built_config(home: Path, **kw):
+    """The default configuration as a feature build of a simulated platform leaves it: the simulator's games
+    and event types are the platform's (what `features build` finds in its history)."""
     from core.config import load_config
 
-    return load_config(CONFIG_DIR, home=tmp_path / "home")
+    cfg = load_config(CONFIG_DIR, home=home, **kw)
+    types = [e.name for e in cfg.simulator.catalog.event_types]
+    return cfg.model_copy(
+        update={"features": cfg.features.model_copy(update={"games": SIM_GAMES, "event_types": types})}
+    )
+
+
+@pytest.fixture()
+def config(tmp_path: Path):
+    return as_built_config(tmp_path / "home")
 
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

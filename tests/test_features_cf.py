@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import as_built_config
 from scipy.stats import spearmanr
 
-from core.config import Config, load_config
+from core.config import Config
 from features.cf import (
     CFInputError,
     event_type_embeddings,
@@ -22,7 +23,7 @@ from features.cf import (
     player_embeddings,
     resolved_offers,
 )
-from features.content import event_type_content
+from features.content import apply_catalog, event_type_content, return_games
 from features.families import event_type_cf
 from features.families import event_type_content as content_family
 from features.matching import (
@@ -90,7 +91,7 @@ def with_features(cfg: Config, **changes) -> Config:
 
 def direct_response(offers: pd.DataFrame, cfg: Config, at: np.datetime64, ids: np.ndarray) -> np.ndarray:
     """R_T computed the slow, obvious way (pandas group-by over the resolved offers)."""
-    types = [e.name for e in cfg.catalog.event_types]
+    types = list(cfg.features.event_types)
     k = cfg.features.cf_prior_strength
     o = offers[offers["event_type"].isin(types)]
     o = o[(o["reengaged_at"] < at) | (o["window_end"] < at)].assign(success=lambda d: (d["reengaged_at"] < at) * 1.0)
@@ -104,12 +105,12 @@ def direct_response(offers: pd.DataFrame, cfg: Config, at: np.datetime64, ids: n
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return load_config(CONFIG_DIR, home=tmp_path_factory.mktemp("cf"))
+    return as_built_config(tmp_path_factory.mktemp("cf"))
 
 
 @pytest.fixture(scope="module")
 def types(cfg: Config) -> list[str]:
-    return [e.name for e in cfg.catalog.event_types]
+    return list(cfg.features.event_types)
 
 
 @pytest.fixture(scope="module")
@@ -295,22 +296,86 @@ def test_bad_inputs_are_named(world, cfg, call, match) -> None:
 
 
 # ------------------------------------------------------------------ content --
-def test_content_frame_is_the_catalog(cfg, types) -> None:
-    stamp = datetime(1970, 1, 1)
-    frame = event_type_content(cfg, stamp)
-    fam = content_family(cfg)
-    assert list(frame.columns) == ["event_type", "event_timestamp", *fam.columns]
-    assert list(frame["event_type"]) == types and (frame["event_timestamp"] == stamp).all()
-    assert frame.dtypes["event_timestamp"] == "datetime64[us]" and frame.dtypes["requires_deposit"] == np.int64
-    for feat in fam.features:
-        assert (frame.dtypes[feat.name] == np.float32) == (feat.kind == "float"), feat.name
-    for row, e in zip(frame.itertuples(), cfg.catalog.event_types, strict=True):
-        assert row.requires_deposit == int(e.requires_deposit)
-        assert row.min_deposit == (e.min_deposit or 0)
-        assert row.game == (e.game or "")
-        assert (row.reward_min, row.reward_max) == (e.rewards[0], e.rewards[-1])
-        assert row.payout_ratio == np.float32(e.payout_ratio) and row.catalog_claim_rate == np.float32(e.claim_rate)
+def _offers(rows: list[tuple]) -> pd.DataFrame:
+    """(type, reward, sent, claimed, reengaged, converted, bonus paid, player) -> the facts' offers frame."""
+    cols = ["event_type", "reward", "sent_at", "claimed_at", "reengaged_at", "converted_at", "bonus_paid", "player_id"]
+    frame = pd.DataFrame(rows, columns=cols)
+    for c in ("sent_at", "claimed_at", "reengaged_at", "converted_at"):
+        frame[c] = pd.to_datetime(frame[c]).astype("datetime64[us]")
+    return frame.assign(window_end=frame["sent_at"] + pd.Timedelta(days=7))
+
+
+def test_content_comes_from_the_history_known_at_each_snapshot(cfg) -> None:
+    """The platform's own event types get their content from what happened before each snapshot: claim rate,
+    deposit share, payout, rewards, the promotions' minimum deposit, and the game its returners played."""
+    t0 = AS_OF - timedelta(days=30)
+    day = timedelta(days=1)
+    offers = _offers(
+        [  # "reload": 3 offers, 2 claimed (one with a deposit), 15,000 paid on 20,000 of rewards
+            ("reload", 10_000, t0, t0 + day, t0 + day, t0 + day, 6_000.0, 1),
+            ("reload", 10_000, t0, t0 + 2 * day, t0 + 2 * day, None, 9_000.0, 2),
+            ("reload", 20_000, t0 + 10 * day, None, None, None, 0.0, 3),
+            ("sms", 0, t0, None, t0 + day, None, 0.0, 4),  # a message: reward 0, never claimed
+        ]
+    )
+    promotions = pd.DataFrame(
+        {"event_type": ["reload", "sms"], "starts_at": [t0, t0], "min_deposit": [30_000.0, np.nan]}
+    )
+    session_days = pd.DataFrame(
+        {"player_id": [1, 2, 4], "day": [-29, -28, -29], "sessions_bingo": [2, 1, 0], "sessions_other": [0, 0, 1]}
+    )
+    built = cfg.model_copy(update={"features": cfg.features.model_copy(update={"games": ["bingo"]})})
+    returns = return_games(offers, session_days, ["bingo"], np.datetime64(AS_OF, "us"))
+    times = np.array([t0 + 5 * day, AS_OF], dtype="datetime64[us]")
+    frame = event_type_content(built, offers, promotions, returns, ["reload", "sms"], times)
+    assert list(frame.columns) == ["event_type", "event_timestamp", *content_family(cfg).columns]
+    at = frame.set_index(["event_type", "event_timestamp"])
+    early, late = at.loc[("reload", pd.Timestamp(times[0]))], at.loc[("reload", pd.Timestamp(times[1]))]
+    assert early["type_claim_rate"] == pytest.approx(1.0)  # 2 claimed of 2 resolved; the third not sent yet
+    assert late["type_claim_rate"] == pytest.approx(2 / 3)  # its window has ended unclaimed
+    assert late["deposit_share"] == pytest.approx(0.5) and late["payout_ratio"] == pytest.approx(15_000 / 20_000)
+    assert (early["reward_min"], early["reward_max"]) == (10_000, 10_000)  # 20,000 was offered later
+    assert late["reward_max"] == 20_000 and late["min_deposit"] == 30_000
+    assert late["requires_deposit"] == 0  # too few claims for the rule
+    assert late["game"] == "bingo"  # all its returners' sessions on the return day
+    sms = at.loc[("sms", pd.Timestamp(times[1]))]
+    assert sms["type_claim_rate"] == 0 and np.isnan(sms["payout_ratio"]) and sms["reward_max"] == 0
+    assert sms["game"] == ""  # its returner played something else
+    assert sms["min_deposit"] == 0
+
+
+def test_the_users_catalog_says_what_the_history_cannot(cfg) -> None:
+    from core.config import Catalog
+
+    catalog = Catalog.model_validate(
+        {"event_types": [{"name": "reload", "requires_deposit": True, "min_deposit": 5000, "game": "slots"}]}
+    )
+    content = pd.DataFrame(
+        {
+            "event_type": ["reload", "sms"],
+            "requires_deposit": [0.0, 0.0],
+            "min_deposit": [0.0, 0.0],
+            "game": ["", ""],
+            "payout_ratio": [0.5, np.nan],
+        }
+    )
+    out = apply_catalog(cfg.model_copy(update={"catalog": catalog}), content).set_index("event_type")
+    assert out.loc["reload", "requires_deposit"] == 1 and out.loc["reload", "min_deposit"] == 5000
+    assert out.loc["reload", "game"] == "slots" and out.loc["reload", "payout_ratio"] == 0.5  # not given: kept
+    assert out.loc["sms", "requires_deposit"] == 0  # not in the catalog: the history's
     assert event_type_cf(cfg).columns == event_type_cf_columns(cfg.features.embedding_dim)
+
+
+def _simulated_content(cfg) -> pd.DataFrame:
+    """The simulator's event types described as its catalog would (no time: one row each)."""
+    types = cfg.simulator.catalog.event_types
+    return pd.DataFrame(
+        {
+            "event_type": [e.name for e in types],
+            "game": [e.game or "" for e in types],
+            "requires_deposit": [float(e.requires_deposit) for e in types],
+        }
+    )
 
 
 # ----------------------------------------------------------------- matching --
@@ -334,7 +399,7 @@ def players() -> pd.DataFrame:
 
 
 def test_content_score_follows_games_and_deposit_habit(cfg, players) -> None:
-    score = content_score(players, event_type_content(cfg, AS_OF))
+    score = content_score(players, _simulated_content(cfg))
     even = 1 / 6  # six share columns
     fan = 0.5 + 0.5 * (0.8 - even) / (1 - even)
     expected = pd.DataFrame(
@@ -352,7 +417,7 @@ def test_content_score_follows_games_and_deposit_habit(cfg, players) -> None:
 
 
 def test_content_score_needs_the_activity_and_money_columns(cfg, players) -> None:
-    content = event_type_content(cfg, AS_OF)
+    content = _simulated_content(cfg)
     with pytest.raises(MatchingInputError, match="share_<game>"):
         content_score(players.drop(columns=[c for c in players if c.startswith("share_")]), content)
     with pytest.raises(MatchingInputError, match="deposits_n_lifetime"):
@@ -360,7 +425,7 @@ def test_content_score_needs_the_activity_and_money_columns(cfg, players) -> Non
 
 
 def test_hybrid_leans_on_content_without_offers_and_on_collaboration_with_many(cfg, players) -> None:
-    content = content_score(players, event_type_content(cfg, AS_OF))
+    content = content_score(players, _simulated_content(cfg))
     rng = np.random.default_rng(SEED)
     collab = pd.DataFrame(rng.normal(0, 0.1, content.shape), index=content.index, columns=content.columns)
     cold = hybrid_score(collab, content, [0, 0, 0])
@@ -395,7 +460,7 @@ def test_collaborative_score_uses_the_factors_of_each_rows_snapshot(world) -> No
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("cf_world")
-    cfg = load_config(CONFIG_DIR, home=home, overrides={"simulator": {"players": 4_000, "days": 90, "seed": 7}})
+    cfg = as_built_config(home, overrides={"simulator": {"players": 4_000, "days": 90, "seed": 7}})
     simulate(cfg, home / "truth", overwrite=False)
     as_of = datetime.fromisoformat(json.loads((home / "truth" / "calibration.json").read_text())["as_of"])
     engine = sa.create_engine(cfg.db_url)

@@ -19,6 +19,7 @@ from core.config import Config, load_config
 from features.build import build_features
 from features.families import all_families
 from features.layout import layout
+from features.manifest import as_built
 from features.offline import read_view
 from features.training_set import build_training_set
 
@@ -87,7 +88,11 @@ def test_no_leakage_the_future_changes_no_feature_of_a_past_decision(built, worl
     build_features(cfg_cut, as_of=summary.as_of)  # the same snapshot times as the untouched build
     after = build_training_set(cfg_cut)
 
-    features = [c for fam in all_families(cfg) for c in fam.columns] + ["match_collaborative", "match_content"]
+    built = as_built(cfg)
+    cut_built = as_built(cfg_cut).features
+    assert set(cut_built.games or []) == set(built.features.games or [])  # the same games and event types found
+    assert cut_built.event_types == built.features.event_types
+    features = [c for fam in all_families(built) for c in fam.columns] + ["match_collaborative", "match_content"]
     keys = ["player_id", "decision_at", "arm"]
     past_before = before.frame[before.frame["decision_at"] <= t]
     past_after = after.frame[after.frame["decision_at"] <= t]
@@ -111,7 +116,7 @@ def test_no_leakage_the_future_changes_no_feature_of_a_past_decision(built, worl
     # ... and the wrecked attributes are what the store holds now, seen after every past decision
     profiles = {}
     for name, c in (("before", cfg), ("after", cfg_cut)):
-        fam = next(f for f in all_families(c) if f.view == "player_profile")
+        fam = next(f for f in all_families(as_built(c)) if f.view == "player_profile")
         profiles[name] = read_view(layout(c), fam).set_index("player_id")
     assert profiles["after"]["channel"].str.endswith("_moved").all()
     assert not profiles["before"]["channel"].str.endswith("_moved").any()
@@ -124,7 +129,7 @@ def test_training_set_rows_are_the_simulators_decisions_with_its_outcomes(built,
     truth = pd.read_parquet(world / "truth" / "decisions.parquet")
     frame = ts.frame
     assert frame["row_id"].is_unique and len(frame) > 2_000
-    assert set(frame["arm"]) == {"none"} | {f"{e}@{r}" for e, r in cfg.catalog.arms()}
+    assert set(frame["arm"]) == {"none"} | {f"{e}@{r}" for e, r in cfg.simulator.catalog.arms()}
     # every decision of the simulator whose window closed is a row, with the same arm and outcome
     truth = truth.assign(
         arm=np.where(truth["event_type"] == "none", "none", truth["event_type"] + "@" + truth["reward"].astype(str))
@@ -193,7 +198,7 @@ def test_cli_production_on_postgres_and_redis(
     build_features(embedded)
     other = build_training_set(embedded).frame
     assert len(other) == len(frame)
-    for col in [c for fam in all_families(embedded) for c in fam.columns] + LABELS:
+    for col in [c for fam in all_families(as_built(embedded)) for c in fam.columns] + LABELS:
         a, b = frame[col], other[col]
         if a.dtype == object:
             assert (a.fillna("<na>") == b.fillna("<na>")).all(), col
@@ -257,3 +262,19 @@ def test_show_needs_a_materialised_store_and_since_refuses_a_gap(world: Path, tm
     assert code == 2 and "gap" in out
     code, out = invoke("--home", home, "--db", db, "features", "build", "--since", "2026-09-18T10:00:00")
     assert code == 0, out
+
+
+def test_the_training_set_written_a_few_campaigns_at_a_time_is_the_whole_one(built, tmp_path: Path) -> None:
+    """At a million players the set is written in groups of campaigns, never whole in memory: the file is the
+    same as one written at once, and the label means come out right."""
+    from features.training_set import campaign_groups
+
+    cfg, _, _ = built
+    once = build_training_set(cfg, out=tmp_path / "once.parquet", group_rows=10**9)
+    grouped = build_training_set(cfg, out=tmp_path / "grouped.parquet", group_rows=400)
+    assert len(campaign_groups(grouped.frame["campaign_id"].to_numpy(), 400)) >= 4
+    pd.testing.assert_frame_equal(grouped.frame, once.frame, check_exact=True)
+    by_arm = once.frame.groupby("arm")[LABELS].mean().reset_index()
+    pd.testing.assert_frame_equal(grouped.label_rates()[["arm", *LABELS]], by_arm, check_exact=False, rtol=1e-12)
+    assert grouped.label_rates()["rows"].sum() == len(once.frame) == grouped.rows
+    assert not list(tmp_path.glob("*.tmp"))

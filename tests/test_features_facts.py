@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import as_built_config
 from sqlalchemy.engine import Engine
 
-from core.config import Config, load_config
+from core.config import Config
 from core.progress import Recorder
 from features.facts import FACT_STEPS, EmptyHistoryError, Facts, fact_schemas, load_facts
 from platform_db.db import DatabaseError, bulk_insert, connect, init_source_tables, read_sql
@@ -284,9 +285,7 @@ def test_empty_history_is_a_clear_error(empty_db_url: str, config: Config) -> No
 
 # ---------------------------------------------------------- simulated worlds --
 def simulated(home: Path, db_url: str | None = None) -> tuple[Config, datetime]:
-    cfg = load_config(
-        CONFIG_DIR, home=home, db_url=db_url, overrides={"simulator": {"players": 2_000, "days": 60, "seed": 11}}
-    )
+    cfg = as_built_config(home, db_url=db_url, overrides={"simulator": {"players": 2_000, "days": 60, "seed": 11}})
     summary = simulate(cfg, home / "truth", overwrite=False)
     return cfg, summary.as_of
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import as_built_config
 
-from core.config import Config, load_config
+from core.config import Config
 from features.facts import Facts, load_facts
 from features.families import ENTITY, OTHER_GAME, TIMESTAMP, activity, money, profile, promotions, segment
 from features.snapshots import player_snapshots, profile_frame, snapshot_days
@@ -35,7 +36,7 @@ def at(days: float = 0, **parts: float) -> datetime:
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return load_config(CONFIG_DIR, home=tmp_path_factory.mktemp("home"))
+    return as_built_config(tmp_path_factory.mktemp("home"))
 
 
 # ------------------------------------------------ raw events -> the facts --
@@ -336,7 +337,7 @@ def random_world(cfg: Config, seed: int, n_players: int = 40, horizon: int = 120
     statuses = ["active"] * 8 + ["self_excluded", "blocked"]
     players = [(i, moment(-horizon, 0.5), statuses[rng.integers(10)]) for i in range(1, n_players + 1)]
     games = [*cfg.features.games, "bingo", None]
-    types = [e.name for e in cfg.catalog.event_types] + ["mystery"]
+    types = [*cfg.features.event_types, "mystery"]
     sessions, flows, offers = [], [], []
     for pid, created, _ in players:
         c = (created - AS_OF) / DAY
@@ -554,7 +555,7 @@ def test_sparse_snapshot_days_match_the_daily_ones(cfg: Config, world) -> None:
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("sim")
-    cfg = load_config(CONFIG_DIR, home=home, overrides={"simulator": {"players": 3_000, "days": 75, "seed": 5}})
+    cfg = as_built_config(home, overrides={"simulator": {"players": 3_000, "days": 75, "seed": 5}})
     summary = simulate(cfg, home / "truth", overwrite=False)
     engine = connect(cfg.db_url)
     return cfg, engine, load_facts(engine, cfg, summary.as_of)

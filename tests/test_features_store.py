@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import as_built_config
 
-from core.config import Config, load_config
+from core.config import Config
 from features.families import ENTITY, TIMESTAMP, Family, all_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout, repo_config_dict, write_yaml
@@ -26,7 +27,7 @@ N_PLAYERS, N_DAYS = 40, 6
 
 def store_config(home: Path, mode: str = "embedded", **store: object) -> Config:
     over = {"features": {"store": {"mode": mode, **store}}}
-    return load_config(CONFIG_DIR, home=home, overrides=over)
+    return as_built_config(home, overrides=over)
 
 
 def synthetic(family: Family, *, seed: int = 0, days: int = N_DAYS, last: datetime = AS_OF) -> pd.DataFrame:
@@ -133,7 +134,9 @@ def test_since_keeps_older_snapshots_and_replaces_the_rest(any_store: Config) ->
     assert len(stamps) == N_DAYS + 1  # as_of - 5 .. as_of + 1, none twice
     assert got.groupby([ENTITY, TIMESTAMP]).size().max() == 1
     content = next(f for f in all_families(cfg) if f.view == "event_type_content")
-    assert len(read_view(lay, content)) == 2 * 3  # a replace view holds only the new rows
+    assert len(read_view(lay, content)) == 2 * (N_DAYS + 1)  # a snapshot view too: per type and snapshot
+    profile = next(f for f in all_families(cfg) if f.view == "player_profile")
+    assert len(read_view(lay, profile)) == N_PLAYERS * 3  # a replace view holds only the new rows
 
 
 # -------------------------------------------------- Feast join and online --

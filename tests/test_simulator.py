@@ -125,7 +125,7 @@ def test_world_is_calibrated_like_a_real_platform(big_history) -> None:
 def test_truth_has_one_row_per_candidate_and_arm(big_history) -> None:
     cfg, history, truth = big_history
     candidates = history.world.candidates(history.world.day)
-    assert len(truth) == len(candidates) * (len(cfg.catalog.arms()) + 1)
+    assert len(truth) == len(candidates) * (len(cfg.simulator.catalog.arms()) + 1)
     assert not truth.duplicated(["player_id", "event_type", "reward"]).any()
     none = truth[truth["event_type"] == "none"]
     assert (none["expected_cost"] == 0).all()
@@ -137,7 +137,7 @@ def test_truth_has_one_row_per_candidate_and_arm(big_history) -> None:
 def test_every_past_decision_has_the_truth_of_every_arm(big_history) -> None:
     cfg, history, _ = big_history
     arms, dec = history.decision_arms, history.decisions
-    assert len(arms) == len(dec) * (len(cfg.catalog.arms()) + 1)
+    assert len(arms) == len(dec) * (len(cfg.simulator.catalog.arms()) + 1)
     assert not arms.duplicated(["decision_id", "event_type", "reward"]).any()
     # the row of the logged arm (and of no offer) is the truth the decision log already holds
     logged = dec.merge(arms, on=["decision_id", "event_type", "reward"], suffixes=("", "_arm"), validate="1:1")
@@ -153,7 +153,7 @@ def test_offer_pull_has_diminishing_returns_in_reward_and_fatigue(big_history) -
     cfg, history, _ = big_history
     world = history.world
     idx = np.arange(2_000)
-    ev = EventTable.from_catalog(cfg.catalog)
+    ev = EventTable.from_catalog(cfg.simulator.catalog)
     ones = np.zeros(len(idx), dtype=int)
     pulls = [
         offer_pull(

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import as_built_config
 from sklearn.base import clone
 
-from core.config import load_config
-from training.arms import ArmError, discover_arms
+from core.config import Catalog, load_config
+from training.arms import ArmError, discover_arms, greedy_mask
 from training.baselines import one_hot, uniform_offer
-from training.data import TrainingDataError, time_split
+from training.data import TrainingDataError, split_rows, time_split
 from training.diagnostics import qini_areas, reliability, roi_cells, uplift_curves
 from training.ensemble import confidence
 from training.ope import LoggedData, bootstrap_weights, row_terms
@@ -23,7 +24,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory):
-    return load_config(CONFIG_DIR, home=tmp_path_factory.mktemp("units"))
+    return as_built_config(tmp_path_factory.mktemp("units"))
 
 
 def offers(pairs: dict[tuple[str, int], int], claimed: float = 0.5, paid: float = 0.8) -> pd.DataFrame:
@@ -38,30 +39,58 @@ def offers(pairs: dict[tuple[str, int], int], claimed: float = 0.5, paid: float 
 
 
 # ------------------------------------------------------------------------ arms --
-def test_arms_are_discovered_from_the_history_of_an_unknown_platform(cfg) -> None:
-    hist = offers({("welcome_back", 2000): 300, ("welcome_back", 9000): 120, ("spin_wheel", 500): 40})
-    arms = discover_arms(hist, cfg.catalog, min_support=100, use="history")
-    assert arms["arm"].tolist() == ["none", "welcome_back@2000", "welcome_back@9000"]  # spin_wheel lacks support
-    # unknown to the catalog: priced by what the history paid per claim
+def catalog(*types: dict) -> Catalog:
+    return Catalog.model_validate({"event_types": list(types)})
+
+
+def test_arms_are_the_platforms_own_by_default() -> None:
+    """With no catalog, every (event type, reward) pair the history holds with support, a 0-KRW message
+    included, priced by what the history paid per claim."""
+    hist = offers({("welcome_back", 2000): 300, ("welcome_back", 9000): 120, ("spin_wheel", 500): 40, ("sms", 0): 200})
+    found = discover_arms(hist, None, min_support=100)
+    arms = found.table
+    assert arms["arm"].tolist() == ["none", "sms@0", "welcome_back@2000", "welcome_back@9000"]  # spin_wheel: no support
     assert arms.set_index("arm").loc["welcome_back@2000", "payout"] == pytest.approx(1600)
-    assert (arms["source"].iloc[1:] == "history").all()
+    assert arms.set_index("arm").loc["sms@0", "payout"] == 0
+    assert (arms["source"].iloc[1:] == "history").all() and arms["supported"].all() and not found.notes
 
 
-def test_catalog_extends_restricts_and_prices_the_arms(cfg) -> None:
-    hist = offers({("cashback", 10000): 500, ("mystery", 700): 500})
-    extended = discover_arms(hist, cfg.catalog, min_support=100, use="extend")
-    assert {"mystery@700", "cashback@10000", "cashback@30000", "free_spins@5000"} <= set(extended["arm"])
-    assert extended.set_index("arm").loc["cashback@30000", "support"] == 0  # never offered: from the catalog
-    assert extended.set_index("arm").loc["cashback@10000", "payout"] == pytest.approx(10000 * 0.6)  # catalog price
-    restricted = discover_arms(hist, cfg.catalog, min_support=100, use="restrict")
-    assert restricted["arm"].tolist() == ["none", "cashback@10000"]
+def test_a_users_catalog_restricts_prices_adds_inside_the_range_and_new_types() -> None:
+    hist = offers({("cashback", 10000): 500, ("cashback", 30000): 400, ("mystery", 700): 500})
+    cat = catalog(
+        {"name": "cashback", "rewards": [10000, 20000, 50000], "payout_ratio": 0.6},
+        {"name": "box", "rewards": [5000], "new": True},
+        {"name": "ghost", "rewards": [1000]},
+    )
+    found = discover_arms(hist, cat, min_support=100)
+    arms = found.table.set_index("arm")
+    # restricted: mystery is not listed, cashback@30000 not among its rewards; 20000 added inside the range
+    assert list(arms.index) == ["none", "box@5000", "cashback@10000", "cashback@20000"]
+    assert arms.loc["cashback@10000", "payout"] == pytest.approx(6000)  # the catalog's price
+    assert arms.loc["cashback@20000", "source"] == "catalog" and not arms.loc["cashback@20000", "supported"]
+    assert arms.loc["box@5000", "source"] == "new" and not arms.loc["box@5000", "supported"]
+    assert arms.loc["cashback@10000", "supported"] and arms.loc["none", "supported"]
+    assert any("50000" in n and "outside" in n for n in found.notes)  # no extrapolation
+    assert any("'ghost' was never offered" in n for n in found.notes)
+    assert greedy_mask(found.table).tolist() == [True, False, True, False]
+
+
+def test_arms_refuse_what_cannot_be_an_arm() -> None:
+    hist = offers({("cashback", 10000): 500})
     with pytest.raises(ArmError, match="no arm has 1000"):
-        discover_arms(hist, cfg.catalog, min_support=1000, use="history")
-    with pytest.raises(ArmError, match="unknown catalog use 'everything'"):
-        discover_arms(hist, cfg.catalog, min_support=1, use="everything")  # type: ignore[arg-type]
+        discover_arms(hist, None, min_support=1000)
     bad = pd.DataFrame({"event_type": ["cashback"], "reward": [-5], "reward_cost": [0]})
-    with pytest.raises(ArmError, match="non-positive rewards \\[-5\\]"):
-        discover_arms(bad, cfg.catalog, min_support=1)
+    with pytest.raises(ArmError, match="negative or missing rewards \\[-5\\]"):
+        discover_arms(bad, None, min_support=1)
+
+
+def test_the_greedy_policy_never_picks_an_arm_without_support(cfg) -> None:
+    """An unsupported arm is scored but only exploration sends it: with it the best by far, the policy's
+    choice, the best offer its confidence is about, and every baseline go elsewhere."""
+    gain = np.array([[0.0, 5.0, 900.0], [0.0, -1.0, 800.0]])
+    cost = np.zeros_like(gain)
+    allowed = np.array([True, True, False])
+    assert choose(gain, cost, allowed=allowed).arm.tolist() == [1, 0]
 
 
 # ---------------------------------------------------------------------- policy --
@@ -193,8 +222,32 @@ def test_time_split_keeps_windows_inside_their_slice() -> None:
     assert len(split.test) == 9 and len(split.validation) == 6 and len(split.train) == 15
     assert split.train["window_end"].max() <= split.validation_start
     assert split.validation["window_end"].max() <= split.test_start
-    with pytest.raises(TrainingDataError, match="holds 10 campaigns; the split needs at least 12"):
+    with pytest.raises(TrainingDataError, match="holds 10 campaigns; the time split needs at least 12"):
         time_split(frame, validation_campaigns=4, test_campaigns=6)
+
+
+def test_too_few_campaigns_split_by_player_and_say_so() -> None:
+    """One large randomised campaign (the common case of a platform that ran one offer test): every player's
+    rows in one part, the shares as asked, and the split names itself."""
+    from core.config import SplitConfig
+
+    rng = np.random.default_rng(4)
+    players = np.arange(20_000)
+    frame = pd.DataFrame(
+        {"campaign_at": pd.Timestamp("2026-03-01"), "player_id": np.concatenate([players, players[:5_000]])}
+    )
+    frame["window_end"] = frame["campaign_at"] + pd.Timedelta(days=7)
+    split = split_rows(frame, SplitConfig(), seed=1)
+    assert split.kind == "player" and "1 campaign: fewer than the 10 a time split needs" in split.note
+    parts = [set(p["player_id"]) for p in (split.train, split.validation, split.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert len(split.train) + len(split.validation) + len(split.test) == len(frame)
+    assert len(parts[2]) / len(players) == pytest.approx(0.25, abs=0.02)
+    assert len(parts[1]) / len(players) == pytest.approx(0.2, abs=0.02)
+    assert split.describe()["split"].startswith("player (1 campaign")
+    many = pd.DataFrame({"campaign_at": np.repeat(pd.date_range("2026-01-01", periods=12, freq="7D"), 5)})
+    many = many.assign(player_id=rng.integers(0, 50, len(many)), window_end=many["campaign_at"] + pd.Timedelta(days=7))
+    assert split_rows(many, SplitConfig(), seed=1).kind == "time"  # the default wherever the history allows
 
 
 # ---------------------------------------------------------------- response model --
@@ -229,7 +282,7 @@ def test_response_model_is_monotone_in_the_reward_and_clonable(cfg) -> None:
     from training.response import ResponseModel
 
     frame = synthetic_decisions(cfg, 6000, 5)
-    arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
+    arms = discover_arms(frame, None, min_support=10).table
     design = fit_design(cfg, frame, arms)
     model = ResponseModel(design, n_estimators=40, min_child_samples=50).fit(frame, frame)
     pred = model.predict_arms(frame.head(500), arms)
@@ -255,7 +308,7 @@ def test_every_learner_finds_who_responds_to_the_offer(cfg, learner: str) -> Non
         return np.where(f["sessions_7d"] > 0, 0.4, 0.08)
 
     frame = synthetic_decisions(cfg, 40_000, 11, uplift=strong_half)
-    arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
+    arms = discover_arms(frame, None, min_support=10).table
     design = fit_design(cfg, frame, arms, use_match=False)
     model = ResponseModel(design, learner=learner, n_estimators=80, min_child_samples=400).fit(frame, frame)
     test = synthetic_decisions(cfg, 4000, 12, uplift=strong_half)
@@ -273,7 +326,7 @@ def test_min_child_samples_scales_with_the_rows_of_each_head(cfg) -> None:
     from training.response import ResponseModel
 
     frame = synthetic_decisions(cfg, 6000, 5)
-    arms = discover_arms(frame, cfg.catalog, min_support=10, use="restrict")
+    arms = discover_arms(frame, None, min_support=10).table
     design = fit_design(cfg, frame, arms)
     returners = int(frame["reengaged"].sum())
     model = ResponseModel(design, n_estimators=5, min_child_samples=returners).fit(frame, frame)

@@ -276,7 +276,7 @@ FAULTS: list[Fault] = [
     # promotion_players
     Fault("promotion_players.promotion_exists", 1, set_("promotion_players", '"promotionId" = 99', 2)),
     Fault("promotion_players.player_exists", 1, set_("promotion_players", '"playerId" = 99', 2)),
-    Fault("promotion_players.reward_positive", 1, set_("promotion_players", '"reward" = 0', 2)),
+    Fault("promotion_players.reward_non_negative", 1, set_("promotion_players", '"reward" = -1', 2)),
     Fault(
         "promotion_players.applied_before_created",
         1,

@@ -14,9 +14,9 @@ import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
-from features.families import player_families
+from features.families import player_families, type_suffix
 from features.matching import match_column
-from scoring.design import DERIVED, MATCH_KINDS, NONE, PER_TYPE, Design, derived_inputs
+from scoring.design import CONTENT, DERIVED, MATCH_KINDS, NONE, PER_TYPE, Design, derived_inputs
 
 CATEGORICAL = ("channel", "dormancy_stage", "value_tier")
 DROPPED = ("status", "segment", "is_dormant")  # constant among candidates, or a combination of other columns
@@ -32,31 +32,43 @@ def reference_reward(rewards: pd.Series) -> float:
     return float(np.exp(np.log(positive).mean())) if len(positive) else float("nan")
 
 
-def event_type_content(cfg: Config, event_types: list[str], arms: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per event type: the catalog's content (NaN where the catalog does not know the type) and the reference
-    reward of its arms."""
-    catalog = {e.name: e for e in cfg.catalog.event_types}
+def event_type_content(cfg: Config, frame: pd.DataFrame, arms: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per event type of ``arms``: its content as the feature store last described it in the training frame
+    (the latest offer row of the type), else what the user's catalog says (a new type), else NaN; and the
+    reference reward of its arms."""
     out: dict[str, dict[str, float]] = {}
-    for t in event_types:
-        e = catalog.get(t)
-        out[t] = {
-            "requires_deposit": float(e.requires_deposit) if e else np.nan,
-            "min_deposit": float(e.min_deposit or 0) if e else np.nan,
-            "payout_ratio": e.payout_ratio if e else np.nan,
-            "catalog_claim_rate": e.claim_rate if e else np.nan,
-            "ref_reward": reference_reward(arms.loc[arms["event_type"] == t, "reward"]),
-        }
+    offers = frame[frame["event_type"].astype(str) != NONE]
+    have = [c for c in CONTENT if c in offers]
+    ordered = offers.sort_values("decision_at", kind="stable") if "decision_at" in offers else offers
+    latest = ordered.groupby("event_type", observed=True)[have].last()
+    for t in sorted(arms.loc[arms["event_type"] != NONE, "event_type"].unique()):
+        row: dict[str, float] = dict.fromkeys(CONTENT, np.nan)
+        if t in latest.index:
+            row |= {c: float(v) for c, v in latest.loc[t].items() if pd.notna(v)}
+        e = cfg.catalog.get(t) if cfg.catalog is not None else None
+        if e is not None:
+            given = {
+                "requires_deposit": e.requires_deposit,
+                "min_deposit": e.min_deposit,
+                "payout_ratio": e.payout_ratio,
+                "type_claim_rate": e.claim_rate,
+            }
+            row |= {c: float(v) for c, v in given.items() if v is not None}
+        row["ref_reward"] = reference_reward(arms.loc[arms["event_type"] == t, "reward"])
+        out[str(t)] = row
     return out
 
 
-def per_type_columns(event_types: list[str], *, use_match: bool) -> dict[str, dict[str, str]]:
-    """Per event type: the design's per-type arm columns and the training set's columns that fill them."""
+def per_type_columns(frame: pd.DataFrame, event_types: list[str], *, use_match: bool) -> dict[str, dict[str, str]]:
+    """Per event type: the design's per-type arm columns and the training frame's columns that fill them
+    (none for a type the platform never offered: nothing was built for it)."""
     out: dict[str, dict[str, str]] = {}
     for t in event_types:
-        cols = {f"arm_{name}_prev": f"{name}_{t}" for name in PER_TYPE}
+        x = type_suffix(t)
+        cols = {f"arm_{name}_prev": f"{name}_{x}" for name in PER_TYPE}
         if use_match:
             cols |= {f"arm_match_{kind}": match_column(kind, t) for kind in MATCH_KINDS}
-        out[t] = cols
+        out[t] = {arm: src for arm, src in cols.items() if src in frame}
     return out
 
 
@@ -78,9 +90,9 @@ def fit_design(cfg: Config, frame: pd.DataFrame, arms: pd.DataFrame, *, use_matc
         player_numeric=numeric,
         categorical_levels=levels,
         event_types=[NONE, *types],
-        content=event_type_content(cfg, types, offers),
+        content=event_type_content(cfg, frame, arms),
         payout=payout,
-        per_type_columns=per_type_columns(types, use_match=use_match),
+        per_type_columns=per_type_columns(frame, types, use_match=use_match),
         use_match=use_match,
         derived=derived,
     )

@@ -283,9 +283,13 @@ def evaluate(
     dr_inc = dr_net - dr_net[:, [0]]
     true_inc = truth.incremental_net(data.margin) if truth is not None else None
     judge_by = true_inc if true_inc is not None else dr_inc  # the baselines' arms: by the truth when known
+    supported = scores.allowed  # an arm without support is never credited: no baseline picks it
 
-    single, single_by_estimate = best_single_arm(judge_by), best_single_arm(dr_inc)
-    per_segment = best_arm_per_segment(judge_by, data.segment)
+    def credited(value: np.ndarray) -> np.ndarray:
+        return np.where(supported, value, np.nan)
+
+    single, single_by_estimate = best_single_arm(credited(judge_by)), best_single_arm(credited(dr_inc))
+    per_segment = best_arm_per_segment(credited(judge_by), data.segment)
     policies = {
         LEARNED: one_hot(pick.arm, k),
         NO_OFFER: one_hot(np.zeros(n, int), k),
@@ -353,7 +357,7 @@ def budget_check(scores: Scores, truth: ArmTruth, margin: float, reference: dict
     out = []
     for label, j in reference.items():
         budget = float(scores.cost[:, j].sum())
-        pick = choose(scores.inc_reengage, scores.cost, budget=budget)
+        pick = choose(scores.inc_reengage, scores.cost, budget=budget, allowed=scores.allowed)
         arm = pick.arm
         out.append(
             {

@@ -7,7 +7,7 @@ slice), ``rekindle train`` (fit on everything before the test slice) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ import pandas as pd
 
 from core.config import Config, ModelParams
 from core.progress import SILENT, Progress
+from features.manifest import with_vocabulary
 from scoring.design import Design
 from training.arms import discover_arms
-from training.data import Split, load_training_set, population, time_split
+from training.data import Split, load_training_set, population, split_rows, training_set_path, training_set_vocabulary
 from training.design import fit_design
 from training.ensemble import BootstrapEnsemble
 from training.evaluation import EvalData
@@ -37,15 +38,20 @@ class Prepared:
     split: Split
     arms: pd.DataFrame
     path: Path | None = None
+    notes: list[str] = field(default_factory=list)  # what the catalog asked for that is not an arm
 
 
 def prepare(cfg: Config, path: Path | None = None) -> Prepared:
-    """Load the training set, split it by time and discover the arms on the data before the test slice."""
+    """Load the training set, split it (by time, or by player when there are too few campaigns) and find the
+    arms on the data before the test slice. ``Prepared.cfg`` is ``cfg`` with the platform's games and event
+    types the training set was built for."""
+    path = path or training_set_path(cfg)
     frame = load_training_set(cfg, path)
+    cfg = with_vocabulary(cfg, training_set_vocabulary(path))
     t = cfg.training
-    split = time_split(frame, validation_campaigns=t.split.validation_campaigns, test_campaigns=t.split.test_campaigns)
-    arms = discover_arms(split.fit, cfg.catalog, min_support=t.arms.min_support, use=t.arms.catalog)
-    return Prepared(cfg, frame, split, arms, path)
+    split = split_rows(frame, t.split, t.seed)
+    found = discover_arms(split.fit, cfg.catalog, min_support=t.arms.min_support)
+    return Prepared(cfg, frame, split, found.table, path, found.notes)
 
 
 def response_model(design: Design, params: ModelParams, seed: int, n_jobs: int = 2) -> ResponseModel:

@@ -59,13 +59,16 @@ def choose(
 ) -> Choice:
     """The best arm per row for ``gain`` (rows x arms), within ``budget`` of total expected ``cost``.
 
-    ``allowed`` (rows x arms, bool) masks arms a row may not get; no offer is always allowed.
+    ``allowed`` (rows x arms, or one row of arms, bool) masks arms a row may not get; no offer is always
+    allowed.
     """
     if gain.shape != cost.shape or gain.ndim != 2:
         raise ValueError(f"gain and cost must be matching rows x arms arrays, got {gain.shape} and {cost.shape}")
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0 KRW, got {budget}")
     rows = np.arange(len(gain))
+    if allowed is not None:
+        allowed = np.broadcast_to(np.asarray(allowed, bool), gain.shape)
 
     def spend(lam: float) -> tuple[np.ndarray, float]:
         arm = _pick(gain, cost, lam, allowed)

@@ -83,7 +83,8 @@ def promotion_decision(
         return Promotion(False, reason, figures)
     t = prepared.cfg.training
     w = bootstrap_weights(j.data.logged.cluster, t.bootstrap, t.seed)
-    mine, theirs = choose(j.scores.inc_net, j.scores.cost).arm, choose(scores.inc_net, scores.cost).arm
+    mine = choose(j.scores.inc_net, j.scores.cost, allowed=j.scores.allowed).arm
+    theirs = choose(scores.inc_net, scores.cost, allowed=scores.allowed).arm
     gaps = ev.policy_gaps(j.scores, j.data, mine, theirs, w)  # one outcome model (the new one's) for both
     figures |= gap_figures(gaps, "gap_champion")
     ok, text = verdict(gaps)

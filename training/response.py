@@ -47,6 +47,7 @@ from scoring.design import NONE, Design
 from scoring.heads import LEARNERS, ArmPredictions, ResponseHeads
 
 LABELS = ("reengaged", "deposits", "reward_cost")
+MAX_LEAF_SHARE = 0.05  # a leaf needs at most this share of its head's rows (small platforms)
 __all__ = ["LABELS", "LEARNERS", "ArmPredictions", "ResponseModel"]
 
 
@@ -90,12 +91,12 @@ class ResponseModel(BaseEstimator):
             raise ValueError("ResponseModel needs a fitted Design (training.design.fit_design)")
         return self.design
 
-    def _params(self, objective: str, monotone: bool, share: float = 1.0) -> dict[str, Any]:
+    def _params(self, objective: str, monotone: bool, share: float = 1.0, rows: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "objective": objective,
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
-            "min_child_samples": self.leaf_rows(share),
+            "min_child_samples": self.leaf_rows(share, rows),
             "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": 1 if self.bagging_fraction < 1 else 0,
@@ -115,11 +116,15 @@ class ResponseModel(BaseEstimator):
             params["monotone_constraints_method"] = "intermediate"
         return params
 
-    def leaf_rows(self, share: float) -> int:
+    def leaf_rows(self, share: float, rows: int | None = None) -> int:
         """Minimum rows per leaf of a head fitted on ``share`` of the training rows: ``min_child_samples``
         is set for a head on every row and scales down with the head's rows (the deposits head sees only
-        the returners, a tenth of the rows or less), with a floor of 20."""
-        return max(20, round(self.min_child_samples * share))
+        the returners, a tenth of the rows or less), with a floor of 20. With ``rows`` (the head's), a leaf
+        never needs more than :data:`MAX_LEAF_SHARE` of them, so a small platform's history still splits."""
+        leaf = round(self.min_child_samples * share)
+        if rows is not None:
+            leaf = min(leaf, round(rows * MAX_LEAF_SHARE))
+        return max(20, leaf)
 
     def _train(
         self,
@@ -141,7 +146,7 @@ class ResponseModel(BaseEstimator):
             categorical_feature=design.categorical_indices,
             free_raw_data=True,
         )
-        params = self._params(objective, monotone, len(x) / max(n_all, 1))
+        params = self._params(objective, monotone, len(x) / max(n_all, 1), len(x))
         return lgb.train(params, data, num_boost_round=self.n_estimators)
 
     def fit(self, X: pd.DataFrame, y: pd.DataFrame, sample_weight: np.ndarray | None = None) -> ResponseModel:

@@ -21,6 +21,7 @@ import pandas as pd
 from scoring.design import Design
 from scoring.ensemble import ResponseEnsemble, Spread
 from scoring.heads import ArmPredictions
+from training.arms import greedy_mask
 from training.ensemble import confidence, interval
 from training.policy import Choice, Objective, choose, gains
 
@@ -64,6 +65,11 @@ class Scores:
 
     def gain(self, objective: Objective) -> np.ndarray:
         return gains(self.inc_net, self.inc_reengage, objective)
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """Per arm, whether the greedy policy may pick it (:func:`training.arms.greedy_mask`)."""
+        return greedy_mask(self.arms)
 
     def subset(self, keep: np.ndarray) -> Scores:
         p = self.point
@@ -125,8 +131,8 @@ class Scorer:
             rows = np.arange(len(gain))
             pick = Choice(col, gain[rows, col], scores.cost[rows, col], 0.0)
         else:
-            pick = choose(gain, scores.cost, budget=budget)
-        best_offer = gain[:, 1:].argmax(axis=1) + 1
+            pick = choose(gain, scores.cost, budget=budget, allowed=scores.allowed)
+        best_offer = np.where(scores.allowed[1:], gain[:, 1:], -np.inf).argmax(axis=1) + 1
         judged = np.where(pick.arm == 0, best_offer, pick.arm)
         spread = self.model.spread(frame, judged, scores.margin, scores.point)
         rows = np.arange(len(judged))

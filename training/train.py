@@ -15,7 +15,7 @@ choose, fit or promote.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import numpy as np
 from core.config import Config, ModelParams
 from core.progress import SILENT, Progress
 from training.evaluation_report import headline, write_report
-from training.fit import FEATURE_SERVICE, fit_scorer, prepare
+from training.fit import FEATURE_SERVICE, Prepared, fit_scorer, prepare
 from training.judge import Judged, judge
 from training.promotion import Promotion, promotion_decision
 from training.scorer import Scorer
@@ -38,6 +38,7 @@ class TrainResult:
     promotion: Promotion
     seconds: dict[str, float]
     params: ModelParams
+    notes: list[str] = field(default_factory=list)  # the split when not by time, what the catalog could not add
 
     @property
     def promoted(self) -> bool:
@@ -64,6 +65,7 @@ def run_train(
     t0 = time.perf_counter()
     progress.note("loading the training set")
     prepared = prepare(cfg)
+    cfg = prepared.cfg  # with the platform's games and event types
     params = params or cfg.training.model
     split = prepared.split
     seconds["load"] = time.perf_counter() - t0
@@ -126,7 +128,17 @@ def run_train(
         finally:
             mlflow.end_run()
     seconds["total"] = time.perf_counter() - t0
-    return TrainResult(version, run.info.run_id, j, promotion, seconds, params)
+    return TrainResult(version, run.info.run_id, j, promotion, seconds, params, training_notes(prepared))
+
+
+def training_notes(prepared: Prepared) -> list[str]:
+    """What a user should know about the data the model was trained on."""
+    split, arms = prepared.split, prepared.arms
+    notes = [f"split by player, not by time: {split.note}"] if split.kind == "player" else []
+    unsupported = arms.loc[~arms["supported"], "arm"].tolist()
+    if unsupported:
+        notes.append(f"arms without support, scored but sent only by exploration: {', '.join(unsupported)}")
+    return notes + prepared.notes
 
 
 def _champion(cfg: Config, version: int | None, progress: Progress) -> Scorer | None:
@@ -179,6 +191,7 @@ def run_evaluate(
     from training import registry
 
     prepared = prepare(cfg)
+    cfg = prepared.cfg  # with the platform's games and event types
     with registry.tracking(cfg):
         uri = registry.model_uri(cfg.training.model_name, model or registry.CHALLENGER)
         progress.note(f"loading {uri}")

@@ -99,12 +99,12 @@ class PolicyValue:
     """Doubly robust incremental net value per candidate of a model's policy on fixed rows (on the hurdle
     outcome of :func:`training.evaluation.hurdle_outcome`, whose variance is a fraction of the raw one's)."""
 
-    def __init__(self, data: EvalData, mu_net: np.ndarray, y: np.ndarray) -> None:
-        self.data, self.mu, self.y = data, mu_net, y
+    def __init__(self, data: EvalData, mu_net: np.ndarray, y: np.ndarray, allowed: np.ndarray) -> None:
+        self.data, self.mu, self.y, self.allowed = data, mu_net, y, allowed
 
     def __call__(self, inc_net: np.ndarray, cost: np.ndarray, rows: np.ndarray | None = None) -> float:
         sel = np.arange(len(self.mu)) if rows is None else rows
-        arm = choose(inc_net, cost).arm
+        arm = choose(inc_net, cost, allowed=self.allowed).arm
         target = one_hot(arm, self.mu.shape[1])
         logged = self.data.logged
         sub = type(logged)(logged.logged[sel], logged.propensity[sel], logged.cluster[sel])
@@ -149,7 +149,7 @@ def run_tune(
     ref = fit_scorer(cfg, train, arms, t.model, members=1)
     scores = ref.score(val_rows)
     mu = outcome_models(scores, cfg.business.margin)["net_value"]
-    value = PolicyValue(data, mu, hurdle_outcome(scores, data))
+    value = PolicyValue(data, mu, hurdle_outcome(scores, data), scores.allowed)
     quick = np.arange(min(len(val_rows), max(len(val_rows) // 4, 1000)))
     weights_cache: dict[bool, np.ndarray] = {}
 

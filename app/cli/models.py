@@ -98,6 +98,8 @@ def run_training(cfg: Config, *, defaults: bool, truth: Path | None) -> TrainRes
         source = "config (no tuning result; run `rekindle tune`)" if not defaults else "config"
     with RichProgress(console) as progress:
         result = run_train(cfg, params=params, params_source=source, truth_dir=truth, progress=progress)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
     print_judged(console, result.judged)
     name = cfg.training.model_name
     console.print(f"\nregistered {name} version {result.version} as challenger (MLflow run {result.run_id})")

@@ -66,13 +66,14 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
 def decide(cfg: Config) -> None:
     """Steps 7 and 8: train, evaluate and register; then the batch decisions of the champion, or of the
     best single arm for everyone when no model is trusted."""
+    from training.arms import ArmError
     from training.data import TrainingDataError
     from training.registry import CHALLENGER, CHAMPION, champion_version
 
     console.rule("7. train, evaluate (against the simulator's truth) and register the response models")
     try:
         trained = run_training(cfg, defaults=False, truth=cfg.path("truth"))
-    except TrainingDataError as exc:  # a world too short for the split: the steps before still stand
+    except (TrainingDataError, ArmError) as exc:  # a world too small to learn from: the steps before still stand
         console.print(f"[yellow]note:[/] no training: {exc}")
         return
     console.rule("8. decide for every dormant candidate (batch)")
