@@ -316,6 +316,7 @@ class VipDynamics(_Strict):
     """How a player's VIP level moves: up to the level their deposits so far earn, down one level for
     every ``idle_downgrade_days`` without a session. The platform stores only the current level."""
 
+    dynamic: bool = True  # false: every player keeps the level drawn at registration (the world before VIP moved)
     deposit_steps: list[int] = Field([100_000, 500_000, 2_000_000, 5_000_000, 10_000_000], min_length=5, max_length=5)
     idle_downgrade_days: int = Field(90, ge=1)
 

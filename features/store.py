@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from core.config import Config
 from features.layout import FeatureStoreError, Layout, layout, write_yaml
 from features.repo import definitions
+from platform_db.bulk import DUCKDB_MEMORY
 from platform_db.db import safe_url
 
 
@@ -59,10 +60,26 @@ def quiet_feast() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def bound_duckdb(cfg: Config) -> None:
+    """Feast's embedded offline store joins in ibis's DuckDB: cap its memory (it spills to a folder under
+    the home beyond :data:`platform_db.bulk.DUCKDB_MEMORY`), so a million players' point-in-time join does
+    not take the machine."""
+    import ibis
+
+    spill = cfg.path("cache", "duckdb")
+    spill.mkdir(parents=True, exist_ok=True)
+    con = ibis.get_backend()
+    con.raw_sql(f"SET memory_limit='{DUCKDB_MEMORY}'")
+    con.raw_sql(f"SET temp_directory='{spill}'")
+    con.raw_sql("SET preserve_insertion_order=false")  # the join restores its order from row_id
+
+
 def open_store(cfg: Config, *, apply: bool = True) -> Any:
     """The config's ``feast.FeatureStore``, its repository applied (idempotent; ~0.1 s)."""
     quiet_feast()
     lay = layout(cfg)
+    if not lay.production:
+        bound_duckdb(cfg)
     ensure_schemas(lay)
     check_redis(lay)
     path = write_yaml(lay)

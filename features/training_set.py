@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from core.config import Config
 from core.progress import SILENT, Progress
 from features.decisions import build_decisions
-from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, all_families
+from features.families import ENTITY, EVENT_TYPE_KEY, TIMESTAMP, UnbuiltError, all_families
 from features.join import ROW_ID, historical_features
 from features.layout import FeatureStoreError, layout
 from features.manifest import as_built, business_window, check_business, read_manifest, vocabulary
@@ -35,7 +35,7 @@ from platform_db.db import connect
 from validation.checks import filters_for_invalid_rows
 
 LABELS = ("reengaged", "converted", "deposits", "reward_cost", "net_value")
-GROUP_ROWS = 1_000_000  # decision rows joined and written at a time: memory stays bounded at millions of players
+GROUP_ROWS = 500_000  # decision rows joined and written at a time: memory stays bounded at millions of players
 
 
 @dataclass
@@ -115,7 +115,11 @@ def write_training_set(cfg: Config, frame: pd.DataFrame, out: Path) -> Path:
 def _arrow_types(cfg: Config) -> dict[str, pa.DataType]:
     """The Arrow type of every feature column (a group whose column is all null still writes its type)."""
     kinds = {"float": pa.float32(), "int": pa.int64(), "string": pa.string()}
-    return {f.name: kinds[f.kind] for fam in all_families(cfg) for f in fam.features}
+    try:
+        families = all_families(cfg)
+    except UnbuiltError:  # a frame written without a feature build (tests, tools): its own types stand
+        return {}
+    return {f.name: kinds[f.kind] for fam in families for f in fam.features}
 
 
 class _Writer:

@@ -124,6 +124,8 @@ class World:
 
     def _move_vip(self, d: int) -> None:
         vip = self.cfg.vip
+        if not vip.dynamic:
+            return
         pop = self.pop
         earned = np.digitize(self.cum_deposits, vip.deposit_steps).astype(np.int8)
         np.maximum(pop.vip, earned, out=pop.vip)

@@ -144,3 +144,17 @@ def redis_server() -> Iterator[str]:
     client.flushdb()
     yield f"{REDIS_HOST}:{REDIS_PORT},db={db}"
     client.flushdb()
+
+
+PG_FIXTURES = {"pg_server", "pg_database_factory"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs PostgreSQL (through a fixture, or the postgresql case of ``empty_db_url``)
+    ``postgres``, so ``-m "not postgres"`` leaves exactly those out."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("empty_db_url") == "postgresql"
+        if names & PG_FIXTURES or on_pg:
+            item.add_marker(pytest.mark.postgres)

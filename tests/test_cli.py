@@ -4,18 +4,38 @@ validate exit codes with planted faults, segment outputs, clear errors."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 from click.testing import CliRunner
 
 from app.cli import main
 
-COMMANDS = [[], ["db"], ["db", "init"], ["simulate"], ["simulate", "respond"], ["validate"], ["segment"], ["run"]]
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def every_command(group: click.Group, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and subcommand of ``group``, as argument lists (the group itself first)."""
+    out = [list(path)]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            out += every_command(command, (*path, name))
+        else:
+            out.append([*path, name])
+    return out
+
+
+COMMANDS = every_command(main)
+SIMULATE_OUTPUT: dict[Path, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +46,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         main, ["--home", str(home), "simulate", "--players", "3000", "--days", "60", "--seed", "2"]
     )
     assert result.exit_code == 0, result.output
+    SIMULATE_OUTPUT[home] = result.output
     return home
 
 
@@ -34,11 +55,24 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_the_help_covers_every_command() -> None:
+    names = {" ".join(c) for c in COMMANDS}
+    for expected in ("run", "tune", "train", "evaluate", "batch", "features build", "features training-set",
+                     "features materialize", "features show", "simulate respond", "db init", "segment", "validate"):
+        assert expected in names, expected
+    assert len(COMMANDS) >= 17  # the group and its 16 commands and subcommands
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "rekindle")
 def test_every_command_has_help(command: list[str]) -> None:
     code, out = invoke(*command, "--help")
     assert code == 0
-    assert "Usage:" in out
+    assert f"Usage: main {' '.join(command)}".rstrip() in " ".join(out.split())  # its own usage, not the group's
+    doc = (main if not command else main.commands[command[0]])
+    for part in command[1:]:
+        doc = doc.commands[part]  # type: ignore[attr-defined]
+    first = (doc.help or "").strip().splitlines()[0].split(":")[0].split(".")[0][:40]
+    assert first and first in " ".join(out.split()), first
 
 
 def test_installed_entry_point_runs() -> None:
@@ -48,6 +82,8 @@ def test_installed_entry_point_runs() -> None:
 
 
 def test_simulate_prints_the_as_of_time_and_writes_truth(world: Path) -> None:
+    as_of = json.loads((world / "truth" / "calibration.json").read_text())["as_of"]
+    assert f"as-of time: {datetime.fromisoformat(as_of):%Y-%m-%dT%H:%M:%S} (UTC)" in SIMULATE_OUTPUT[world]
     truth = pd.read_parquet(world / "truth" / "truth.parquet")
     assert {"player_id", "event_type", "reward", "p_reengage", "expected_deposits", "expected_cost"} <= set(
         truth.columns
@@ -149,14 +185,73 @@ def test_segment_on_empty_platform_says_so(tmp_path: Path) -> None:
     assert "holds no players" in result.output
 
 
-def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
-    code, out = invoke("--home", str(tmp_path), "run", "--players", "2000", "--days", "60")
+def small_model_configs(root: Path, **model: object) -> Path:
+    """The default configs with a model small enough for a 4,000-player world (and ``model`` overrides)."""
+    configs = root / "configs"
+    shutil.copytree(CONFIG_DIR, configs)
+    raw = yaml.safe_load((configs / "rekindle.yaml").read_text())
+    raw["training"]["arms"]["min_support"] = 30
+    raw["training"].update(
+        {"ensemble": 2, "bootstrap": 50, "min_cell": 100, "split": {"validation_campaigns": 2, "test_campaigns": 2}}
+    )
+    raw["training"]["model"].update({"n_estimators": 60, "learning_rate": 0.1, "min_child_samples": 200, **model})
+    (configs / "rekindle.yaml").write_text(yaml.safe_dump(raw))
+    return configs
+
+
+def run_main_job(home: Path, configs: Path) -> tuple[str, pd.DataFrame, dict[str, str]]:
+    code, out = invoke("--home", str(home), "--config", str(configs), "run", "--players", "4000", "--days", "100")
     assert code == 0, out
-    assert "PASSED" in out
-    assert list((tmp_path / "segments").glob("*.parquet"))
-    assert "materialised" in out and (tmp_path / "feast" / "online.db").is_file()
-    training = pd.read_parquet(tmp_path / "training" / "training_set.parquet")
-    assert training["is_offer"].any() and (~training["is_offer"]).any()
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    version = client.get_model_version("rekindle-response", "1")
+    aliases = client.get_registered_model("rekindle-response").aliases
+    return out, pd.read_csv(home / "decisions.csv"), {"promotion": version.tags["promotion"], **aliases}
+
+
+@pytest.mark.slow
+def test_main_job_trains_promotes_and_decides_with_the_champion(tmp_path: Path) -> None:
+    out, decisions, registry = run_main_job(tmp_path / "home", small_model_configs(tmp_path))
+    flat = " ".join(out.split())
+    assert "PASSED" in out and "materialised" in out and (tmp_path / "home" / "feast" / "online.db").is_file()
+    assert "registered rekindle-response version 1 as challenger" in flat
+    assert registry["promotion"].startswith("promoted: first champion")
+    assert " ".join(registry["promotion"].split()) in flat  # the reason printed is the one recorded
+    assert str(registry["champion"]) == "1"  # the alias moved with the decision
+    assert (decisions["model_version"] == "rekindle-response/1").all()  # the version the alias resolved to
+    assert decisions["event_type"].nunique() >= 3  # the learned policy, not one arm for everyone
+    truth = pd.read_parquet(tmp_path / "home" / "truth" / "truth.parquet")
+    assert set(decisions["player_id"]) == set(truth["player_id"])
+
+
+@pytest.mark.slow
+def test_main_job_falls_back_to_the_best_single_arm_when_no_model_is_promoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same job when promotion refuses the new model (the real decision, then overruled: when a model
+    earns no trust is the promotion tests' business): every candidate gets the best single arm, with the
+    challenger's expected values of that arm."""
+    from training import train
+    from training.promotion import Promotion
+
+    real = train.promotion_decision
+
+    def refuse(*args: object, **kwargs: object) -> Promotion:
+        decided = real(*args, **kwargs)  # type: ignore[arg-type]
+        return Promotion(False, f"not promoted (refused by the test; it said: {decided.reason})", decided.figures)
+
+    monkeypatch.setattr(train, "promotion_decision", refuse)
+    out, decisions, registry = run_main_job(tmp_path / "home", small_model_configs(tmp_path))
+    flat = " ".join(out.split())
+    assert registry["promotion"].startswith("not promoted (refused by the test") and "champion" not in registry
+    fallback = re.search(r"no model is champion \(.*\); every candidate gets (\w+)@(\d+)", flat)
+    assert fallback is not None, flat[-2000:]
+    event, reward = fallback.group(1), int(fallback.group(2))
+    assert (decisions["event_type"] == event).all() and (decisions["reward"] == reward).all()
+    assert (decisions["model_version"] == "rekindle-response/1").all()  # the challenger's expected values
+    assert decisions["expected_cost"].gt(0).all()
 
 
 def test_respond_moves_the_world_and_the_database_stays_valid(tmp_path: Path) -> None:

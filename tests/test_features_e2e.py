@@ -23,6 +23,7 @@ from features.manifest import as_built
 from features.offline import read_view
 from features.training_set import build_training_set
 
+pytestmark = pytest.mark.slow
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PLAYERS, DAYS, SEED = 3_000, 75, 5
 LABELS = ["reengaged", "converted", "deposits", "reward_cost", "net_value"]

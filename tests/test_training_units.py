@@ -475,3 +475,62 @@ def test_a_model_registered_as_a_pickle_is_refused_with_the_command_to_retrain(t
     assert result.exit_code == 2
     assert "registered by an older Rekindle" in result.output and "rekindle train" in result.output
     assert not (tmp_path / "d.csv").exists()
+
+
+# ------------------------------------------------------------- estimator contract --
+def response_model():
+    from training.response import ResponseModel
+
+    return ResponseModel()
+
+
+def bootstrap_ensemble():
+    from training.ensemble import BootstrapEnsemble
+
+    return BootstrapEnsemble()
+
+
+@pytest.mark.parametrize("make", [response_model, bootstrap_ensemble], ids=["ResponseModel", "BootstrapEnsemble"])
+def test_the_estimators_keep_the_scikit_learn_contract(make) -> None:
+    """scikit-learn's own checks of construction, parameters and cloning (their fit takes decision frames
+    with named columns, not the arrays of the generic fit checks: those are the next test's)."""
+    from sklearn.utils import estimator_checks as ec
+
+    estimator = make()
+    name = type(estimator).__name__
+    for check in (
+        ec.check_parameters_default_constructible,
+        ec.check_no_attributes_set_in_init,
+        ec.check_get_params_invariance,
+        ec.check_set_params,
+        ec.check_estimator_cloneable,
+        ec.check_estimator_repr,
+        ec.check_do_not_raise_errors_in_init_or_set_params,
+    ):
+        check(name, estimator)
+
+
+def test_fit_returns_self_learns_underscored_attributes_and_predict_needs_a_fit(cfg) -> None:
+    from sklearn.exceptions import NotFittedError
+
+    from training.design import fit_design
+    from training.ensemble import BootstrapEnsemble
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 3000, 8)
+    frame["player_id"] = np.arange(len(frame)) // 2  # bootstrap weights are drawn per player
+    arms = discover_arms(frame, None, min_support=10).table
+    model = ResponseModel(fit_design(cfg, frame, arms), n_estimators=10, min_child_samples=50)
+    with pytest.raises(NotFittedError):
+        model.predict_arms(frame, arms)
+    params = model.get_params()
+    assert model.fit(frame, frame) is model and hasattr(model, "heads_") and hasattr(model, "n_features_in_")
+    assert model.get_params() == params  # fit changes no parameter
+    ensemble = BootstrapEnsemble(model, n_members=2, seed=3)
+    with pytest.raises(NotFittedError):
+        ensemble.to_model(arms)
+    assert ensemble.fit(frame, frame) is ensemble and len(ensemble.members_) == 2
+    with pytest.raises(ValueError, match="unknown learner 'z'"):
+        ResponseModel(model.design, learner="z").fit(frame, frame)
+    with pytest.raises(ValueError, match="needs a fitted Design"):
+        ResponseModel().fit(frame, frame)
