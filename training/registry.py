@@ -16,6 +16,7 @@ model. Registered versions carry aliases: a new model becomes ``challenger``;
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -87,6 +88,8 @@ def log_model(model: ResponseEnsemble, example: pd.DataFrame, *, name: str = "sc
     import mlflow
     from mlflow.models import infer_signature
 
+    # the project's environment is uv's, without pip: MLflow says so on every model; the requirements are ours
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     cols = [c for c in model.input_columns() if c in example]
     sample = example[cols].head(5).reset_index(drop=True)
     margin = float(model.meta.get("margin", 0.3))
