@@ -96,6 +96,8 @@ def print_feature_build(console: Console, summary: Any) -> None:
     console.print(
         f"{summary.players:,} players x {summary.snapshots} daily snapshots "
         f"from {summary.first_snapshot:%Y-%m-%dT%H:%M}"
+        f"\nthe platform's games: {', '.join(summary.games) or 'none named'}; "
+        f"event types offered: {', '.join(summary.event_types) or 'none'}"
         f"\ntime: {secs}\nstore: {summary.store}"
     )
 

@@ -64,6 +64,8 @@ class BuildSummary:
     store: str
     left_out: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    games: list[str] = field(default_factory=list)  # the platform's, as the build found or was told them
+    event_types: list[str] = field(default_factory=list)
 
 
 def default_as_of(after_latest: datetime) -> datetime:
@@ -211,6 +213,8 @@ def build_features(
         store=store_description(cfg),
         left_out=left_out,
         notes=notes,
+        games=list(cfg.features.games or []),
+        event_types=list(types),
     )
     _write_manifest(cfg, summary)
     open_store(cfg)  # the repository of these families (the platform's games and event types), applied

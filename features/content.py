@@ -5,10 +5,10 @@ catalog where it says (``catalog`` in rekindle.yaml), and otherwise from the
 platform's history up to the snapshot (offers sent, claimed and resolved
 strictly before it), so a past decision never reads what was learnt later:
 
-- ``type_claim_rate``: claimed / resolved offers (resolved: claimed, or its window over);
+- ``type_claim_rate``: offers claimed in their window / resolved offers (resolved: claimed, or its window over);
 - ``deposit_share``: share of the claims that came with a deposit in the offer's window;
 - ``requires_deposit``: 1 when 95% of 20 or more claims came with a deposit;
-- ``payout_ratio``: bonus paid / reward over the claimed offers with a reward;
+- ``payout_ratio``: bonus paid / reward over the claimed offers with a reward, once their windows are over;
 - ``min_deposit``: the smallest ``promotions.minDeposit`` of the type's promotions started (0 when none);
 - ``reward_min``, ``reward_max``: the rewards offered;
 - ``game``: the game of half or more of the sessions of its returners on the day they came back ("" any).
@@ -48,7 +48,7 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _running_extreme(at: np.ndarray, value: np.ndarray, times: np.ndarray, *, largest: bool) -> np.ndarray:
     """For each of ``times``, the min (max) of ``value`` over events strictly before it (NaN: none)."""
     order = np.argsort(at, kind="stable")
-    run = (np.maximum if largest else np.minimum).accumulate(value[order].astype(np.float64))
+    run = (np.fmax if largest else np.fmin).accumulate(value[order].astype(np.float64))  # NaN values skipped
     idx = np.searchsorted(at[order], times, side="left")
     return np.where(idx > 0, np.concatenate([[np.nan], run])[idx], np.nan)
 
@@ -117,17 +117,20 @@ def event_type_content(
         claimed_at = o["claimed_at"].to_numpy("datetime64[us]")
         end = o["window_end"].to_numpy("datetime64[us]")
         converted_at = o["converted_at"].to_numpy("datetime64[us]")
-        in_window = ~np.isnat(claimed_at) & (claimed_at <= end)
+        in_window = ~np.isnat(claimed_at) & (claimed_at <= end)  # a claim after its window does not count
         resolved_at = np.where(in_window, claimed_at, end)
+        claimed = np.where(in_window, claimed_at, np.datetime64("NaT"))
         reward = o["reward"].to_numpy(np.float64)
         ones = np.ones(len(o))
-        claims = _cumulative(claimed_at, ones, times)
-        with_deposit = ~np.isnat(converted_at) & ~np.isnat(claimed_at)
+        claims = _cumulative(claimed, ones, times)
+        with_deposit = in_window & ~np.isnat(converted_at)
         both_at = np.where(with_deposit, np.maximum(claimed_at, converted_at), np.datetime64("NaT"))
         deposit_share = _ratio(_cumulative(both_at, ones, times), claims)
-        priced = reward > 0
-        paid = _cumulative(np.where(priced, claimed_at, np.datetime64("NaT")), o["bonus_paid"].to_numpy(), times)
-        face = _cumulative(np.where(priced, claimed_at, np.datetime64("NaT")), reward, times)
+        # what a claim paid is known once its window is over (a bonus may follow the claim within it)
+        priced = in_window & (reward > 0)
+        settled = np.where(priced, end, np.datetime64("NaT"))
+        paid = _cumulative(settled, o["bonus_paid"].to_numpy(), times)
+        face = _cumulative(settled, reward, times)
         p = promotions[promotions[EVENT_TYPE_KEY] == t]
         min_dep = _running_extreme(
             p["starts_at"].to_numpy("datetime64[us]"), p["min_deposit"].fillna(0).to_numpy(np.float64), times,

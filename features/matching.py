@@ -83,7 +83,7 @@ def collaborative_score(player_emb: pd.DataFrame, event_emb: pd.DataFrame) -> pd
         raise MatchingInputError("event embeddings hold more than one row per event type and snapshot")
     table = np.full((max(len(stamps), 1), len(types), len(ecols)), np.nan)
     table[pos_s, pos_e] = event_emb[ecols].to_numpy(np.float64)
-    if len(stamps) > 1:
+    if len(stamps) and TIMESTAMP in player_emb:  # each row: the latest snapshot at or before it (NaN: none)
         at = np.searchsorted(stamps, player_emb[TIMESTAMP].to_numpy("datetime64[us]"), side="right") - 1
         score = np.einsum("nk,nek->ne", emb, table[np.maximum(at, 0)])
         score[at < 0] = np.nan
@@ -151,7 +151,7 @@ def content_score(player_features: pd.DataFrame, content: pd.DataFrame) -> pd.Da
     game_of[pos_s, pos_e] = game_names.get_indexer(pd.Index(content["game"].fillna("").astype(str)))
     needs = np.zeros(game_of.shape, bool)
     needs[pos_s, pos_e] = content["requires_deposit"].fillna(0).to_numpy().astype(bool)
-    if len(stamps) > 1:
+    if len(stamps) and TIMESTAMP in player_features:  # each row: the latest content at or before it
         at = np.searchsorted(stamps, player_features[TIMESTAMP].to_numpy("datetime64[us]"), side="right") - 1
     else:
         at = np.zeros(n, np.int64)

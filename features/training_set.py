@@ -190,6 +190,11 @@ def build_training_set(
 
     t = time.perf_counter()
     rows = decisions.rows
+    if rows.empty:
+        raise FeatureStoreError(
+            f"no decision's attribution window closed before {as_of:%Y-%m-%dT%H:%M:%S} ({decisions.open_windows:,} "
+            "still open): there is nothing to learn from yet; choose a later --as-of"
+        )
     groups = campaign_groups(rows["campaign_id"].to_numpy(), group_rows)
     bar.start("point-in-time join", len(groups))
     store = open_store(cfg)

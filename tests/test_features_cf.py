@@ -510,3 +510,26 @@ def test_embeddings_carry_the_simulated_players_responsiveness(simulated) -> Non
     assert rho > 0.1  # ~0.2 (seeds 7, 8); one standard error is ~0.03
     hunters = truth["bonus_hunter"].to_numpy()
     assert score[seen & hunters].mean() > score[seen & ~hunters].mean() + 0.002  # ~0.0055 apart, se ~0.0015
+
+
+def test_match_scores_before_the_first_snapshot_know_nothing(cfg) -> None:
+    """One snapshot of content and of event-type factors: rows before it get the neutral score, not it."""
+    stamp = pd.Timestamp(AS_OF)
+    rows = pd.DataFrame(
+        {
+            "share_slots": [1.0, 1.0],
+            "share_other": [0.0, 0.0],
+            "deposits_n_7d": [1.0, 1.0],
+            "deposits_n_lifetime": [1.0, 1.0],
+            "cf_0": [1.0, 1.0],
+            "event_timestamp": [stamp - pd.Timedelta(days=1), stamp + pd.Timedelta(days=1)],
+        }
+    )
+    content = pd.DataFrame(
+        {"event_type": ["spins"], "game": ["slots"], "requires_deposit": [0.0], "event_timestamp": [stamp]}
+    )
+    score = content_score(rows, content)["spins"].tolist()
+    assert score[0] == 0.5 and score[1] == 1.0
+    emb = pd.DataFrame({"event_type": ["spins"], "ev_cf_0": [0.3], "event_timestamp": [stamp]})
+    collab = collaborative_score(rows[["cf_0", "event_timestamp"]], emb)["spins"].tolist()
+    assert np.isnan(collab[0]) and collab[1] == pytest.approx(0.3)

@@ -534,3 +534,13 @@ def test_fit_returns_self_learns_underscored_attributes_and_predict_needs_a_fit(
         ResponseModel(model.design, learner="z").fit(frame, frame)
     with pytest.raises(ValueError, match="needs a fitted Design"):
         ResponseModel().fit(frame, frame)
+
+
+def test_a_new_event_type_stays_an_arm_once_exploration_has_offered_it() -> None:
+    """Marked new and offered a little since (by exploration): its history counts, without support yet."""
+    hist = offers({("cashback", 10000): 500, ("box", 5000): 12})
+    found = discover_arms(hist, catalog({"name": "cashback"}, {"name": "box", "rewards": [5000], "new": True}),
+                          min_support=100)  # fmt: skip
+    arms = found.table.set_index("arm")
+    assert "box@5000" in arms.index and arms.loc["box@5000", "support"] == 12
+    assert not arms.loc["box@5000", "supported"] and arms.loc["cashback@10000", "supported"]

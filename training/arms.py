@@ -67,12 +67,11 @@ def _restrict(stats: pd.DataFrame, catalog: Catalog, min_support: int, notes: li
     """The catalog's arms among (and inside the range of) the history's."""
     keep = []
     for e in catalog.event_types:
-        if e.new:
-            continue
         seen = stats[stats["event_type"] == e.name]
         if seen.empty:
-            notes.append(f"catalog event type {e.name!r} was never offered: mark it `new: true` to explore it")
-            continue
+            if not e.new:
+                notes.append(f"catalog event type {e.name!r} was never offered: mark it `new: true` to explore it")
+            continue  # a new type never offered yet: added below, without support
         if e.rewards is None:
             keep.append(seen[seen["support"] >= min_support])
             continue
@@ -140,8 +139,8 @@ def discover_arms(offers: pd.DataFrame, catalog: Catalog | None, *, min_support:
         new = [(e.name, r) for e in catalog.event_types if e.new for r in (e.rewards or [])]
         seen_types = set(stats["event_type"])
         for e in catalog.event_types:
-            if e.new and e.name in seen_types:
-                notes.append(f"{e.name!r} is marked new but the platform offered it: its history counts")
+            if e.new and e.name in seen_types:  # explored already: its arms are its history's, with their support
+                notes.append(f"{e.name!r} is marked new and has been offered: its history counts")
         if new:
             fresh = pd.DataFrame(new, columns=["event_type", "reward"]).assign(
                 support=0, claims=0, paid=0.0, source="new"
