@@ -273,6 +273,7 @@ class Training(_Strict):
     max_weight: float = Field(20.0, ge=1)  # cap of the stabilised inverse-propensity weights
     ope_max_weight: float = Field(20.0, ge=1)  # dr-hurdle: no correction where 1 / propensity exceeds this
     bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
+    interval: float = Field(0.9, gt=0.5, lt=1)  # coverage of the evaluation's intervals and the promotion test
     min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy
     tuning_rows: int = Field(30_000, ge=1000)  # validation rows scored per trial (a seeded sample)
     seed: int = Field(1, ge=0)

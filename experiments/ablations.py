@@ -20,7 +20,7 @@ import pandas as pd
 
 from core.config import ModelParams, load_config
 from training.evaluation_report import headline
-from training.fit import fit_scorer, logging_propensity, prepare
+from training.fit import fit_scorer, prepare
 from training.judge import judge
 from training.tune import read_best_params
 
@@ -67,14 +67,13 @@ def main() -> None:
     prepared = prepare(cfg)
     cfg = prepared.cfg  # with the platform's games and event types
     truth_dir = args.truth or args.home / "truth"
-    propensity = logging_propensity(cfg, prepared.split.fit, prepared.arms)
     out = []
     for name in args.only or list(VARIANTS):
         params = ModelParams.model_validate(base.model_dump() | VARIANTS[name])
         t0 = time.perf_counter()
         scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, params, members=1)
         fit_s = time.perf_counter() - t0
-        figures = headline(judge(prepared, scorer, truth_dir=truth_dir, propensity=propensity))
+        figures = headline(judge(prepared, scorer, truth_dir=truth_dir))
         row = {"variant": name, **{v: figures.get(k, float("nan")) for k, v in COLUMNS.items()}, "fit s": fit_s}
         out.append(row)
         print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:,.3f}"), flush=True)

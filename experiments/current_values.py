@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from core.config import load_config
 from training.evaluation_report import headline
-from training.fit import fit_scorer, logging_propensity, prepare
+from training.fit import fit_scorer, prepare
 from training.judge import judge
 from training.tune import read_best_params
 
@@ -47,8 +47,7 @@ def main() -> None:
     params = read_best_params(cfg) or cfg.training.model
     start = time.perf_counter()
     scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, params, members=1)
-    propensity = logging_propensity(cfg, prepared.split.fit, prepared.arms)
-    figures = headline(judge(prepared, scorer, truth_dir=cfg.path("truth"), propensity=propensity))
+    figures = headline(judge(prepared, scorer, truth_dir=cfg.path("truth")))
     said = ", ".join(f"{k} {figures[k]:,.3f}" for k in SHOWN)
     error = figures.get("dr_hurdle_relative_error", float("nan"))
     took = time.perf_counter() - start

@@ -21,7 +21,7 @@ from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from training.policy import Objective
-from training.scorer import Scorer, round_money
+from training.scorer import ArmRule, Scorer, round_money
 
 
 class BatchError(RekindleError, ValueError):
@@ -60,18 +60,19 @@ def run_batch(
     margin: float | None = None,
     objective: Objective | None = None,
     budget: float | None = None,
-    arm: str | None = None,
+    arm: ArmRule | None = None,
     progress: Progress = SILENT,
 ) -> BatchResult:
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
     if arm is not None and budget is not None:
-        raise BatchError(f"--arm {arm} sends one arm to everyone; it takes no --budget (got {budget:,.0f} KRW)")
+        raise BatchError(f"--arm {arm} is a fixed rule; it takes no --budget (got {budget:,.0f} KRW)")
     if arm is not None:
-        try:
-            scorer.arm_column(arm)
-        except ValueError as exc:
-            raise BatchError(f"--arm: {exc}") from None
+        for one in [arm] if isinstance(arm, str) else list(arm.values()):
+            try:
+                scorer.arm_column(one)
+            except ValueError as exc:
+                raise BatchError(f"--arm: {exc}") from None
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     t, snap = snapshot_at(cfg, as_of)

@@ -522,9 +522,7 @@ def test_the_segment_reads_the_status_observed_at_or_before_each_snapshot(cfg: C
     segment comes from its behaviour, as if active (today's status says nothing about that time)."""
     players = [(1, at(-60), "active", "ads", 0), (2, at(-60), "blocked", "ads", 0)]
     facts = facts_from_events(AS_OF, cfg, players, sessions=[(1, at(-40), 1), (2, at(-40), 1)])
-    observed = pd.DataFrame(
-        {ENTITY: [1, 2], "observed_at": [at(-3), at(-3)], "status": ["active", "blocked"]}
-    )
+    observed = pd.DataFrame({ENTITY: [1, 2], "observed_at": [at(-3), at(-3)], "status": ["active", "blocked"]})
     frames = snapshots(facts, cfg, observed=observed)
     assert value(frames, "segment", 2, -5, "segment") == value(frames, "segment", 1, -5, "segment")
     assert str(value(frames, "segment", 2, -5, "segment")).endswith("dormant")

@@ -357,12 +357,12 @@ def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> No
     w = bootstrap_weights(data.cluster, 200, seed=3)
     best_per_row, arm_two = mean.argmax(axis=1), np.full(n, 2)
     true_gap = mean[np.arange(n), arm_two].mean() - mean[np.arange(n), best_per_row].mean()
-    gaps = policy_gaps(scores, eval_data, arm_two, best_per_row, w).set_index("estimator")
+    gaps = policy_gaps(scores.point, eval_data, arm_two, best_per_row, w).set_index("estimator")
     assert true_gap < -0.5
     assert gaps.loc["dr-hurdle", "estimate"] > 0  # fooled by the model
     assert gaps.loc["dr", "low"] <= true_gap <= gaps.loc["dr", "high"] < 0  # not fooled
     assert not verdict(gaps.reset_index())[0]
-    assert verdict(policy_gaps(scores, eval_data, best_per_row, np.full(n, 1), w))[0] == (
+    assert verdict(policy_gaps(scores.point, eval_data, best_per_row, np.full(n, 1), w))[0] == (
         mean[np.arange(n), best_per_row].mean() > mean[:, 1].mean()
     )
 

@@ -128,4 +128,3 @@ def expected_calibration_error(bins: pd.DataFrame) -> float:
     """The rows-weighted mean absolute gap between predicted and realised means over ``bins``
     (:func:`calibration_bins` of one quantity)."""
     return float(np.average((bins["predicted"] - bins["realised"]).abs(), weights=bins["n"]))
-

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scoring.heads import ArmPredictions
 from training.baselines import best_arm_per_segment, best_single_arm, one_hot, oracle_arms, uniform_offer
 from training.diagnostics import (
     calibration_bins,
@@ -34,10 +35,13 @@ from training.diagnostics import (
     roi_cells,
     uplift_curves,
 )
+from training.nuisance import Nuisance
 from training.ope import ESTIMATORS, LoggedData, bootstrap_weights, dr_pseudo_outcomes, row_terms
 from training.policy import choose
 from training.scorer import Judgement, Scores
 from training.truth import ArmTruth
+
+MIN_ESS = 200.0  # effective rows an estimate's correction needs before it is called reliable
 
 OUTCOMES = ("reengaged", "net_value", "reward_cost")
 LEARNED = "learned policy"
@@ -58,6 +62,7 @@ class EvalData:
     segment: np.ndarray
     margin: float
     max_weight: float = np.inf  # SWITCH-DR threshold of the "dr-hurdle" estimator
+    level: float = 0.9  # coverage of the bootstrap intervals
 
 
 @dataclass
@@ -71,11 +76,17 @@ class Evaluation:
     uplift: pd.DataFrame
     calibration: pd.DataFrame
     choice_shares: pd.DataFrame
+    support: pd.DataFrame  # per policy: how much of its estimate rests on evidence (:func:`support_table`)
+    outcome_model: str  # what evaluated the policies: the cross-fitted outcome model, or the judged one
     estimator_errors: pd.DataFrame | None = None
     extra: dict[str, float] = field(default_factory=dict)
-    # the learned policy minus the best single arm chosen by the estimate (never by the truth): promotion's test
-    gaps: pd.DataFrame | None = None
-    estimated_best_single: str = ""
+    # the learned policy minus each baseline chosen by the estimate (never by the truth): promotion's test
+    gaps: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # baseline -> its arm per segment ("all" for the best single arm), as the estimate picks them
+    estimated_baselines: dict[str, dict[str, str]] = field(default_factory=dict)
+    fallback: str = BEST_SINGLE  # the baseline to use when no model is trusted (:func:`fallback_rule`)
+    fallback_values: dict[str, float] = field(default_factory=dict)  # out-of-fold estimates behind that choice
+    fallback_truth: float | None = None  # the fallback's true value (with the simulator's truth)
 
     def value(self, policy: str, quantity: str, estimator: str) -> float:
         v = self.values
@@ -83,9 +94,8 @@ class Evaluation:
         return float(hit["estimate"].iloc[0]) if len(hit) else float("nan")
 
 
-def outcome_models(scores: Scores, margin: float) -> dict[str, np.ndarray]:
+def outcome_models(mean: ArmPredictions, margin: float) -> dict[str, np.ndarray]:
     """The direct-method outcome per arm (rows x arms) for each outcome."""
-    mean = scores.point
     return {
         "reengaged": mean.p_reengage,
         "net_value": margin * mean.deposits - mean.cost,
@@ -93,10 +103,11 @@ def outcome_models(scores: Scores, margin: float) -> dict[str, np.ndarray]:
     }
 
 
-def _summary(draws: np.ndarray) -> tuple[float, float, float]:
-    """The estimate and its 95% bootstrap interval (NaN when undefined, e.g. the ROI of spending nothing)."""
+def _summary(draws: np.ndarray, level: float) -> tuple[float, float, float]:
+    """The estimate and its ``level`` bootstrap interval (NaN when undefined, e.g. the ROI of spending nothing)."""
     if len(draws) > 1 and not np.isnan(draws[1:]).all():
-        return float(draws[0]), float(np.nanquantile(draws[1:], 0.025)), float(np.nanquantile(draws[1:], 0.975))
+        tail = (1 - level) / 2
+        return float(draws[0]), float(np.nanquantile(draws[1:], tail)), float(np.nanquantile(draws[1:], 1 - tail))
     return float(draws[0]), np.nan, np.nan
 
 
@@ -104,14 +115,14 @@ def _draws(w: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return (w @ num) / np.maximum(w @ den, 1e-12)
 
 
-def _rows(policy: str, quantity: str, estimator: str, draws: np.ndarray) -> dict[str, object]:
-    est, low, high = _summary(draws)
+def _rows(policy: str, quantity: str, estimator: str, draws: np.ndarray, level: float) -> dict[str, object]:
+    est, low, high = _summary(draws, level)
     return {"policy": policy, "quantity": quantity, "estimator": estimator, "estimate": est, "low": low, "high": high}
 
 
-def hurdle_outcome(scores: Scores, data: EvalData) -> np.ndarray:
-    """The realised net value with each returner's deposits replaced by the model's expected deposits of a
-    returner given the logged arm: ``margin x re-engaged x E[deposits | re-engaged, x, A] - reward cost``.
+def hurdle_outcome(mean: ArmPredictions, data: EvalData) -> np.ndarray:
+    """The realised net value with each returner's deposits replaced by the outcome model's expected deposits
+    of a returner given the logged arm: ``margin x re-engaged x E[deposits | re-engaged, x, A] - reward cost``.
 
     It has the same expectation as the realised net value wherever the deposit-size model is right, and
     far less variance (7-day deposits are heavy-tailed): the doubly robust estimator on it ("dr-hurdle")
@@ -119,8 +130,8 @@ def hurdle_outcome(scores: Scores, data: EvalData) -> np.ndarray:
     """
     rows = np.arange(len(data.segment))
     ok, col = data.logged.in_table, data.logged.column
-    p = scores.point.p_reengage[rows, col]
-    size = np.divide(scores.point.deposits[rows, col], p, out=np.zeros(len(p)), where=p > 0)
+    p = mean.p_reengage[rows, col]
+    size = np.divide(mean.deposits[rows, col], p, out=np.zeros(len(p)), where=p > 0)
     hurdle = data.margin * data.y["reengaged"] * size - data.y["reward_cost"]
     return np.where(ok, hurdle, data.y["net_value"])
 
@@ -135,6 +146,7 @@ def estimated_values(
     """Off-policy incremental values (against no offer) and ROI of every policy, every estimator
     (with ``y_hurdle``, also the doubly robust estimate on it: :func:`hurdle_outcome`)."""
     out = []
+    level = data.level
     k = mu["net_value"].shape[1]
     none = one_hot(np.zeros(len(data.segment), int), k)
     estimators = (*ESTIMATORS, "dm") + (("dr-hurdle",) if y_hurdle is not None else ())
@@ -158,17 +170,103 @@ def estimated_values(
                     bnum, bden = base[q][est]
                     d = d - _draws(w, bnum, bden)
                 draws_by[(q, est)] = d
-                out.append(_rows(name, q, est, d))
+                out.append(_rows(name, q, est, d, level))
         for est in estimators:
             cost = draws_by[("reward_cost", est)]
             roi = np.divide(draws_by[("net_value", est)], cost, out=np.full_like(cost, np.nan), where=cost > 0)
-            out.append(_rows(name, "roi", est, roi))
+            out.append(_rows(name, "roi", est, roi, level))
     # the logged policy is on-policy: its value is the mean realised outcome
     for q in OUTCOMES:
         d = _draws(w, data.y[q], np.ones(len(data.y[q])))
         if q != "reward_cost":
             d = d - _draws(w, *base[q]["dr"])
-        out.append(_rows(HISTORICAL, q, "on-policy", d))
+        out.append(_rows(HISTORICAL, q, "on-policy", d, level))
+    return pd.DataFrame(out)
+
+
+def model_values(scores: Scores, policies: dict[str, np.ndarray], w: np.ndarray, level: float) -> pd.DataFrame:
+    """What the judged model itself predicts each policy is worth (estimator "model"): not evidence, but the
+    gap to the estimates shows how far the model's beliefs are from the logs."""
+    n = w.sum(axis=1)
+    quantities = {"reengaged": scores.inc_reengage, "net_value": scores.inc_net, "reward_cost": scores.cost}
+    out = []
+    for name, target in policies.items():
+        for q, v in quantities.items():
+            out.append(_rows(name, q, "model", w @ (target * v).sum(axis=1) / n, level))
+    return pd.DataFrame(out)
+
+
+def fallback_rule(
+    value: np.ndarray, segment: np.ndarray, cluster: np.ndarray, *, folds: int = 2, seed: int = 0
+) -> tuple[str, dict[str, float]]:
+    """Which baseline to fall back on: the best single arm, or the best arm per segment when that is
+    estimated better. Both are chosen and valued on ``value`` (rows x arms estimated incremental values,
+    arms without support NaN), so the segment rule, which picks from many more arms, would look better
+    only for picking noise. Here each rule is chosen on some folds of players and valued on the other;
+    the segment rule wins when its out-of-fold advantage exceeds one standard error (the simpler rule
+    keeps a tie). Returns the choice and the out-of-fold means (and the advantage's standard error)."""
+    _, inverse = np.unique(cluster, return_inverse=True)
+    fold = np.random.default_rng(seed).integers(0, folds, inverse.max() + 1)[inverse]
+    single_v, segment_v = np.full(len(value), np.nan), np.full(len(value), np.nan)
+    rows = np.arange(len(value))
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        if not train.any() or not test.any():
+            continue
+        single = best_single_arm(value[train])
+        by_segment = best_arm_per_segment(value[train], segment[train])
+        arm = pd.Series(segment[test]).map(by_segment).fillna(single).to_numpy(int)
+        single_v[test] = value[test, single]
+        segment_v[test] = value[rows[test], arm]
+    diff = segment_v - single_v
+    ok = ~np.isnan(diff)
+    n = int(ok.sum())
+    gap = float(diff[ok].mean()) if n else 0.0
+    se = float(diff[ok].std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    means = {
+        BEST_SINGLE: float(np.nanmean(single_v)) if n else float("nan"),
+        PER_SEGMENT: float(np.nanmean(segment_v)) if n else float("nan"),
+        "advantage_se": se,
+    }
+    return (PER_SEGMENT if gap > se else BEST_SINGLE), means
+
+
+def support_table(
+    data: EvalData, policies: dict[str, np.ndarray], supported: np.ndarray, *, min_ess: float = MIN_ESS
+) -> pd.DataFrame:
+    """How much of each policy's estimate rests on evidence in the logs.
+
+    - ``matched``: held-out rows whose logged arm is the one the policy picks (its probability, summed);
+    - ``ess``: the effective sample size of those rows' importance weights ``pi(A|x) / e(A|x)``;
+    - ``uncorrected``: the share of the matched weight on rows past the weight cap, where "dr-hurdle" takes
+      the outcome model's word alone;
+    - ``unsupported``: the policy's share on arms without support, which no estimator can check;
+    - ``reliable``: no unsupported share and an effective sample size of at least ``min_ess``. An unreliable
+      estimate is marked in the report and never promotes a policy. (Most matched weight is past the cap on
+      a world of many arms and a mostly rule-driven logging policy: the uncorrected share is reported, and
+      the plain doubly robust estimate, which corrects every row, is shown beside it.)
+    """
+    logged = data.logged
+    rows = np.arange(len(data.segment))
+    ok, col = logged.in_table, logged.column
+    inverse = np.where(ok, 1.0 / np.where(ok, logged.propensity, 1.0), 0.0)
+    out = []
+    for name, target in policies.items():
+        pi = np.where(ok, target[rows, col], 0.0)
+        r = pi * inverse
+        ess = float(r.sum() ** 2 / (r**2).sum()) if (r > 0).any() else 0.0
+        uncorrected = float(r[inverse > data.max_weight].sum() / r.sum()) if r.sum() > 0 else 1.0
+        unsupported = float(target[:, ~supported].sum() / len(target))
+        out.append(
+            {
+                "policy": name,
+                "matched": float(pi.sum()),
+                "ess": ess,
+                "uncorrected": uncorrected,
+                "unsupported": unsupported,
+                "reliable": bool(unsupported == 0 and ess >= min_ess),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -176,7 +274,7 @@ GAP_ESTIMATORS = ("dr-hurdle", "dr", "snips")
 
 
 def policy_gaps(
-    scores: Scores,
+    mean: ArmPredictions,
     data: EvalData,
     mine: np.ndarray,
     other: np.ndarray,
@@ -185,13 +283,12 @@ def policy_gaps(
     y_hurdle: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Paired difference of incremental net value per candidate, policy ``mine`` minus policy ``other``
-    (an arm column per row each), by each of ``GAP_ESTIMATORS`` on the same bootstrap resamples ``w``:
-    estimate and 95% interval. The plain doubly robust and SNIPS differences do not lean on the judged
-    model's deposit sizes or on its answers where the logs hold no evidence, as "dr-hurdle" does.
-    ``y_hurdle``: :func:`hurdle_outcome` of ``scores`` when the caller has it already."""
-    k = scores.inc_net.shape[1]
-    mu = outcome_models(scores, data.margin)["net_value"]
-    hurdle = hurdle_outcome(scores, data) if y_hurdle is None else y_hurdle
+    (an arm column per row each), by each of ``GAP_ESTIMATORS`` on the same bootstrap resamples ``w``, with
+    ``mean`` (the evaluation's outcome model) as the outcome model: estimate and interval at ``data.level``.
+    ``y_hurdle``: :func:`hurdle_outcome` of ``mean`` when the caller has it already."""
+    k = mean.p_reengage.shape[1]
+    mu = outcome_models(mean, data.margin)["net_value"]
+    hurdle = hurdle_outcome(mean, data) if y_hurdle is None else y_hurdle
     out = []
     for est in GAP_ESTIMATORS:
         y = hurdle if est == "dr-hurdle" else data.y["net_value"]
@@ -200,12 +297,14 @@ def policy_gaps(
         a = row_terms(data.logged, y, mu, one_hot(mine, k), max_weight=cap)[kind]
         b = row_terms(data.logged, y, mu, one_hot(other, k), max_weight=cap)[kind]
         draws = _draws(w, *a) - _draws(w, *b)
-        est_, low, high = _summary(draws)
+        est_, low, high = _summary(draws, data.level)
         out.append({"estimator": est, "estimate": est_, "low": low, "high": high})
     return pd.DataFrame(out)
 
 
-def true_values(truth: ArmTruth, margin: float, policies: dict[str, np.ndarray], w: np.ndarray) -> pd.DataFrame:
+def true_values(
+    truth: ArmTruth, margin: float, policies: dict[str, np.ndarray], w: np.ndarray, level: float = 0.9
+) -> pd.DataFrame:
     out = []
     n = w.sum(axis=1)
     quantities = {
@@ -216,11 +315,15 @@ def true_values(truth: ArmTruth, margin: float, policies: dict[str, np.ndarray],
     for name, target in policies.items():
         per = {q: w @ np.nansum(target * v, axis=1) / n for q, v in quantities.items()}
         for q, d in per.items():
-            out.append(_rows(name, q, "truth", d))
+            out.append(_rows(name, q, "truth", d, level))
         cost = per["reward_cost"]
         out.append(
             _rows(
-                name, "roi", "truth", np.divide(per["net_value"], cost, out=np.full_like(cost, np.nan), where=cost > 0)
+                name,
+                "roi",
+                "truth",
+                np.divide(per["net_value"], cost, out=np.full_like(cost, np.nan), where=cost > 0),
+                level,
             )
         )
     return pd.DataFrame(out)
@@ -267,18 +370,24 @@ def evaluate(
     judgement: Judgement,
     data: EvalData,
     *,
+    nuisance: Nuisance | None = None,
     truth: ArmTruth | None = None,
     n_boot: int = 200,
     seed: int = 0,
     min_cell: int = 300,
 ) -> Evaluation:
-    """Evaluate the learned policy (``judgement``: its choices and their confidence) and the baselines."""
+    """Evaluate the learned policy (``judgement``: its choices and their confidence) and the baselines.
+
+    ``nuisance``: the evaluation's own outcome model (:mod:`training.nuisance`); without it the judged
+    model's predictions stand in, and the evaluation says so."""
     arms = scores.arms
     n, k = scores.inc_net.shape
-    mu = outcome_models(scores, data.margin)
+    mean = nuisance.predictions if nuisance is not None else scores.point
+    source = nuisance.note if nuisance is not None else "the judged model (too few held-out rows to cross-fit)"
+    mu = outcome_models(mean, data.margin)
     w = bootstrap_weights(data.logged.cluster, n_boot, seed)
     pick = judgement.choice
-    y_hurdle = hurdle_outcome(scores, data)
+    y_hurdle = hurdle_outcome(mean, data)
     dr_net = dr_pseudo_outcomes(data.logged, mu["net_value"], y_hurdle)
     dr_inc = dr_net - dr_net[:, [0]]
     true_inc = truth.incremental_net(data.margin) if truth is not None else None
@@ -288,30 +397,42 @@ def evaluate(
     def credited(value: np.ndarray) -> np.ndarray:
         return np.where(supported, value, np.nan)
 
+    def segment_rule(value: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+        best = best_arm_per_segment(credited(value), data.segment)
+        return pd.Series(data.segment).map(best).to_numpy(int), best
+
     single, single_by_estimate = best_single_arm(credited(judge_by)), best_single_arm(credited(dr_inc))
-    per_segment = best_arm_per_segment(credited(judge_by), data.segment)
+    per_segment, per_segment_arms = segment_rule(judge_by)
+    per_segment_by_estimate, per_segment_arms_by_estimate = segment_rule(dr_inc)
     policies = {
         LEARNED: one_hot(pick.arm, k),
         NO_OFFER: one_hot(np.zeros(n, int), k),
         RANDOM: uniform_offer(n, k),
         BEST_SINGLE: one_hot(np.full(n, single), k),
-        PER_SEGMENT: one_hot(pd.Series(data.segment).map(per_segment).to_numpy(int), k),
+        PER_SEGMENT: one_hot(per_segment, k),
     }
-    estimated = estimated_values(data, mu, policies, w, y_hurdle)
-    values = [estimated]
-    gaps = policy_gaps(scores, data, pick.arm, np.full(n, single_by_estimate), w, y_hurdle=y_hurdle)
+    values = [estimated_values(data, mu, policies, w, y_hurdle), model_values(scores, policies, w, data.level)]
+    gaps = {
+        BEST_SINGLE: policy_gaps(mean, data, pick.arm, np.full(n, single_by_estimate), w, y_hurdle=y_hurdle),
+        PER_SEGMENT: policy_gaps(mean, data, pick.arm, per_segment_by_estimate, w, y_hurdle=y_hurdle),
+    }
+    fallback, fallback_values = fallback_rule(credited(dr_inc), data.segment, data.logged.cluster, seed=seed)
+    fallback_arms = per_segment_by_estimate if fallback == PER_SEGMENT else np.full(n, single_by_estimate)
     errors = None
+    fallback_truth = None
     if truth is not None and true_inc is not None:
-        exact = true_values(truth, data.margin, {**policies, ORACLE: one_hot(oracle_arms(true_inc), k)}, w)
-        exact_logged = true_values(truth, data.margin, {HISTORICAL: one_hot(data.logged.column, k)}, w)
+        fallback_truth = float(np.nanmean(true_inc[np.arange(n), fallback_arms]))
+        oracle = {ORACLE: one_hot(oracle_arms(true_inc), k)}
+        exact = true_values(truth, data.margin, {**policies, **oracle}, w, data.level)
+        exact_logged = true_values(truth, data.margin, {HISTORICAL: one_hot(data.logged.column, k)}, w, data.level)
         values += [exact, exact_logged]
-        errors = estimator_errors(estimated, pd.concat([exact, exact_logged]))
+        errors = estimator_errors(values[0], pd.concat([exact, exact_logged]))
         cells, acc = roi_cells(scores.inc_net, true_inc, data.segment, arms, min_cell)
-        source = "simulator truth"
+        roi_source = "simulator truth"
         curves = uplift_curves(scores.inc_net, {"truth": true_inc, "estimated": dr_inc}, arms)
     else:
         cells, acc = roi_cells(scores.inc_net, dr_inc, data.segment, arms, min_cell)
-        source = "doubly robust estimate (no truth)"
+        roi_source = "doubly robust estimate (no truth)"
         curves = uplift_curves(scores.inc_net, {"estimated": dr_inc}, arms)
     right = recommendation_right(pick.arm, judge_by, exact=true_inc is not None)
     calib = calibration_table(scores, data)
@@ -323,26 +444,33 @@ def evaluate(
         .reset_index()
     )
     extra = {
-        "expected_calibration_error_reengage": expected_calibration_error(
-            calib[calib["quantity"] == "re-engagement"]
-        ),
+        "expected_calibration_error_reengage": expected_calibration_error(calib[calib["quantity"] == "re-engagement"]),
         "mean_confidence": float(judgement.confidence.mean()),
     }
+    names = arms["arm"].to_numpy()
     return Evaluation(
         values=pd.concat(values, ignore_index=True),
-        arms_of_baselines={BEST_SINGLE: str(arms["arm"].iloc[single])}
-        | {f"{PER_SEGMENT}: {s}": str(arms["arm"].iloc[a]) for s, a in per_segment.items()},
+        arms_of_baselines={BEST_SINGLE: str(names[single])}
+        | {f"{PER_SEGMENT}: {s}": str(names[a]) for s, a in per_segment_arms.items()},
         roi_cells=cells,
         roi_accuracy=acc,
-        roi_accuracy_source=source,
+        roi_accuracy_source=roi_source,
         reliability=reliability(judgement.confidence, right),
         uplift=curves,
         calibration=calib,
         choice_shares=shares,
+        support=support_table(data, policies, supported),
+        outcome_model=source,
         estimator_errors=errors,
         extra=extra,
         gaps=gaps,
-        estimated_best_single=str(arms["arm"].iloc[single_by_estimate]),
+        estimated_baselines={
+            BEST_SINGLE: {"all": str(names[single_by_estimate])},
+            PER_SEGMENT: {s: str(names[a]) for s, a in per_segment_arms_by_estimate.items()},
+        },
+        fallback=fallback,
+        fallback_values=fallback_values,
+        fallback_truth=fallback_truth,
     )
 
 

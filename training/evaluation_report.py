@@ -88,12 +88,11 @@ def write_report(
     table = e.values.pivot_table(index=["policy", "estimator"], columns="quantity", values="estimate").reset_index()
     tables = {
         "policy values per candidate (incremental against no offer; ROI = net / cost)": table,
-        "policy values with 95% intervals": e.values,
+        "policy values with intervals": e.values,
         "baselines' arms": pd.DataFrame(list(e.arms_of_baselines.items()), columns=["baseline", "arm"]),
         "learned policy's choices": e.choice_shares,
-        f"learned policy minus the best single arm by the estimate ({e.estimated_best_single}), paired": (
-            e.gaps if e.gaps is not None else pd.DataFrame()
-        ),
+        **{f"learned policy minus the {b} as the estimate picks it, paired": g for b, g in e.gaps.items()},
+        "support of each policy's estimate": e.support,
         f"ROI accuracy cells (against the {e.roi_accuracy_source})": e.roi_cells,
         "reliability of the confidence": e.reliability,
         "Qini areas per arm (KRW per candidate above random targeting)": qini_areas(e.uplift),

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from core.progress import SILENT, Progress
+from scoring.heads import ArmPredictions
 from training import evaluation as ev
 from training.fit import Prepared, eval_data, held_out, logging_propensity
-from training.propensity import PropensityModel
+from training.nuisance import cross_fitted_outcomes
 from training.scorer import Scorer, Scores
 from training.truth import ArmTruth, decision_truth
 
@@ -26,14 +27,19 @@ class Judged:
     data: ev.EvalData
     scores: Scores
     truth: ArmTruth | None
+    mean: ArmPredictions  # the evaluation's outcome model: cross-fitted on the held-out rows (or the judged one)
     budget: pd.DataFrame | None = None
     report: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
 
 
 def judge(
-    prepared: Prepared, scorer: Scorer, *, truth_dir: Path | None = None, progress: Progress = SILENT,
-    propensity: PropensityModel | None = None,
+    prepared: Prepared,
+    scorer: Scorer,
+    *,
+    truth_dir: Path | None = None,
+    progress: Progress = SILENT,
+    propensity: np.ndarray | None = None,
 ) -> Judged:
     """Score the test slice with ``scorer`` and evaluate its policy against the baselines (and the truth)."""
     cfg = prepared.cfg
@@ -45,15 +51,18 @@ def judge(
         if not truth.matched.all():  # only rows with a truth, so estimates and truth talk about the same rows
             rows = rows[truth.matched].reset_index(drop=True)
             truth = truth.subset(truth.matched)
-    progress.note(f"propensities of the logging policy ({len(prepared.split.fit):,} earlier rows)")
-    propensity = propensity or logging_propensity(cfg, prepared.split.fit, prepared.arms)
+    progress.note(f"propensities of the logging policy (cross-fitted on the {len(rows):,} held-out rows)")
+    propensity = logging_propensity(cfg, rows, prepared.arms) if propensity is None else propensity
     data = eval_data(cfg, rows, prepared.arms, propensity)
     progress.note(f"scoring {len(rows):,} held-out decisions x {len(prepared.arms)} arms")
     scores = scorer.score(rows)
     judgement = scorer.judge(rows, scores, objective="net_value")
+    nuisance = cross_fitted_outcomes(cfg, rows, prepared.arms, history=prepared.split.fit, progress=progress)
     progress.note("evaluating (bootstrap intervals)")
     t = cfg.training
-    evaluation = ev.evaluate(scores, judgement, data, truth=truth, n_boot=t.bootstrap, seed=t.seed, min_cell=t.min_cell)
+    evaluation = ev.evaluate(
+        scores, judgement, data, nuisance=nuisance, truth=truth, n_boot=t.bootstrap, seed=t.seed, min_cell=t.min_cell
+    )
     budget = None
     if truth is not None:
         true_net = truth.incremental_net(cfg.business.margin)
@@ -63,4 +72,5 @@ def judge(
             "best single arm (re-engagement)": int(np.nanmean(true_re[:, 1:], axis=0).argmax()) + 1,
         }
         budget = ev.budget_check(scores, truth, cfg.business.margin, reference)
-    return Judged(evaluation, rows, data, scores, truth, budget)
+    mean = nuisance.predictions if nuisance is not None else scores.point
+    return Judged(evaluation, rows, data, scores, truth, mean, budget)

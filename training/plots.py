@@ -27,6 +27,7 @@ ESTIMATOR_STYLES = {  # drawing order, top to bottom within a policy's row
     "snips": ("#e9c46a", "s"),
     "ips": ("#f4a261", "^"),
     "dm": ("#e76f51", "v"),
+    "model": ("#b5179e", "x"),  # the judged model's own belief, not an estimate from the logs
     "on-policy": ("#8d99ae", "P"),
 }
 POINTS: dict[str, Any] = {"alpha": 0.8, "edgecolor": "white"}  # scatter markers, readable where they overlap

@@ -1,9 +1,11 @@
 """Promotion: whether a new model may become champion, decided on estimates only (never the truth).
 
 A policy beats another when the low-variance doubly robust estimate ("dr-hurdle") of the paired
-difference of incremental net value per candidate is positive and the plain doubly robust one, which
-does not lean on the judged model, does not find it worse (the upper end of its 95% interval is above
-zero). The new model must beat the best single arm (as the estimate picks it) and the champion.
+difference of incremental net value per candidate is positive and the plain doubly robust one does not
+find it worse (the upper end of its interval is above zero), both with the evaluation's cross-fitted
+outcome model. The new model's estimate must be reliable (enough evidence, no arm without support), and
+it must beat the best single arm and the best arm per segment (as the estimate picks them) and the
+champion. Otherwise the reason names the fallback.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class Promotion:
 
 def verdict(gaps: pd.DataFrame) -> tuple[bool, str]:
     """A policy beats another when the low-variance estimate ("dr-hurdle") of the paired difference is
-    positive and the plain doubly robust one, which does not lean on the judged model, does not find it
-    worse (the upper end of its 95% interval is above zero)."""
+    positive and the plain doubly robust one does not find it worse (the upper end of its interval is above
+    zero)."""
     by: dict[str, dict[str, Any]] = {
         str(r["estimator"]): {str(k): v for k, v in r.items()} for r in gaps.to_dict("records")
     }
@@ -52,24 +54,46 @@ def gap_figures(gaps: pd.DataFrame, prefix: str) -> dict[str, float]:
     return {f"{prefix}_{str(e).replace('-', '_')}": float(v) for e, v in pairs}
 
 
+def describe_rule(name: str, arms: dict[str, str]) -> str:
+    """``cashback@10000 for everyone`` or ``the best arm per segment (a: x, b: y)``."""
+    if set(arms) == {"all"}:
+        return f"{arms['all']} for everyone"
+    return f"the {name} (" + ", ".join(f"{s}: {a}" for s, a in arms.items()) + ")"
+
+
 def promotion_decision(
     prepared: Prepared, j: Judged, champion: Scorer | None, champion_version: int | None
 ) -> Promotion:
-    """Whether the new model's policy may become champion, and why (estimates only, never the truth: the
-    best single arm it must beat is the one the doubly robust estimate picks). ``champion`` is None when
-    there is none, or when it cannot be loaded (``champion_version`` then names it)."""
+    """Whether the new model's policy may become champion, and why (estimates only, never the truth, and
+    with the evaluation's cross-fitted outcome model, not the judged one). It must beat both the best single
+    arm and the best arm per segment (as the estimate picks them), with a reliable estimate, and the
+    champion. ``champion`` is None when there is none, or when it cannot be loaded (``champion_version`` then
+    names it)."""
     e = j.evaluation
-    if e.gaps is None:
-        raise ValueError("the evaluation holds no gap to the best single arm: judge the model first")
-    arm = e.estimated_best_single
-    ok, text = verdict(e.gaps)
-    figures = gap_figures(e.gaps, "gap_best_single")
-    if not ok:
-        reason = f"not promoted: does not beat the best single arm {arm} ({text}); fall back to {arm}"
+    fallback = describe_rule(e.fallback, e.estimated_baselines.get(e.fallback, {}))
+    figures: dict[str, float] = {}
+    support = e.support.set_index("policy")
+    if ev.LEARNED in support.index and not bool(support.loc[ev.LEARNED, "reliable"]):
+        s = support.loc[ev.LEARNED]
+        reason = (
+            f"not promoted: too little evidence for the learned policy's estimate (effective rows {s['ess']:,.0f}, "
+            f"uncorrected {s['uncorrected']:.0%}, unsupported {s['unsupported']:.0%}); fall back to {fallback}"
+        )
         return Promotion(False, reason, figures)
+    texts = []
+    for baseline in (ev.BEST_SINGLE, ev.PER_SEGMENT):
+        gaps = e.gaps[baseline]
+        key = "best_single" if baseline == ev.BEST_SINGLE else "per_segment"
+        figures |= gap_figures(gaps, f"gap_{key}")
+        ok, text = verdict(gaps)
+        if not ok:
+            reason = f"not promoted: does not beat the {baseline} ({text}); fall back to {fallback}"
+            return Promotion(False, reason, figures)
+        texts.append(f"the {baseline} ({text})")
+    beats = "beats " + " and ".join(texts)
     if champion is None:
         first = "first champion" if champion_version is None else f"champion v{champion_version} cannot be loaded"
-        return Promotion(True, f"promoted: {first}; beats the best single arm {arm} ({text})", figures)
+        return Promotion(True, f"promoted: {first}; {beats}", figures)
     if list(champion.arms["arm"]) != list(prepared.arms["arm"]):
         return Promotion(
             False,
@@ -85,7 +109,7 @@ def promotion_decision(
     w = bootstrap_weights(j.data.logged.cluster, t.bootstrap, t.seed)
     mine = choose(j.scores.inc_net, j.scores.cost, allowed=j.scores.allowed).arm
     theirs = choose(scores.inc_net, scores.cost, allowed=scores.allowed).arm
-    gaps = ev.policy_gaps(j.scores, j.data, mine, theirs, w)  # one outcome model (the new one's) for both
+    gaps = ev.policy_gaps(j.mean, j.data, mine, theirs, w)  # the evaluation's outcome model for both
     figures |= gap_figures(gaps, "gap_champion")
     ok, text = verdict(gaps)
     said = "promoted: beats" if ok else "not promoted: does not beat"

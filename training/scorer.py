@@ -40,6 +40,7 @@ DECISION_COLUMNS = (
     "roi",
     "confidence",
 )
+ArmRule = str | dict[str, str]  # one arm for everyone, or an arm per segment (the fallbacks)
 MONEY = ("expected_deposits", "expected_cost", "incremental_net_value", "incremental_net_low", "incremental_net_high")
 
 
@@ -113,6 +114,16 @@ class Scorer:
         """The column of an arm named like ``cashback@10000`` (or ``none``)."""
         return self.model.arm_column(arm)
 
+    def rule_columns(self, frame: pd.DataFrame, rule: ArmRule) -> np.ndarray:
+        """The arm column per row of a fixed rule: one arm for everyone, or a segment -> arm mapping (a
+        segment it does not name gets its ``"all"`` entry, else no offer)."""
+        if isinstance(rule, str):
+            return np.full(len(frame), self.arm_column(rule))
+        columns = {segment: self.arm_column(a) for segment, a in rule.items()}
+        default = columns.get("all", 0)
+        segment = frame["segment"].astype(str)
+        return segment.map(columns).fillna(default).to_numpy(np.int64)
+
     def judge(
         self,
         frame: pd.DataFrame,
@@ -120,14 +131,14 @@ class Scorer:
         *,
         objective: Objective | None = None,
         budget: float | None = None,
-        arm: str | None = None,
+        arm: ArmRule | None = None,
     ) -> Judgement:
         """The policy's choice per row, and how sure the ensemble is of it; ``arm``: that one arm for every
         row instead (the fallback when no learned policy is trusted), with the model's expected values."""
         objective = objective or self.objective
         gain = scores.gain(objective)
         if arm is not None:
-            col = np.full(len(gain), self.arm_column(arm))
+            col = self.rule_columns(frame, arm)
             rows = np.arange(len(gain))
             pick = Choice(col, gain[rows, col], scores.cost[rows, col], 0.0)
         else:
@@ -147,7 +158,7 @@ class Scorer:
         budget: float | None = None,
         margin: float | None = None,
         scores: Scores | None = None,
-        arm: str | None = None,
+        arm: ArmRule | None = None,
     ) -> pd.DataFrame:
         """One decision per row of ``frame`` (columns ``DECISION_COLUMNS``; no offer: event_type "none", reward 0);
         ``arm``: that arm for everyone (:meth:`judge`)."""
@@ -182,8 +193,7 @@ class Scorer:
         s = self.score(frame, margin=margin)
         n, k = s.inc_net.shape
         sd = np.column_stack(
-            [np.zeros(n)]
-            + [self.model.spread(frame, np.full(n, j), s.margin, s.point).net for j in range(1, k)]
+            [np.zeros(n)] + [self.model.spread(frame, np.full(n, j), s.margin, s.point).net for j in range(1, k)]
         )
         low, high = interval(s.inc_net, sd)
         mean = s.point

@@ -74,9 +74,7 @@ def run_train(
         try:
             t = time.perf_counter()
             progress.note(f"fitting {cfg.training.ensemble} bootstrap members on {len(split.fit):,} rows")
-            scorer = fit_scorer(
-                cfg, split.fit, prepared.arms, params, members=cfg.training.ensemble, progress=progress
-            )
+            scorer = fit_scorer(cfg, split.fit, prepared.arms, params, members=cfg.training.ensemble, progress=progress)
             seconds["fit"] = time.perf_counter() - t
             t = time.perf_counter()
             j = judge(prepared, scorer, truth_dir=truth_dir, progress=progress)

@@ -5,9 +5,10 @@ with the trial's parameters, turns its predictions on the validation slice (a
 seeded sample of ``training.tuning_rows`` eligible rows, a later time slice)
 into the learned policy, and scores that policy by its doubly robust
 incremental net value per candidate. The doubly robust estimate uses one
-outcome model and one propensity model fitted once on the train slice, shared
-by all trials: the trials then differ only by their policies, and differences
-between trials are not blurred by each trial judging itself.
+outcome model fitted once on the train slice and one propensity model
+cross-fitted on the validation rows, shared by all trials: the trials then
+differ only by their policies, and differences between trials are not blurred
+by each trial judging itself.
 
 TPE (seeded, multivariate) samples; after 8 complete trials, a median pruner
 stops trials whose policy, with half of their trees on a quarter of the rows,
@@ -142,14 +143,14 @@ def run_tune(
     if len(val_rows) > t.tuning_rows:
         val_rows = val_rows.sample(t.tuning_rows, random_state=t.seed).reset_index(drop=True)
     train = split.train
-    progress.note("propensities of the logging policy (train slice)")
-    prop = logging_propensity(cfg, train, arms)
+    progress.note("propensities of the logging policy (cross-fitted on the validation rows)")
+    prop = logging_propensity(cfg, val_rows, arms)
     data = eval_data(cfg, val_rows, arms, prop)
     progress.note("reference outcome model (default parameters)")
     ref = fit_scorer(cfg, train, arms, t.model, members=1)
     scores = ref.score(val_rows)
-    mu = outcome_models(scores, cfg.business.margin)["net_value"]
-    value = PolicyValue(data, mu, hurdle_outcome(scores, data), scores.allowed)
+    mu = outcome_models(scores.point, cfg.business.margin)["net_value"]
+    value = PolicyValue(data, mu, hurdle_outcome(scores.point, data), scores.allowed)
     quick = np.arange(min(len(val_rows), max(len(val_rows) // 4, 1000)))
     weights_cache: dict[bool, np.ndarray] = {}
 

@@ -18,6 +18,7 @@ from core.config import Config
 if TYPE_CHECKING:
     from serving.batch import BatchResult
     from training.policy import Objective
+    from training.scorer import ArmRule
     from training.train import TrainResult
 
 
@@ -80,9 +81,7 @@ def tune(obj: Context, trials: int, storage: str | None, study_name: str | None,
 @business_options
 @click.pass_obj
 @friendly_errors
-def train(
-    obj: Context, defaults: bool, ensemble: int | None, truth: Path | None, business: dict[str, Any]
-) -> None:
+def train(obj: Context, defaults: bool, ensemble: int | None, truth: Path | None, business: dict[str, Any]) -> None:
     """Train the response models (tuned parameters if `rekindle tune` ran), evaluate them on the held-out
     campaigns, log everything to MLflow, register the scorer as challenger and promote it if it earns it."""
     cfg = obj.config({"training": {"ensemble": ensemble}} if ensemble else None, business=business)
@@ -182,7 +181,7 @@ def run_decisions(
     objective: Objective | None = None,
     budget: float | None = None,
     model: str | None = None,
-    arm: str | None = None,
+    arm: ArmRule | None = None,
 ) -> BatchResult:
     from serving.batch import run_batch
     from training import registry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from app.cli.models import run_decisions, run_training
 from app.cli.root import Context, console, err_console, friendly_errors
 from core.config import Config, sqlite_url
 from core.timeutil import utc_now
+
+if TYPE_CHECKING:
+    from training.scorer import ArmRule
 
 
 def embedded(cfg: Config) -> Config:
@@ -65,7 +69,7 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
 
 def decide(cfg: Config) -> None:
     """Steps 7 and 8: train, evaluate and register; then the batch decisions of the champion, or of the
-    best single arm for everyone when no model is trusted."""
+    fallback (the best single arm for everyone, or the best arm per segment) when no model is trusted."""
     from training.arms import ArmError
     from training.data import TrainingDataError
     from training.registry import CHALLENGER, CHAMPION, champion_version
@@ -82,7 +86,10 @@ def decide(cfg: Config) -> None:
         if not trained.promoted:
             console.print(f"[yellow]note:[/] the new model is not champion ({trained.reason}); the champion decides")
         run_decisions(cfg, as_of=None, out=out, model=CHAMPION)
-    else:  # no trusted learned policy: the best single arm for everyone, as the promotion's reason says
-        arm = trained.judged.evaluation.estimated_best_single
-        console.print(f"[yellow]note:[/] no model is champion ({trained.reason}); every candidate gets {arm}")
+    else:  # no trusted learned policy: the fallback the promotion's reason names
+        e = trained.judged.evaluation
+        rule = e.estimated_baselines[e.fallback]
+        arm: ArmRule = rule["all"] if set(rule) == {"all"} else rule
+        said = arm if isinstance(arm, str) else f"the {e.fallback} ({', '.join(f'{s}: {a}' for s, a in rule.items())})"
+        console.print(f"[yellow]note:[/] no model is champion ({trained.reason}); every candidate gets {said}")
         run_decisions(cfg, as_of=None, out=out, model=CHALLENGER, arm=arm)

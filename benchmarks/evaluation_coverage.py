@@ -1,0 +1,172 @@
+"""Do the evaluation's intervals cover the truth, and does the promotion guard choose right, over many worlds?
+
+    .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --seeds 1-10
+    .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov100k --seeds 1-3 --players 100000 --days 180
+    .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/covalt --seeds 1-10 --config experiments/worlds/alt
+
+Each world is the main command's (`rekindle run --seed S`, 20,000 players and 150 days by default): a world
+whose home under ``--work`` holds no trained model is built by running that command. Then, with the code as it
+is now, the registered model (or, with ``--retrain``, one fitted again with the current training code) is
+judged on the held-out campaigns against the simulator's truth, and the promotion guard decides. Printed per
+seed and policy (learned, best single arm, best arm per segment, random): each estimator's estimate, its
+interval (``training.interval``, 90% by default) and the truth; then, over the seeds, how often each
+estimator's interval covered the truth, whether the guard ever promoted a policy worth less than the best
+single arm in truth, and how often the fallback it names (the best single arm, or the segment rule when that
+is estimated better) was the better of the two in truth. ``--out FILE.csv`` keeps the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.config import load_config
+from training import evaluation as ev
+from training import registry
+from training.fit import fit_scorer, prepare
+from training.judge import judge
+from training.promotion import promotion_decision
+from training.scorer import Scorer
+
+POLICIES = (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT, ev.RANDOM)
+ESTIMATORS = ("dr-hurdle", "dr", "snips", "dm", "model")
+
+
+def seeds(text: str) -> list[int]:
+    """``1-10`` or ``1,3,5``."""
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def build(home: Path, seed: int, players: int, days: int, config: Path | None) -> None:
+    """The main command on this world, unless its home already holds a trained model."""
+    if (home / "mlflow.db").exists() and (home / "training" / "training_set.parquet").exists():
+        return
+    cmd = [sys.executable, "-m", "app.cli", "--home", str(home)]
+    cmd += ["--config", str(config)] if config else []
+    cmd += ["run", "--seed", str(seed), "--players", str(players), "--days", str(days)]
+    print(f"building seed {seed}: {' '.join(cmd)}", flush=True)
+    log = home.with_suffix(".log")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def judge_world(home: Path, config: Path | None, retrain: bool) -> tuple[pd.DataFrame, dict[str, object]]:
+    cfg = load_config(config, home=home)
+    prepared = prepare(cfg)
+    cfg = prepared.cfg
+    if retrain:
+        scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, cfg.training.model, members=cfg.training.ensemble)
+    else:
+        with registry.tracking(cfg):
+            model = registry.load_model(registry.model_uri(cfg.training.model_name, registry.CHALLENGER))
+        scorer = Scorer(model, cfg.business.margin, cfg.training.objective)
+        prepared.arms = scorer.arms
+    j = judge(prepared, scorer, truth_dir=home / "truth")
+    promotion = promotion_decision(prepared, j, None, None)
+    v = j.evaluation.values
+    v = v[(v["quantity"] == "net_value") & v["policy"].isin(POLICIES)]
+    truth = v[v["estimator"] == "truth"].set_index("policy")["estimate"]
+    rows = v[v["estimator"].isin(ESTIMATORS)].copy()
+    rows["truth"] = rows["policy"].map(truth)
+    rows["covered"] = (rows["low"] <= rows["truth"]) & (rows["truth"] <= rows["high"])
+    e = j.evaluation
+    support = e.support.set_index("policy")
+    rows["reliable"] = rows["policy"].map(support["reliable"])
+    rows["ess"] = rows["policy"].map(support["ess"])
+    true_single, true_segment = truth[ev.BEST_SINGLE], truth[ev.PER_SEGMENT]
+    fallback_truth = float(e.fallback_truth) if e.fallback_truth is not None else float("nan")
+    summary: dict[str, object] = {
+        "promoted": promotion.promoted,
+        "reason": promotion.reason,
+        "learned_truth": truth[ev.LEARNED],
+        "best_single_truth": true_single,
+        "per_segment_truth": true_segment,
+        "fallback": e.fallback,
+        "fallback_truth": fallback_truth,
+        "outcome_model": e.outcome_model,
+    }
+    return rows, summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="one home per seed is kept here (seed1, seed2, ...)")
+    ap.add_argument("--seeds", default="1-10", help="e.g. 1-10 or 1,4,7")
+    ap.add_argument("--players", type=int, default=20_000)
+    ap.add_argument("--days", type=int, default=150)
+    ap.add_argument("--config", type=Path, help="configuration directory (default ./configs)")
+    ap.add_argument("--retrain", action="store_true", help="fit the model again with the current code")
+    ap.add_argument("--out", type=Path, help="write every row to this CSV")
+    args = ap.parse_args()
+    frames, summaries = [], []
+    for s in seeds(args.seeds):
+        home = args.work / f"seed{s}"
+        build(home, s, args.players, args.days, args.config)
+        t0 = time.perf_counter()
+        rows, summary = judge_world(home, args.config, args.retrain)
+        rows.insert(0, "seed", s)
+        frames.append(rows)
+        summaries.append({"seed": s, **summary})
+        print(f"\nseed {s} ({time.perf_counter() - t0:.0f} s; outcome model: {summary['outcome_model']})")
+        shown = rows.assign(interval=[f"[{a:,.0f}, {b:,.0f}]" for a, b in zip(rows["low"], rows["high"], strict=True)])
+        print(
+            shown.pivot_table(index=["policy", "truth"], columns="estimator", values="estimate", aggfunc="first")
+            .round(0)
+            .to_string()
+        )
+        for _, r in shown[shown["estimator"] == "dr-hurdle"].iterrows():
+            print(
+                f"  {r['policy']:<22} dr-hurdle {r['estimate']:>7,.0f} {r['interval']:<18} truth {r['truth']:>7,.0f}"
+                f"  {'covered' if r['covered'] else 'MISSED '}  ess {r['ess']:>8,.0f}"
+                f"  {'reliable' if r['reliable'] else 'UNRELIABLE'}"
+            )
+        print(f"  promoted: {summary['reason']}")
+        print(
+            f"  fallback: {summary['fallback']} (truth {summary['fallback_truth']:,.0f}; best single "
+            f"{summary['best_single_truth']:,.0f}, per segment {summary['per_segment_truth']:,.0f})"
+        )
+    allrows = pd.concat(frames, ignore_index=True)
+    if args.out:
+        allrows.to_csv(args.out, index=False)
+    report(allrows, pd.DataFrame(summaries))
+
+
+def report(rows: pd.DataFrame, summaries: pd.DataFrame) -> None:
+    n = len(summaries)
+    print(f"\n=== over {n} seeds ===")
+    cover = rows.pivot_table(index="policy", columns="estimator", values="covered", aggfunc="sum")
+    print(f"intervals that covered the truth (of {n}):")
+    print(cover.to_string())
+    err = rows.assign(rel=(rows["estimate"] - rows["truth"]) / rows["truth"].abs())
+    print("mean relative error:")
+    print(err.pivot_table(index="policy", columns="estimator", values="rel", aggfunc="mean").round(3).to_string())
+    s = summaries
+    wrong = (s["promoted"] & (s["learned_truth"] < s["best_single_truth"])).sum()
+    fallback_right = (s["fallback_truth"] >= np.maximum(s["best_single_truth"], s["per_segment_truth"]) - 1e-9).sum()
+    deployed = np.where(s["promoted"], s["learned_truth"], s["fallback_truth"])
+    ratio = deployed / s["best_single_truth"]
+    print(f"promoted: {int(s['promoted'].sum())} of {n}; promoted below the best single arm in truth: {int(wrong)}")
+    print(f"fallback the better of best single arm and segment rule in truth: {int(fallback_right)} of {n}")
+    print(
+        "deployed policy / best single arm (truth): "
+        + ", ".join(f"{r:.2f}" for r in ratio)
+        + f"; >= 1.05 in {int((ratio >= 1.05).sum())} of {n}; mean {ratio.mean():.3f}"
+    )
+    print(
+        f"deployed vs best arm per segment (truth), mean: {deployed.mean():,.0f} "
+        f"vs {s['per_segment_truth'].mean():,.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
