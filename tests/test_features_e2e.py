@@ -266,14 +266,17 @@ def test_show_needs_a_materialised_store_and_since_refuses_a_gap(world: Path, tm
 
 
 def test_the_training_set_written_a_few_campaigns_at_a_time_is_the_whole_one(built, tmp_path: Path) -> None:
-    """At a million players the set is written in groups of campaigns, never whole in memory: the file is the
-    same as one written at once, and the label means come out right."""
-    from features.training_set import campaign_groups
+    """At a million players the set is written in groups of rows (cutting through campaigns), never whole in
+    memory: the file is the same as one written at once, and the label means come out right."""
+    from features.training_set import row_groups
 
     cfg, _, _ = built
     once = build_training_set(cfg, out=tmp_path / "once.parquet", group_rows=10**9)
     grouped = build_training_set(cfg, out=tmp_path / "grouped.parquet", group_rows=400)
-    assert len(campaign_groups(grouped.frame["campaign_id"].to_numpy(), 400)) >= 4
+    campaign = grouped.frame["campaign_id"].to_numpy()
+    groups = row_groups(campaign, 400)
+    assert len(groups) >= 4 and max(len(g) for g in groups) <= 400
+    assert np.bincount(campaign).max() > 400  # a campaign larger than a group was cut, and came out whole
     pd.testing.assert_frame_equal(grouped.frame, once.frame, check_exact=True)
     by_arm = once.frame.groupby("arm")[LABELS].mean().reset_index()
     pd.testing.assert_frame_equal(grouped.label_rates()[["arm", *LABELS]], by_arm, check_exact=False, rtol=1e-12)
