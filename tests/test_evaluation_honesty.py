@@ -23,7 +23,8 @@ def test_the_evaluation_outcome_model_never_sees_the_rows_it_scores(cfg) -> None
     """Cross-fitted: changing every outcome of one fold's players changes no prediction for that fold, and
     does change the other fold's (which learnt from them)."""
     from training.arms import discover_arms
-    from training.nuisance import MIN_FOLD_ROWS, cross_fitted_outcomes, player_folds
+    from training.data import player_folds
+    from training.nuisance import MIN_FOLD_ROWS, cross_fitted_outcomes
 
     frame = synthetic_decisions(cfg, 8_000, seed=11)
     frame["player_id"] = np.arange(len(frame)) // 2  # two decisions per player

@@ -190,3 +190,10 @@ def time_split(frame: pd.DataFrame, *, validation_campaigns: int, test_campaigns
 def population(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows a policy decides for: eligible players of each campaign."""
     return frame[frame["eligible"].to_numpy(bool)].reset_index(drop=True)
+
+
+def player_folds(players: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold label per row; every row of a player is in the same fold (a random label per player)."""
+    _, inverse = np.unique(players, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, folds, inverse.max() + 1 if len(inverse) else 0)[inverse]

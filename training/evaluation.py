@@ -28,6 +28,7 @@ import pandas as pd
 
 from scoring.heads import ArmPredictions
 from training.baselines import best_arm_per_segment, best_single_arm, one_hot, oracle_arms, uniform_offer
+from training.data import player_folds
 from training.diagnostics import (
     calibration_bins,
     expected_calibration_error,
@@ -205,8 +206,7 @@ def fallback_rule(
     only for picking noise. Here each rule is chosen on some folds of players and valued on the other;
     the segment rule wins when its out-of-fold advantage exceeds one standard error (the simpler rule
     keeps a tie). Returns the choice and the out-of-fold means (and the advantage's standard error)."""
-    _, inverse = np.unique(cluster, return_inverse=True)
-    fold = np.random.default_rng(seed).integers(0, folds, inverse.max() + 1)[inverse]
+    fold = player_folds(cluster, folds, seed)
     single_v, segment_v = np.full(len(value), np.nan), np.full(len(value), np.nan)
     rows = np.arange(len(value))
     for f in range(folds):

@@ -23,6 +23,7 @@ import pandas as pd
 from core.config import Config
 from core.progress import SILENT, Progress
 from scoring.heads import ArmPredictions
+from training.data import player_folds
 from training.design import fit_design
 from training.response import LABELS, ResponseModel
 
@@ -37,13 +38,6 @@ class Nuisance:
     predictions: ArmPredictions
     folds: int
     note: str
-
-
-def player_folds(players: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold label per row; every row of a player is in the same fold (a random label per player)."""
-    _, inverse = np.unique(players, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, folds, inverse.max() + 1 if len(inverse) else 0)[inverse]
 
 
 def cross_fitted_outcomes(
@@ -77,17 +71,8 @@ def cross_fitted_outcomes(
             f"evaluation outcome model, fold {f + 1} of {folds}: fitted on {len(train):,} rows of other players"
         )
         design = fit_design(cfg, train, arms, use_match=params.use_match)
-        model = ResponseModel(
-            design,
-            learner="s",
-            n_estimators=params.n_estimators,
-            learning_rate=params.learning_rate,
-            num_leaves=params.num_leaves,
-            min_child_samples=params.min_child_samples,
-            tweedie_power=params.tweedie_power,
-            monotone=params.monotone,
-            seed=seed + f,
-        )
+        p_ = params.model_dump(exclude={"use_match", "weighting"}) | {"learner": "s"}
+        model = ResponseModel(design, **p_, seed=seed + f)
         model.fit(train, train[list(LABELS)])
         pred = model.predict_arms(rows.loc[out], arms)
         p[out], dep[out], cost[out] = pred.p_reengage, pred.deposits, pred.cost

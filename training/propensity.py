@@ -18,6 +18,7 @@ import pandas as pd
 
 from scoring.design import Design
 from training.arms import arm_name
+from training.data import player_folds
 
 
 @dataclass
@@ -94,10 +95,7 @@ def cross_fitted(
     n_jobs: int = 2,
 ) -> np.ndarray:
     """Out-of-fold ``e(a | x)`` for every row of ``X``; folds split by ``group`` (e.g. player id) when given."""
-    keys = np.asarray(group) if group is not None else np.arange(len(X))
-    rng = np.random.default_rng(seed)
-    _, inverse = np.unique(keys, return_inverse=True)  # small arrays of ids; fold = random label per key
-    fold = rng.integers(0, folds, inverse.max() + 1)[inverse]
+    fold = player_folds(np.asarray(group) if group is not None else np.arange(len(X)), folds, seed)
     out = np.zeros((len(X), len(arms)))
     for f in range(folds):
         model = fit_propensity(design, X.loc[fold != f], arms, rounds=rounds, clip=clip, seed=seed, n_jobs=n_jobs)
