@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --seeds 1-10
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov100k --seeds 1-3 --players 100000 --days 180
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/covalt --seeds 1-10 --config experiments/worlds/alt
+    .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --retrain --param deposit_model=tree
 
 Each world is the main command's (`rekindle run --seed S`, 20,000 players and 150 days by default): a world
 whose home under ``--work`` holds no trained model is built by running that command. Then, with the code as it
@@ -60,12 +61,15 @@ def build(home: Path, seed: int, players: int, days: int, config: Path | None) -
         subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def judge_world(home: Path, config: Path | None, retrain: bool) -> tuple[pd.DataFrame, dict[str, object]]:
+def judge_world(
+    home: Path, config: Path | None, retrain: bool, params: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, dict[str, object]]:
     cfg = load_config(config, home=home)
     prepared = prepare(cfg)
     cfg = prepared.cfg
     if retrain:
-        scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, cfg.training.model, members=cfg.training.ensemble)
+        chosen = cfg.training.model.model_validate(cfg.training.model.model_dump() | (params or {}))
+        scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, chosen, members=cfg.training.ensemble)
     else:
         with registry.tracking(cfg):
             model = registry.load_model(registry.model_uri(cfg.training.model_name, registry.CHALLENGER))
@@ -106,6 +110,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=150)
     ap.add_argument("--config", type=Path, help="configuration directory (default ./configs)")
     ap.add_argument("--retrain", action="store_true", help="fit the model again with the current code")
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="with --retrain: a model parameter"
+    )
     ap.add_argument("--out", type=Path, help="write every row to this CSV")
     args = ap.parse_args()
     frames, summaries = [], []
@@ -113,7 +120,8 @@ def main() -> None:
         home = args.work / f"seed{s}"
         build(home, s, args.players, args.days, args.config)
         t0 = time.perf_counter()
-        rows, summary = judge_world(home, args.config, args.retrain)
+        params = dict(p.split("=", 1) for p in args.param)
+        rows, summary = judge_world(home, args.config, args.retrain, params)
         rows.insert(0, "seed", s)
         frames.append(rows)
         summaries.append({"seed": s, **summary})

@@ -260,6 +260,7 @@ class ModelParams(_Strict):
     lambda_l2: float = Field(1.0, ge=0)
     tweedie_power: float = Field(1.5, gt=1, lt=2)
     monotone: bool = True
+    deposit_model: Literal["factor", "tree"] = "factor"  # an arm's effect on deposit size: one shrunk factor, or trees
 
 
 class Training(_Strict):

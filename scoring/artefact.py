@@ -22,7 +22,8 @@ from scoring.ensemble import ARM_TABLE_COLUMNS, ResponseEnsemble
 from scoring.heads import ResponseHeads
 
 FORMAT = "rekindle-response-ensemble"
-VERSION = 1
+VERSION = 2  # 2: each member's deposit_factors (None: the deposits head reads the arm's columns)
+READABLE = (1, 2)
 MODEL_FILE = "model.json"
 PYFUNC_ARTEFACT = "response_model"  # the files' name among an MLflow pyfunc's artifacts
 
@@ -44,7 +45,14 @@ def save(model: ResponseEnsemble, directory: str | Path) -> Path:
             rel = f"boosters/m{i}-{head.replace('/', '-')}.txt"
             booster.save_model(str(out / rel))
             heads[head] = rel
-        members.append({"learner": member.learner, "deposit_scale": float(member.deposit_scale), "heads": heads})
+        members.append(
+            {
+                "learner": member.learner,
+                "deposit_scale": float(member.deposit_scale),
+                "deposit_factors": member.deposit_factors,
+                "heads": heads,
+            }
+        )
     arms = model.arms[list(ARM_TABLE_COLUMNS)]
     document = {
         "format": FORMAT,
@@ -68,10 +76,10 @@ def load(directory: str | Path) -> ResponseEnsemble:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ArtefactError(f"{path} is not JSON: {exc}") from exc
-    if document.get("format") != FORMAT or document.get("version") != VERSION:
+    if document.get("format") != FORMAT or document.get("version") not in READABLE:
         raise ArtefactError(
             f"{path} is format {document.get('format')!r} version {document.get('version')!r}; "
-            f"this code reads {FORMAT!r} version {VERSION}"
+            f"this code reads {FORMAT!r} versions {list(READABLE)}"
         )
     design = Design.from_dict(document["design"])
     arms = pd.DataFrame(document["arms"], columns=list(ARM_TABLE_COLUMNS)).astype(
@@ -82,6 +90,7 @@ def load(directory: str | Path) -> ResponseEnsemble:
             m["learner"],
             {head: lgb.Booster(model_file=str(root / rel)) for head, rel in m["heads"].items()},
             float(m["deposit_scale"]),
+            m.get("deposit_factors"),  # absent in version 1: the deposits head reads the arm's columns
         )
         for m in document["members"]
     ]

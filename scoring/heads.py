@@ -7,7 +7,9 @@ by name (``<head>/<group>``):
 - ``reengage/all`` (S-learner), or ``reengage/control`` and ``reengage/treated``
   (T-learner; the offset learner's treated head adds to the control head's log-odds);
 - ``deposits/all``: E[deposits | re-engaged], times ``deposit_scale`` (the
-  calibration that balances the training returners' deposits);
+  calibration that balances the training returners' deposits); with
+  ``deposit_factors`` it reads the player's columns only (the arm's are blank)
+  and each arm multiplies it by its own factor;
 - ``claim``: P(bonus paid > 0) of an offer.
 """
 
@@ -41,13 +43,31 @@ class ArmPredictions:
         return self.p_reengage - self.p_reengage[:, [0]]
 
 
+def factor_key(event_type: object, reward: object = None) -> str:
+    """The key of an arm's (``event|reward``) or an event type's (``event``) deposit-size factor."""
+    return str(event_type) if reward is None else f"{event_type}|{int(float(str(reward)))}"
+
+
+def arm_factors(factors: dict[str, float], event_type: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    """The factor of arm ``(event_type[i], reward[i])``: by arm, else by event type, else 1."""
+    event_type, reward = np.atleast_1d(event_type), np.atleast_1d(reward)
+    keys = pd.Series([factor_key(e, r) for e, r in zip(event_type, reward, strict=True)], dtype=object)
+    by_type = pd.Series([factors.get(factor_key(e), 1.0) for e in event_type], dtype=np.float64)
+    return keys.map(factors).astype(np.float64).fillna(by_type).to_numpy(np.float64)
+
+
 @dataclass
 class ResponseHeads:
-    """The boosters of one fitted response model and how to combine them."""
+    """The boosters of one fitted response model and how to combine them.
+
+    ``deposit_factors`` (None: the deposits head reads the arm's columns itself): the deposits head sees the
+    player's columns only, and an arm's expected deposit size is that times its factor, looked up by arm
+    (:func:`factor_key`), else by event type, else 1."""
 
     learner: str
     boosters: dict[str, lgb.Booster]
     deposit_scale: float = 1.0
+    deposit_factors: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.learner not in LEARNERS:
@@ -70,8 +90,20 @@ class ResponseHeads:
         return np.asarray(head.predict(mat, num_iteration=num_iteration))
 
     def _deposits(self, mat: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
-        """E[deposits | re-engaged], balanced on the training returners."""
+        """E[deposits | re-engaged] from the deposits head, balanced on the training returners (with factors:
+        ``mat`` holds the player's columns and NaN arm columns, and the arm's factor is applied after)."""
         return np.asarray(self.boosters["deposits/all"].predict(mat, num_iteration=num_iteration)) * self.deposit_scale
+
+    def factor(self, event_type: np.ndarray, reward: np.ndarray) -> np.ndarray:
+        """Each arm's deposit-size factor (1 without factors)."""
+        return arm_factors(self.deposit_factors or {}, event_type, reward)
+
+    @staticmethod
+    def neutral(mat: np.ndarray, design: Design) -> np.ndarray:
+        """``mat`` with its arm columns blanked (NaN): what the deposits head of a factor model reads."""
+        out = mat.copy()
+        out[:, len(design.columns) - len(design.arm_columns) :] = np.nan
+        return out
 
     def _claim(self, mat: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
         return np.asarray(self.boosters["claim"].predict(mat, num_iteration=num_iteration))
@@ -83,13 +115,17 @@ class ResponseHeads:
         player = design.player_block(X)
         n, k = len(X), len(arms)
         p, dep, cost = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
+        size = None
+        if self.deposit_factors is not None:  # one prediction for every arm, scaled by each arm's factor
+            size = self._deposits(self.neutral(design.matrix(X, NONE, 0.0, player=player), design), num_iteration)
+            factors = self.factor(arms["event_type"].to_numpy(), arms["reward"].to_numpy())
         for j, (event, reward, payout) in enumerate(
             zip(arms["event_type"], arms["reward"], arms["payout"], strict=True)
         ):
             mat = design.matrix(X, event, reward, player=player)
             offer = event != NONE
             p[:, j] = self._reengage(mat, offer, num_iteration)
-            dep[:, j] = p[:, j] * self._deposits(mat, num_iteration)
+            dep[:, j] = p[:, j] * (self._deposits(mat, num_iteration) if size is None else size * factors[j])
             if offer:
                 cost[:, j] = self._claim(mat, num_iteration) * payout
         return ArmPredictions(arms, p, dep, cost)
@@ -103,11 +139,13 @@ class ResponseHeads:
         mat = design.matrix(X, event_type, reward)
         offer = event_type != NONE
         p, dep, cost = np.zeros(len(X)), np.zeros(len(X)), np.zeros(len(X))
+        if self.deposit_factors is not None:
+            size = self._deposits(self.neutral(mat, design)) * self.factor(event_type, reward)
         for flag in (False, True):
             m = offer == flag
             if m.any():
                 p[m] = self._reengage(mat[m], flag)
-                dep[m] = p[m] * self._deposits(mat[m])
+                dep[m] = p[m] * (self._deposits(mat[m]) if self.deposit_factors is None else size[m])
         if offer.any():
             cost[offer] = self._claim(mat[offer]) * design.payout_of(event_type[offer], reward[offer])
         return p, dep, cost

@@ -3,6 +3,7 @@ aliases, promotion), evaluate against the simulator's truth, batch decisions, an
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -166,6 +167,12 @@ def test_tune_train_evaluate_batch(home) -> None:
     assert "evaluation/evaluation.html" in artifacts and "evaluation/uplift_curves.png" in artifacts
     report = next((h / "reports").glob("train-*/evaluation.html")).read_text()
     assert "policy values" in report and "data:image/png;base64" in report
+    # the verdict comes first and is the decision recorded on the version; every metric comes last
+    verdict = report.index("<h2>Verdict</h2>")
+    assert verdict < report.index("by policy and estimator") < report.index("<img") < report.index("All metrics")
+    headline = "Promoted: the learned policy beats" if reason.startswith("promoted") else "Not promoted: fall back to"
+    assert headline in report[verdict : verdict + 400]
+    assert html.escape(f"Decision: {reason}.") in report
 
     promoted = reason.startswith("promoted")
     champion = client.get_registered_model("rekindle-response").aliases.get("champion")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from training import plots
-from training.report import format_value, write_report
+from training.report import Verdict, format_value, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SEED = 11
@@ -238,12 +238,21 @@ def test_report_is_one_escaped_self_contained_html_file(figure_png: Path, tmp_pa
         tables={"ROI cells": cells, "Arms <all>": arms},
         figures={"Reliability": figure_png, "Reliability again": figure_png},
         notes=["estimates are <b>per candidate</b>"],
+        verdict=Verdict("Not promoted: <fall back>", False, ("gap -12 [-40, +9]",)),
+        warnings=["thin <support>"],
+        details={"Calibration bins": arms},
     )
     assert path == out / "report.html"
     page = path.read_text(encoding="utf-8")
     assert "<h1>Run 42 &amp; friends</h1>" in page
-    for heading in ("Summary", "ROI cells", "Arms <all>", "Reliability", "Reliability again"):
-        assert f"<h2>{html.escape(heading)}</h2>" in page
+    reading_order = (
+        "Verdict", "ROI cells", "Arms <all>", "Warnings", "Reliability", "Reliability again", "Calibration bins",
+        "Notes", "All metrics",
+    )  # fmt: skip
+    where = [page.find(f"<h2>{html.escape(heading)}</h2>") for heading in reading_order]
+    assert min(where) > 0 and where == sorted(where), dict(zip(reading_order, where, strict=True))
+    assert '<div class="verdict fail"><p class="headline">Not promoted: &lt;fall back&gt;</p>' in page
+    assert "<p>gap -12 [-40, +9]</p>" in page and "<li>thin &lt;support&gt;</li>" in page
     assert "<td>whale</td>" in page and "12,346" in page and "0.877" in page
     assert "<td>0.873</td>" in page and "123,456" in page and "\u2014" in page
     assert page.count(IMG_TAG) == 2

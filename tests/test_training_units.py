@@ -544,3 +544,77 @@ def test_a_new_event_type_stays_an_arm_once_exploration_has_offered_it() -> None
     arms = found.table.set_index("arm")
     assert "box@5000" in arms.index and arms.loc["box@5000", "support"] == 12
     assert not arms.loc["box@5000", "supported"] and arms.loc["cashback@10000", "supported"]
+
+
+# ---------------------------------------------------------------- deposit factors --
+def returners_with_factors(true: dict[str, float], n: dict[str, int], seed: int) -> pd.DataFrame:
+    """Returners of arms ``event|reward`` whose deposits are a log-normal habit times the arm's true factor."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arm, k in n.items():
+        event, reward = arm.split("|")
+        habit = np.exp(rng.normal(10, 1.0, k))
+        noise = np.exp(rng.normal(-0.5, 1.0, k))  # mean 1: a heavy tail around the habit
+        rows.append(
+            pd.DataFrame({"event": event, "reward": int(reward), "habit": habit, "d": habit * true[arm] * noise})
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_deposit_factors_recover_well_supported_arms_and_shrink_thin_ones() -> None:
+    from training.deposit_factors import deposit_factors
+
+    true = {"bonus|10": 1.6, "bonus|30": 1.7, "spins|5": 1.0, "spins|15": 1.0, "none|0": 0.9, "login|1": 1.0}
+    many = {a: 20_000 for a in true}
+    f = deposit_factors(
+        *(returners_with_factors(true, many, 1)[c].to_numpy() for c in ("event", "reward", "d", "habit"))
+    )
+    for arm, factor in true.items():
+        assert f[arm] == pytest.approx(factor, rel=0.06), arm
+    assert f["bonus"] == pytest.approx(1.65, rel=0.06) and f["spins"] == pytest.approx(1.0, rel=0.06)
+    # a thin arm whose sample strays from its event type's factor is pulled back toward it
+    thin = many | {"spins|30": 15}
+    frame = returners_with_factors(true | {"spins|30": 1.0}, thin, 2)
+    lucky = frame["event"].eq("spins") & frame["reward"].eq(30)
+    frame.loc[lucky, "d"] *= 3.0  # its fifteen returners happened to deposit three times their habit
+    f = deposit_factors(*(frame[c].to_numpy() for c in ("event", "reward", "d", "habit")))
+    raw = frame.loc[lucky, "d"].sum() / frame.loc[lucky, "habit"].sum()
+    assert abs(f["spins|30"] - f["spins"]) < 0.5 * abs(raw - f["spins"])
+
+
+def test_deposit_factors_pool_arms_that_do_not_differ() -> None:
+    """When the arms of an event type share one factor, the estimated spread between them is about nothing and
+    every arm gets (nearly) the event type's factor, however noisy its own returners."""
+    from training.deposit_factors import deposit_factors
+
+    true = {"spins|5": 1.2, "spins|15": 1.2, "spins|30": 1.2, "none|0": 1.0}
+    frame = returners_with_factors(true, {"spins|5": 300, "spins|15": 300, "spins|30": 300, "none|0": 3000}, 3)
+    f = deposit_factors(*(frame[c].to_numpy() for c in ("event", "reward", "d", "habit")))
+    raw = frame.groupby("reward").apply(lambda g: g["d"].sum() / g["habit"].sum(), include_groups=False)
+    spread_raw = raw.loc[[5, 15, 30]].std()
+    spread = np.std([f["spins|5"], f["spins|15"], f["spins|30"]], ddof=1)
+    assert spread < 0.5 * spread_raw
+
+
+def test_the_factor_deposit_model_scores_each_arm_with_its_factor_and_stays_balanced(cfg) -> None:
+    from training.design import fit_design
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 6000, 5)
+    big = frame["reward"].to_numpy() == 5000
+    frame.loc[big, "deposits"] *= 2.0  # the largest reward doubles what its returners deposit
+    arms = discover_arms(frame, None, min_support=10).table
+    design = fit_design(cfg, frame, arms)
+    model = ResponseModel(design, n_estimators=40, min_child_samples=50).fit(frame, frame)
+    heads = model.heads_
+    assert heads.deposit_factors is not None and model.deposit_model == "factor"
+    pred = model.predict_arms(frame.head(500), arms)
+    size = pred.deposits / pred.p_reengage
+    five = list(arms["reward"]).index(5000)
+    ratio = size[:, five] / size[:, five - 1]  # every player: the same factor, of about two
+    assert np.allclose(ratio, ratio[0]) and 1.5 < ratio[0] < 2.5
+    returners = frame["reengaged"].to_numpy()
+    own = model.predict_rows(frame, frame["event_type"].to_numpy(), frame["reward"].to_numpy())
+    assert (own[1][returners] / own[0][returners]).sum() == pytest.approx(
+        frame.loc[returners, "deposits"].sum(), rel=1e-6
+    )

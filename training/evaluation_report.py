@@ -1,5 +1,10 @@
 """The evaluation of a training or evaluate run as figures, a flat table of headline numbers (the
-MLflow metrics) and one self-contained HTML report."""
+MLflow metrics) and one self-contained HTML report.
+
+The report reads top down as a data scientist decides: the verdict (promoted or not, against what, by how
+much, with its interval and what that interval does not cover), one table of the policies by estimators with
+intervals (and the truth where known), the warnings about thin evidence, the plots, the detail tables, and
+last every metric of the run."""
 
 from __future__ import annotations
 
@@ -14,7 +19,13 @@ from core.config import Config
 from training import evaluation as ev
 from training.diagnostics import qini_areas
 from training.judge import Judged
+from training.promotion import Promotion, describe_rule
+from training.report import Verdict
 from training.scorer import Scorer
+
+TABLE_POLICIES = (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT, ev.RANDOM, ev.HISTORICAL, ev.ORACLE)
+TABLE_ESTIMATORS = ("dr-hurdle", "dr", "snips", "ips", "dm", "model", "on-policy", "truth")
+UNCORRECTED_WARNING = 0.5  # warn when more of a policy's matched weight than this is past the weight cap
 
 
 def feature_importance(scorer: Scorer) -> pd.DataFrame:
@@ -62,8 +73,128 @@ def headline(j: Judged) -> dict[str, float]:
     return out
 
 
+def _interval(estimate: Any, low: Any, high: Any, *, signed: bool = False) -> str:
+    """``818 [700, 903]`` (with ``signed``, ``+85 [-12, +160]``); NaN bounds are left out."""
+    estimate, low, high = float(estimate), float(low), float(high)
+    f = "{:+,.0f}" if signed else "{:,.0f}"
+    if np.isnan(estimate):
+        return "\u2014"
+    if np.isnan(low) or np.isnan(high):
+        return f.format(estimate)
+    return f"{f.format(estimate)} [{f.format(low)}, {f.format(high)}]"
+
+
+def policy_table(j: Judged) -> pd.DataFrame:
+    """Policies by estimators: incremental net value per candidate with its interval (one text cell each),
+    the truth where known, and how much of each estimate rests on evidence (:func:`ev.support_table`)."""
+    e = j.evaluation
+    v = e.values[(e.values["quantity"] == "net_value") & e.values["policy"].isin(TABLE_POLICIES)]
+    estimators = [x for x in TABLE_ESTIMATORS if x in set(v["estimator"])]
+    cells = v.assign(cell=[_interval(a, b, c) for a, b, c in zip(v["estimate"], v["low"], v["high"], strict=True)])
+    table = cells.pivot_table(index="policy", columns="estimator", values="cell", aggfunc="first")
+    table = table.reindex(index=[p for p in TABLE_POLICIES if p in table.index], columns=estimators)
+    support = e.support.set_index("policy")
+    table["effective rows"] = support["ess"].reindex(table.index).round(0)
+    table["uncorrected"] = (
+        support["uncorrected"].reindex(table.index).map(lambda x: f"{x:.0%}" if pd.notna(x) else None)
+    )
+    table["reliable"] = (
+        support["reliable"].reindex(table.index).map(lambda x: ("yes" if x else "NO") if pd.notna(x) else None)
+    )
+    names = {ev.BEST_SINGLE: f"{ev.BEST_SINGLE} ({e.arms_of_baselines.get(ev.BEST_SINGLE, '?')})"}
+    return table.rename(index=names).rename_axis(columns=None).reset_index()
+
+
+def warnings(j: Judged) -> list[str]:
+    """What a reader must know before trusting the estimates: thin support, uncorrected rows, unsupported arms,
+    an outcome model that is the judged one."""
+    e = j.evaluation
+    out = []
+    if not e.outcome_model.startswith("cross-fitted"):
+        out.append(
+            f"The doubly robust estimates use {e.outcome_model}: its errors favour its own policy, so the learned "
+            "policy's advantage is likely overstated."
+        )
+    cap = j.data.max_weight
+    for r in e.support.to_dict("records"):
+        name = str(r["policy"])
+        if name == ev.NO_OFFER:
+            continue
+        if float(r["unsupported"]) > 0:
+            out.append(
+                f"{float(r['unsupported']):.0%} of the {name}'s choices are arms without support in the logs: no "
+                "estimator can check them; its estimate is marked unreliable."
+            )
+        if float(r["ess"]) < ev.MIN_ESS:
+            out.append(
+                f"The {name}'s estimate rests on {float(r['ess']):,.0f} effective rows (fewer than {ev.MIN_ESS:,.0f}):"
+                " marked unreliable."
+            )
+        if float(r["uncorrected"]) > UNCORRECTED_WARNING and np.isfinite(cap):
+            out.append(
+                f"{float(r['uncorrected']):.0%} of the {name}'s matched weight is on rows whose weight 1/e exceeds "
+                f"{cap:,.0f}: there the dr-hurdle estimate takes the outcome model's word; the plain DR column "
+                "corrects every row and its interval is the honest one."
+            )
+    return out
+
+
+def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
+    """The opening of the report: the decision (or, for an evaluation, the comparison), the paired differences
+    against both baselines with their intervals, what those intervals do not cover, and the truth when known."""
+    e = j.evaluation
+    fallback = describe_rule(e.fallback, e.estimated_baselines.get(e.fallback, {}))
+    if promotion is None:
+        headline_ = "Evaluation of the learned policy against the baselines (no promotion decided here)"
+        passed = None
+    elif promotion.promoted:
+        headline_ = "Promoted: the learned policy beats the best single arm and the best arm per segment"
+        passed = True
+    else:
+        headline_ = f"Not promoted: fall back to {fallback}"
+        passed = False
+    lines = []
+    for baseline, gaps in e.gaps.items():
+        rule = describe_rule(baseline, e.estimated_baselines.get(baseline, {}))
+        parts = [
+            f"{_interval(r['estimate'], r['low'], r['high'], signed=True)} ({r['estimator']})"
+            for r in gaps.to_dict("records")
+            if r["estimator"] in ("dr-hurdle", "dr")
+        ]
+        lines.append(
+            f"Learned policy minus {rule}: " + ", ".join(parts) + f" KRW per candidate ({level:.0%} intervals)."
+        )
+    if promotion is not None:
+        lines.append(f"Decision: {promotion.reason}.")
+    lines.append(f"Fallback when no model is trusted: {fallback}.")
+    learned = e.support[e.support["policy"] == ev.LEARNED].to_dict("records")
+    if learned:
+        uncorrected, unsupported = float(learned[0]["uncorrected"]), float(learned[0]["unsupported"])
+        lines.append(
+            f"The intervals cover the sampling noise of these held-out players only. They do not cover: the outcome "
+            f"model's error on the {uncorrected:.0%} of the learned policy's matched weight past the weight cap, "
+            f"arms without support ({unsupported:.0%} of its choices), or a world that changes after these campaigns."
+        )
+    truth = {p: e.value(p, "net_value", "truth") for p in (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT)}
+    if not np.isnan(truth[ev.LEARNED]):
+        fb = f"; the fallback {e.fallback_truth:,.0f}" if e.fallback_truth is not None else ""
+        lines.append(
+            f"Simulator's truth: learned policy {truth[ev.LEARNED]:,.0f}, best single arm {truth[ev.BEST_SINGLE]:,.0f} "
+            f"({truth[ev.LEARNED] / truth[ev.BEST_SINGLE]:.2f}x), best arm per segment {truth[ev.PER_SEGMENT]:,.0f}"
+            f"{fb} KRW per candidate."
+        )
+    return Verdict(headline_, passed, tuple(lines))
+
+
 def write_report(
-    cfg: Config, j: Judged, scorer: Scorer, out_dir: Path, *, title: str, summary: dict[str, Any]
+    cfg: Config,
+    j: Judged,
+    scorer: Scorer,
+    out_dir: Path,
+    *,
+    title: str,
+    summary: dict[str, Any],
+    promotion: Promotion | None = None,
 ) -> Judged:
     from training import plots, report
 
@@ -73,7 +204,7 @@ def write_report(
     values = e.values[e.values["quantity"] == "net_value"]
     figures = {
         "policy values (incremental net value per candidate)": plots.plot_policy_values(
-            values, out_dir / "policy_values.png"
+            values, out_dir / "policy_values.png", level=cfg.training.interval
         ),
         "uplift curves per arm": plots.plot_uplift_curves(e.uplift, out_dir / "uplift_curves.png"),
         "calibration": plots.plot_calibration(e.calibration, out_dir / "calibration.png"),
@@ -86,10 +217,16 @@ def write_report(
         ),
     }
     table = e.values.pivot_table(index=["policy", "estimator"], columns="quantity", values="estimate").reset_index()
+    level = cfg.training.interval
     tables = {
-        "policy values per candidate (incremental against no offer; ROI = net / cost)": table,
+        f"incremental net value per candidate (KRW) by policy and estimator, {level:.0%} intervals": policy_table(j),
+    }
+    details = {
+        "every quantity by policy and estimator (incremental against no offer; ROI = net / cost)": table,
         "policy values with intervals": e.values,
-        "baselines' arms": pd.DataFrame(list(e.arms_of_baselines.items()), columns=["baseline", "arm"]),
+        "baselines' arms (chosen on the held-out rows)": pd.DataFrame(
+            list(e.arms_of_baselines.items()), columns=["baseline", "arm"]
+        ),
         "learned policy's choices": e.choice_shares,
         **{f"learned policy minus the {b} as the estimate picks it, paired": g for b, g in e.gaps.items()},
         "support of each policy's estimate": e.support,
@@ -99,18 +236,27 @@ def write_report(
         "calibration bins": e.calibration,
     }
     if e.estimator_errors is not None:
-        tables["off-policy estimates against the truth"] = e.estimator_errors
+        details["off-policy estimates against the truth"] = e.estimator_errors
     if j.budget is not None:
-        tables["re-engagement objective under the best single arm's budget (truth)"] = j.budget
+        details["re-engagement objective under the best single arm's budget (truth)"] = j.budget
     notes = [
         "Baselines' arms are chosen on the held-out rows themselves (by the truth when given, else by the doubly "
         "robust estimate), which favours the baselines.",
         "The truth is the simulator's exact expectation per decision and arm; "
         "it is never used to fit, tune or promote.",
-        f"Intervals: {cfg.training.bootstrap} cluster-bootstrap resamples by player.",
+        f"Intervals: {level:.0%} of {cfg.training.bootstrap} cluster-bootstrap resamples by player.",
+        f"Outcome model of the doubly robust estimates: {e.outcome_model}.",
     ]
     path = report.write_report(
-        out_dir / "evaluation.html", title=title, summary=summary, tables=tables, figures=figures, notes=notes
+        out_dir / "evaluation.html",
+        title=title,
+        summary=summary,
+        tables=tables,
+        figures=figures,
+        notes=notes,
+        verdict=verdict(j, promotion, level),
+        warnings=warnings(j),
+        details=details,
     )
     j.report, j.figures = path, figures
     return j

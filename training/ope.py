@@ -80,11 +80,13 @@ def row_terms(
     }
 
 
-def dr_pseudo_outcomes(data: LoggedData, mu: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per row and arm, the doubly robust score ``mu(x, a) + 1{A = a} / e(A | x) (y - mu(x, A))``."""
+def dr_pseudo_outcomes(data: LoggedData, mu: np.ndarray, y: np.ndarray, *, max_weight: float = np.inf) -> np.ndarray:
+    """Per row and arm, the doubly robust score ``mu(x, a) + 1{A = a} / e(A | x) (y - mu(x, A))`` (no correction
+    where ``1 / e(A | x)`` exceeds ``max_weight``, as DR-switch)."""
     rows = np.arange(len(y))
     ok, col = data.in_table, data.column
-    resid = np.where(ok, (y - mu[rows, col]) / data.propensity, 0.0)
+    ok = ok & (1.0 / np.where(ok, data.propensity, 1.0) <= max_weight)
+    resid = np.where(ok, (y - mu[rows, col]) / np.where(ok, data.propensity, 1.0), 0.0)
     out = mu.copy()
     out[rows[ok], col[ok]] += resid[ok]
     return out

@@ -248,8 +248,8 @@ def plot_feature_importance(importance: pd.DataFrame, path: Path, top: int = 20)
     return _save(fig, path)
 
 
-def plot_policy_values(values: pd.DataFrame, path: Path) -> Path:
-    """The value of each policy per estimator: a point per estimate with its 95% interval.
+def plot_policy_values(values: pd.DataFrame, path: Path, *, level: float = 0.9) -> Path:
+    """The value of each policy per estimator: a point per estimate with its ``level`` interval.
 
     Columns: ``policy``, ``estimator`` (any of truth, dr, snips, ips, dm), ``estimate``, ``low``
     and ``high`` (KRW per candidate; NaN bounds draw no interval).
@@ -259,7 +259,7 @@ def plot_policy_values(values: pd.DataFrame, path: Path) -> Path:
     policies = list(pd.unique(values["policy"]))
     fig, axes = _figure(1, (8.0, 1.4 + 0.55 * max(len(policies), 1)))
     ax = axes[0]
-    ax.set_title("Policy values by estimator (95% intervals)")
+    ax.set_title(f"Policy values by estimator ({level:.0%} intervals)")
     if not policies:
         _no_data(ax)
         return _save(fig, path)

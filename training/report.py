@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,11 +33,17 @@ h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; }
 th { background: #f3f3f3; text-align: left; }
-td { text-align: right; font-variant-numeric: tabular-nums; }
+td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.summary td:first-child { text-align: left; font-weight: 600; }
 .table-wrap { overflow-x: auto; }
 img { max-width: 100%; height: auto; }
 .empty { color: #666; font-style: italic; }
+.verdict { border-left: 6px solid #888; background: #f7f7f7; padding: 0.6em 1em; margin: 1em 0; }
+.verdict.pass { border-color: #2a9d8f; background: #eef8f6; }
+.verdict.fail { border-color: #e76f51; background: #fdf1ed; }
+.verdict p { margin: 0.35em 0; }
+.verdict p.headline { font-size: 1.15em; font-weight: 600; }
+ul.warnings li { color: #8a3b12; margin: 0.25em 0; }
 """
 
 
@@ -84,6 +91,21 @@ def _figure_html(name: str, png: bytes) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The report's opening: a headline, whether it is good news (``passed``), and the lines that explain it."""
+
+    headline: str
+    passed: bool | None = None  # None: neither (an evaluation without a decision)
+    lines: tuple[str, ...] = ()
+
+
+def _verdict_html(verdict: Verdict) -> str:
+    kind = {True: " pass", False: " fail", None: ""}[verdict.passed]
+    lines = "".join(f"<p>{html.escape(line)}</p>" for line in verdict.lines)
+    return f'<div class="verdict{kind}"><p class="headline">{html.escape(verdict.headline)}</p>{lines}</div>'
+
+
 def render_report(
     *,
     title: str,
@@ -91,9 +113,15 @@ def render_report(
     tables: Mapping[str, pd.DataFrame],
     figures: Mapping[str, bytes],
     notes: Sequence[str] | None = None,
+    verdict: Verdict | None = None,
+    warnings: Sequence[str] | None = None,
+    details: Mapping[str, pd.DataFrame] | None = None,
     generated_at: datetime | None = None,
 ) -> str:
-    """The report page as HTML text; ``figures`` maps a heading to PNG bytes. Every string is escaped."""
+    """The report page as HTML text; ``figures`` maps a heading to PNG bytes. Every string is escaped.
+
+    In reading order: the verdict, ``tables``, the warnings, the figures, the ``details`` tables, the notes,
+    and last the ``summary`` (every figure of the run, under "All metrics")."""
     when = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     parts = [
         "<!DOCTYPE html>",
@@ -105,17 +133,22 @@ def render_report(
         "<body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="generated">generated {html.escape(when)}</p>',
-        "<h2>Summary</h2>",
-        _summary_html(summary),
     ]
+    if verdict is not None:
+        parts += ["<h2>Verdict</h2>", _verdict_html(verdict)]
     for name, frame in tables.items():
         parts += [f"<h2>{html.escape(name)}</h2>", _table_html(frame)]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        parts += ["<h2>Warnings</h2>", f'<ul class="warnings">{items}</ul>']
     for name, png in figures.items():
         parts += [f"<h2>{html.escape(name)}</h2>", _figure_html(name, png)]
+    for name, frame in (details or {}).items():
+        parts += [f"<h2>{html.escape(name)}</h2>", _table_html(frame)]
     if notes:
         items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
         parts += ["<h2>Notes</h2>", f"<ul>{items}</ul>"]
-    parts += ["</body>", "</html>", ""]
+    parts += ["<h2>All metrics</h2>", _summary_html(summary), "</body>", "</html>", ""]
     return "\n".join(parts)
 
 
@@ -151,6 +184,9 @@ def write_report(
     tables: dict[str, pd.DataFrame],
     figures: dict[str, Path],
     notes: list[str] | None = None,
+    verdict: Verdict | None = None,
+    warnings: list[str] | None = None,
+    details: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Write the report to ``path`` (creating its folder) and return ``path``.
 
@@ -161,13 +197,19 @@ def write_report(
     title : str
         The page title and its h1 heading.
     summary : dict of str to object
-        Key/value pairs shown first; floats are formatted, None shows as an em dash.
+        Key/value pairs shown last, under "All metrics"; floats are formatted, None shows as an em dash.
     tables : dict of str to DataFrame
-        One section per table, headed by its key.
+        One section per table, headed by its key, right after the verdict.
     figures : dict of str to Path
         One section per PNG file, headed by its key; the image is embedded.
     notes : list of str, optional
-        Shown last as a bulleted list.
+        Shown after the details as a bulleted list.
+    verdict : Verdict, optional
+        Shown first.
+    warnings : list of str, optional
+        Shown after ``tables``, before the figures.
+    details : dict of str to DataFrame, optional
+        Tables shown after the figures.
 
     Raises
     ------
@@ -177,7 +219,16 @@ def write_report(
         If a figure file is not a PNG.
     """
     pngs = {name: _read_png(name, figure) for name, figure in figures.items()}  # fail before writing
-    page = render_report(title=title, summary=summary, tables=tables, figures=pngs, notes=notes)
+    page = render_report(
+        title=title,
+        summary=summary,
+        tables=tables,
+        figures=pngs,
+        notes=notes,
+        verdict=verdict,
+        warnings=warnings,
+        details=details,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, page)

@@ -27,6 +27,9 @@ Every learner shares one ``deposits`` head (what a returner deposits is mostly
 the player's habit, learnt from every returner; separate control and treated
 heads cost the tuned T-learner 7 KRW per candidate of policy value and 0.06 of
 ROI accuracy on the 100,000-player world: 887 vs 895, 0.756 vs 0.816).
+``deposit_model``: ``factor`` (default) fits that head on the player's columns
+only and each arm's effect on the size as one factor shrunk by empirical Bayes
+(:mod:`training.deposit_factors`); ``tree`` lets the head read the arm's columns.
 
 The estimator follows the scikit-learn contract (``get_params``/``set_params``,
 ``fit(X, y, sample_weight)``); :meth:`ResponseModel.predict_arms` scores every
@@ -44,9 +47,12 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from scoring.design import NONE, Design
-from scoring.heads import LEARNERS, ArmPredictions, ResponseHeads
+from scoring.heads import LEARNERS, ArmPredictions, ResponseHeads, arm_factors
+from training.deposit_factors import deposit_factors
 
 LABELS = ("reengaged", "deposits", "reward_cost")
+DEPOSIT_MODELS = ("factor", "tree")
+FACTOR_ROUNDS = 3  # backfitting rounds of the habit and the arm factors
 MAX_LEAF_SHARE = 0.05  # a leaf needs at most this share of its head's rows (small platforms)
 __all__ = ["LABELS", "LEARNERS", "ArmPredictions", "ResponseModel"]
 
@@ -68,6 +74,7 @@ class ResponseModel(BaseEstimator):
         lambda_l2: float = 1.0,
         tweedie_power: float = 1.5,
         monotone: bool = True,
+        deposit_model: str = "factor",
         seed: int = 0,
         n_jobs: int = 2,
     ) -> None:
@@ -82,6 +89,7 @@ class ResponseModel(BaseEstimator):
         self.lambda_l2 = lambda_l2
         self.tweedie_power = tweedie_power
         self.monotone = monotone
+        self.deposit_model = deposit_model
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -171,14 +179,31 @@ class ResponseModel(BaseEstimator):
             if self.learner == "offset" and g == "treated":  # start from the control head's log-odds
                 init = np.asarray(heads["reengage/control"].predict(mat[rows], raw_score=True))
             heads[f"reengage/{g}"] = self._train(mat[rows], back[rows], w[rows], "binary", True, len(X), init)
-        # E[deposits | re-engaged]: one head on every returner, whatever the learner
-        head = self._train(mat[back], deposits[back], w[back], "tweedie", False, len(X))
+        # E[deposits | re-engaged]: one head on every returner, whatever the learner; with "factor", it reads
+        # the player's columns only and each arm's factor is estimated after (training.deposit_factors)
+        if self.deposit_model not in DEPOSIT_MODELS:
+            raise ValueError(f"unknown deposit_model {self.deposit_model!r}; expected one of {list(DEPOSIT_MODELS)}")
+        size_mat = ResponseHeads.neutral(mat[back], design) if self.deposit_model == "factor" else mat[back]
+        d, wb = deposits[back], w[back]
+        event, reward = X["event_type"].astype(str).to_numpy()[back], X["reward"].to_numpy()[back]
+        factors, per_row = None, np.ones(len(d))
+        # with factors, backfit: the habit is learnt from deposits divided by each row's arm factor, and the
+        # factors again from the habit, so an offer's effect is not taken for the habit of the players it goes to
+        for _ in range(FACTOR_ROUNDS if self.deposit_model == "factor" else 1):
+            head = self._train(size_mat, d / per_row, wb, "tweedie", False, len(X))
+            # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
+            habit = np.asarray(head.predict(size_mat))
+            fitted = float((wb * habit * per_row).sum())
+            scale = float((wb * d).sum()) / fitted if fitted > 0 else 1.0
+            if self.deposit_model == "factor":
+                factors = deposit_factors(event, reward, d, habit * scale, wb)
+                per_row = arm_factors(factors, event, reward)
+        if factors is not None:  # balance again with the last factors
+            fitted = float((wb * habit * per_row).sum())
+            scale = float((wb * d).sum()) / fitted if fitted > 0 else 1.0
         heads["deposits/all"] = head
-        # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
-        fitted = float((w[back] * head.predict(mat[back])).sum())
-        scale = float((w[back] * deposits[back]).sum()) / fitted if fitted > 0 else 1.0
         heads["claim"] = self._train(mat[offer], claimed[offer], w[offer], "binary", True, len(X))
-        self.heads_ = ResponseHeads(self.learner, heads, scale)
+        self.heads_ = ResponseHeads(self.learner, heads, scale, factors)
         self.n_features_in_ = mat.shape[1]
         return self
 

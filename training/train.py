@@ -87,8 +87,13 @@ def run_train(
                 **split.describe(),
                 **{k: v for k, v in figures.items() if not k.startswith(("random_", "historical_"))},
             }
+            name = cfg.training.model_name
+            champ_version = registry.alias_version(name, registry.CHAMPION)
+            champion = _champion(cfg, champ_version, progress)
+            promotion = promotion_decision(prepared, j, champion, champ_version)
             out_dir = cfg.path("reports", f"train-{run.info.run_id[:8]}")
-            write_report(cfg, j, scorer, out_dir, title="Rekindle: training run evaluation", summary=summary)
+            title = "Rekindle: training run evaluation"
+            write_report(cfg, j, scorer, out_dir, title=title, summary=summary, promotion=promotion)
             mlflow.set_tags(
                 {
                     "kind": "train",
@@ -112,12 +117,8 @@ def run_train(
             mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
             _log_tables(j, out_dir)
             uri = registry.log_model(scorer.model, j.rows)
-            name = cfg.training.model_name
             version = registry.register(uri, name, tags={"run_id": run.info.run_id})
             registry.set_alias(name, registry.CHALLENGER, version)
-            champ_version = registry.alias_version(name, registry.CHAMPION)
-            champion = _champion(cfg, champ_version, progress)
-            promotion = promotion_decision(prepared, j, champion, champ_version)
             if promotion.promoted:
                 registry.set_alias(name, registry.CHAMPION, version)
             registry.version_tags(name, version, {"promotion": promotion.reason})
