@@ -153,7 +153,7 @@ def print_judged(console: Console, j: Any) -> None:
     if has_truth:
         policies.append(ev.ORACLE)
     for p in policies:
-        for est in ("truth", "dr-hurdle", "dr", "snips", "ips", "on-policy"):
+        for est in ("truth", "dr-sized", "dr-hurdle", "dr", "snips", "ips", "on-policy"):
             if ((values["policy"] == p) & (values["estimator"] == est)).any():
                 table.add_row(p, *(fmt(p, q, est) for q in ("reengaged", "net_value", "reward_cost", "roi")), est)
     console.print(table)
@@ -166,7 +166,7 @@ def print_judged(console: Console, j: Any) -> None:
         best = e.value(ev.BEST_SINGLE, "net_value", "truth")
         oracle = e.value(ev.ORACLE, "net_value", "truth")
         dr = e.value(ev.LEARNED, "net_value", "dr")
-        hurdle = e.value(ev.LEARNED, "net_value", "dr-hurdle")
+        sized = e.value(ev.LEARNED, "net_value", "dr-sized")
 
         def ratio(a: float, b: float) -> float:
             return a / b if b else float("nan")
@@ -174,8 +174,8 @@ def print_judged(console: Console, j: Any) -> None:
         console.print(
             f"true value: learned {learned:,.0f} vs best single arm {best:,.0f} ({ratio(learned, best):.2f}x), "
             f"best arm per segment {e.value(ev.PER_SEGMENT, 'net_value', 'truth'):,.0f}, oracle {oracle:,.0f}; "
-            f"headroom captured {ratio(learned - best, oracle - best):.3f}; DR-hurdle estimate {hurdle:,.0f} "
-            f"({ratio(hurdle - learned, abs(learned)):+.1%} from the truth), DR {dr:,.0f} "
+            f"headroom captured {ratio(learned - best, oracle - best):.3f}; DR-sized estimate {sized:,.0f} "
+            f"({ratio(sized - learned, abs(learned)):+.1%} from the truth), DR {dr:,.0f} "
             f"({ratio(dr - learned, abs(learned)):+.1%})"
         )
     if j.budget is not None:

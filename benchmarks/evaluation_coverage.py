@@ -36,7 +36,7 @@ from training.promotion import promotion_decision
 from training.scorer import Scorer
 
 POLICIES = (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT, ev.RANDOM)
-ESTIMATORS = ("dr-hurdle", "dr", "snips", "dm", "model")
+ESTIMATORS = ("dr-hurdle", "dr-sized", "dr", "snips", "dm", "model")
 
 
 def seeds(text: str) -> list[int]:
@@ -132,9 +132,10 @@ def main() -> None:
             .round(0)
             .to_string()
         )
-        for _, r in shown[shown["estimator"] == "dr-hurdle"].iterrows():
+        for _, r in shown[shown["estimator"].isin(["dr-hurdle", "dr-sized"])].iterrows():
             print(
-                f"  {r['policy']:<22} dr-hurdle {r['estimate']:>7,.0f} {r['interval']:<18} truth {r['truth']:>7,.0f}"
+                f"  {r['policy']:<22} {r['estimator']:<9} {r['estimate']:>7,.0f} {r['interval']:<18} "
+                f"truth {r['truth']:>7,.0f}"
                 f"  {'covered' if r['covered'] else 'MISSED '}  ess {r['ess']:>8,.0f}"
                 f"  {'reliable' if r['reliable'] else 'UNRELIABLE'}"
             )

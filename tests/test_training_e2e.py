@@ -326,6 +326,15 @@ def test_a_registered_model_is_data_and_loads_without_the_code_that_trained_it(h
     heads = [files / "artifacts" / "response_model" / rel for m in document["members"] for rel in m["heads"].values()]
     assert len(heads) == 2 * 3 and all(h.read_text().startswith("tree") for h in heads)  # LightGBM's text format
     assert not [p for p in stored if p.suffix in (".pkl", ".pickle") or p.read_bytes()[:1] == b"\x80"]
+    assert document["version"] == 2 and all(m["deposit_factors"] for m in document["members"])
+    # a version-1 model (before the deposit-size factors) still loads: its deposits head reads the arm's columns
+    from scoring import artefact
+
+    legacy = tmp_path / "version1"
+    shutil.copytree(files / "artifacts" / "response_model", legacy)
+    members = [{k: v for k, v in m.items() if k != "deposit_factors"} for m in document["members"]]
+    (legacy / "model.json").write_text(json.dumps(document | {"version": 1, "members": members}))
+    assert [m.deposit_factors for m in artefact.load(legacy).members] == [None, None]
 
     rows = pd.read_parquet(mine / "training" / "training_set.parquet").head(200)
     rows = rows[model.input_columns()]

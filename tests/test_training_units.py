@@ -338,8 +338,8 @@ def test_min_child_samples_scales_with_the_rows_of_each_head(cfg) -> None:
 
 def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> None:
     """The judged model overrates arm 2 and every row re-engages, so the hurdle outcome is the model's own
-    prediction: "dr-hurdle" finds arm 2 for everyone better than the best arm per row, the plain doubly
-    robust difference finds it clearly worse, and the verdict follows the plain one."""
+    prediction: "dr-hurdle" finds arm 2 for everyone better than the best arm per row; the plain doubly
+    robust difference and the size-calibrated one ("dr-sized") find it clearly worse, and so does the verdict."""
     from training.evaluation import EvalData, policy_gaps
     from training.promotion import verdict
     from training.response import ArmPredictions
@@ -361,6 +361,8 @@ def test_promotion_is_refused_when_only_the_models_own_answers_favour_it() -> No
     assert true_gap < -0.5
     assert gaps.loc["dr-hurdle", "estimate"] > 0  # fooled by the model
     assert gaps.loc["dr", "low"] <= true_gap <= gaps.loc["dr", "high"] < 0  # not fooled
+    # the realised deposits of arm 2's returners pull its sizes back down: worse, not better
+    assert gaps.loc["dr-sized", "high"] < 0
     assert not verdict(gaps.reset_index())[0]
     assert verdict(policy_gaps(scores.point, eval_data, best_per_row, np.full(n, 1), w))[0] == (
         mean[np.arange(n), best_per_row].mean() > mean[:, 1].mean()

@@ -24,7 +24,7 @@ from training.report import Verdict
 from training.scorer import Scorer
 
 TABLE_POLICIES = (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT, ev.RANDOM, ev.HISTORICAL, ev.ORACLE)
-TABLE_ESTIMATORS = ("dr-hurdle", "dr", "snips", "ips", "dm", "model", "on-policy", "truth")
+TABLE_ESTIMATORS = ("truth", "dr-sized", "dr-hurdle", "dr", "snips", "dm", "model", "on-policy")  # ips: details
 UNCORRECTED_WARNING = 0.5  # warn when more of a policy's matched weight than this is past the weight cap
 
 
@@ -48,7 +48,7 @@ def headline(j: Judged) -> dict[str, float]:
         (ev.HISTORICAL, "historical"),
         (ev.ORACLE, "oracle"),
     ):
-        for est in ("dr", "dr-hurdle", "snips", "ips", "dm", "truth", "on-policy"):
+        for est in ("dr", "dr-hurdle", "dr-sized", "snips", "ips", "dm", "truth", "on-policy"):
             for q in ("net_value", "reengaged", "reward_cost", "roi"):
                 v = e.value(policy, q, est)
                 if not np.isnan(v):
@@ -62,7 +62,7 @@ def headline(j: Judged) -> dict[str, float]:
         )
         out["headroom_captured"] = (pol - best) / (oracle - best) if oracle > best else float("nan")
         out["learned_over_best_single"] = pol / best if best else float("nan")
-        for est in ("dr", "dr_hurdle"):
+        for est in ("dr", "dr_hurdle", "dr_sized"):
             out[f"{est}_relative_error"] = (out[f"learned_net_value_{est}"] - pol) / abs(pol) if pol else float("nan")
     if j.budget is not None and len(j.budget):
         b = j.budget.iloc[0]
@@ -133,8 +133,8 @@ def warnings(j: Judged) -> list[str]:
         if float(r["uncorrected"]) > UNCORRECTED_WARNING and np.isfinite(cap):
             out.append(
                 f"{float(r['uncorrected']):.0%} of the {name}'s matched weight is on rows whose weight 1/e exceeds "
-                f"{cap:,.0f}: there the dr-hurdle estimate takes the outcome model's word; the plain DR column "
-                "corrects every row and its interval is the honest one."
+                f"{cap:,.0f}: there dr-sized and dr-hurdle take the outcome model's word for the re-engagement; the "
+                "plain DR column corrects every row (and its interval is wider)."
             )
     return out
 
@@ -144,6 +144,7 @@ def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
     against both baselines with their intervals, what those intervals do not cover, and the truth when known."""
     e = j.evaluation
     fallback = describe_rule(e.fallback, e.estimated_baselines.get(e.fallback, {}))
+    short = {ev.BEST_SINGLE: fallback, ev.PER_SEGMENT: f"the {ev.PER_SEGMENT} (the rule below)"}
     if promotion is None:
         headline_ = "Evaluation of the learned policy against the baselines (no promotion decided here)"
         passed = None
@@ -151,22 +152,24 @@ def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
         headline_ = "Promoted: the learned policy beats the best single arm and the best arm per segment"
         passed = True
     else:
-        headline_ = f"Not promoted: fall back to {fallback}"
+        headline_ = f"Not promoted: fall back to {short.get(e.fallback, fallback)}"
         passed = False
     lines = []
     for baseline, gaps in e.gaps.items():
-        rule = describe_rule(baseline, e.estimated_baselines.get(baseline, {}))
+        arms = e.estimated_baselines.get(baseline, {})
+        rule = describe_rule(baseline, arms) if set(arms) == {"all"} else f"the {baseline} as the estimate picks it"
         parts = [
             f"{_interval(r['estimate'], r['low'], r['high'], signed=True)} ({r['estimator']})"
             for r in gaps.to_dict("records")
-            if r["estimator"] in ("dr-hurdle", "dr")
+            if r["estimator"] in ("dr-hurdle", "dr-sized", "dr")
         ]
         lines.append(
             f"Learned policy minus {rule}: " + ", ".join(parts) + f" KRW per candidate ({level:.0%} intervals)."
         )
     if promotion is not None:
         lines.append(f"Decision: {promotion.reason}.")
-    lines.append(f"Fallback when no model is trusted: {fallback}.")
+    if promotion is None or promotion.promoted:  # a refusal names the fallback itself
+        lines.append(f"Fallback when no model is trusted: {fallback}.")
     learned = e.support[e.support["policy"] == ev.LEARNED].to_dict("records")
     if learned:
         uncorrected, unsupported = float(learned[0]["uncorrected"]), float(learned[0]["unsupported"])

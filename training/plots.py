@@ -24,6 +24,7 @@ ESTIMATOR_STYLES = {  # drawing order, top to bottom within a policy's row
     "truth": ("#264653", "D"),
     "dr": ("#2a9d8f", "o"),
     "dr-hurdle": ("#1d7874", "h"),
+    "dr-sized": ("#0b3d91", "p"),
     "snips": ("#e9c46a", "s"),
     "ips": ("#f4a261", "^"),
     "dm": ("#e76f51", "v"),

@@ -1,9 +1,9 @@
 """Promotion: whether a new model may become champion, decided on estimates only (never the truth).
 
-A policy beats another when the low-variance doubly robust estimate ("dr-hurdle") of the paired
-difference of incremental net value per candidate is positive and the plain doubly robust one does not
-find it worse (the upper end of its interval is above zero), both with the evaluation's cross-fitted
-outcome model. The new model's estimate must be reliable (enough evidence, no arm without support), and
+A policy beats another when the whole interval of the size-calibrated doubly robust estimate ("dr-sized")
+of the paired difference of incremental net value per candidate is above zero and the plain doubly robust
+one does not find it worse (the upper end of its interval is above zero), both with the evaluation's
+cross-fitted outcome model. The new model's estimate must be reliable (enough evidence, no arm without support), and
 it must beat the best single arm and the best arm per segment (as the estimate picks them) and the
 champion. Otherwise the reason names the fallback.
 """
@@ -23,7 +23,7 @@ from training.ope import bootstrap_weights
 from training.policy import choose
 from training.scorer import Scorer
 
-PROMOTION_ESTIMATOR = "dr-hurdle"  # the doubly robust estimate with the lowest variance (docs/training.md)
+PROMOTION_ESTIMATOR = "dr-sized"  # the estimate whose intervals covered the truth (docs/training.md)
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ class Promotion:
 
 
 def verdict(gaps: pd.DataFrame) -> tuple[bool, str]:
-    """A policy beats another when the low-variance estimate ("dr-hurdle") of the paired difference is
-    positive and the plain doubly robust one does not find it worse (the upper end of its interval is above
-    zero)."""
+    """A policy beats another when the whole interval of the size-calibrated doubly robust estimate
+    ("dr-sized") of the paired difference is above zero and the plain doubly robust one does not find it
+    worse (the upper end of its interval is above zero)."""
     by: dict[str, dict[str, Any]] = {
         str(r["estimator"]): {str(k): v for k, v in r.items()} for r in gaps.to_dict("records")
     }
     main, plain = by[PROMOTION_ESTIMATOR], by["dr"]
-    ok = bool(main["estimate"] > 0 and plain["high"] > 0)
+    ok = bool(main["low"] > 0 and plain["high"] > 0)
 
     def fmt(r: dict[str, Any]) -> str:
         return f"{r['estimate']:+,.0f} [{r['low']:+,.0f}, {r['high']:+,.0f}]"
