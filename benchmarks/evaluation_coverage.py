@@ -133,12 +133,15 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, help="write every row to this CSV")
     args = ap.parse_args()
+    bad = [p for p in args.param if "=" not in p]
+    if bad:
+        ap.error(f"--param {bad[0]!r}: expected KEY=VALUE, e.g. deposit_model=tree")
+    params = dict(p.split("=", 1) for p in args.param)
     frames, summaries = [], []
     for s in seeds(args.seeds):
         home = args.work / f"seed{s}"
         build(home, s, args.players, args.days, args.config)
         t0 = time.perf_counter()
-        params = dict(p.split("=", 1) for p in args.param)
         rows, summary = judge_world(home, args.config, args.retrain, params)
         rows.insert(0, "seed", s)
         frames.append(rows)

@@ -155,7 +155,9 @@ def size_calibration(mean: ArmPredictions, data: EvalData, w: np.ndarray) -> np.
     return np.divide(top, bottom, out=np.ones_like(top), where=bottom > 0)
 
 
-def sized_draws(mean: ArmPredictions, data: EvalData, target: np.ndarray, w: np.ndarray) -> np.ndarray:
+def sized_draws(
+    mean: ArmPredictions, data: EvalData, target: np.ndarray, w: np.ndarray, c: np.ndarray | None = None
+) -> np.ndarray:
     """The "dr-sized" estimate of the mean net value per candidate under ``target``, per resample: "dr-hurdle"
     (the doubly robust estimate, re-engagement and cost corrected on rows within the weight cap) with each
     arm's expected deposit size multiplied by :func:`size_calibration` of the same resample.
@@ -163,7 +165,8 @@ def sized_draws(mean: ArmPredictions, data: EvalData, target: np.ndarray, w: np.
     The outcome model's deposit sizes carry its biases (they came out 10% to 40% low for most offers on the
     main command's world, and every offer's value with them); the realised deposits of each arm's returners
     correct that per arm, and since the ratio is recomputed on every resample, the interval carries its
-    noise too. Linear in the ratios: ``sum_a c_a S_a + T`` per resample."""
+    noise too. Linear in the ratios: ``sum_a c_a S_a + T`` per resample. ``c``: the ratios when the caller
+    has them (they do not depend on ``target``)."""
     n, k = mean.p_reengage.shape
     rows = np.arange(n)
     ok, col = data.logged.in_table, data.logged.column
@@ -175,7 +178,7 @@ def sized_draws(mean: ArmPredictions, data: EvalData, target: np.ndarray, w: np.
     resid = data.y["reengaged"] - p[rows, col]
     m[rows[ok], col[ok]] += (data.margin * g * resid * size[rows, col])[ok]
     t = -(target * mean.cost).sum(axis=1) - g * (data.y["reward_cost"] - mean.cost[rows, col])
-    c = size_calibration(mean, data, w)
+    c = size_calibration(mean, data, w) if c is None else c
     return ((w @ m) * c).sum(axis=1) / w.sum(axis=1) + (w @ t) / w.sum(axis=1)
 
 
@@ -196,7 +199,8 @@ def estimated_values(
     none = one_hot(np.zeros(len(data.segment), int), k)
     estimators = (*ESTIMATORS, "dm") + (("dr-hurdle",) if y_hurdle is not None else ())
     estimators += ("dr-sized",) if y_hurdle is not None and mean is not None else ()
-    sized_none = sized_draws(mean, data, none, w) if "dr-sized" in estimators and mean is not None else None
+    ratios = size_calibration(mean, data, w) if "dr-sized" in estimators and mean is not None else None
+    sized_none = sized_draws(mean, data, none, w, ratios) if mean is not None and ratios is not None else None
 
     def terms_of(q: str, target: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         terms = row_terms(data.logged, data.y[q], mu[q], target)
@@ -213,7 +217,7 @@ def estimated_values(
             terms = terms_of(q, target)
             for est in estimators:
                 if est == "dr-sized" and q == "net_value" and mean is not None and sized_none is not None:
-                    d = sized_draws(mean, data, target, w) - sized_none
+                    d = sized_draws(mean, data, target, w, ratios) - sized_none
                     draws_by[(q, est)] = d
                     out.append(_rows(name, q, est, d, level))
                     continue
@@ -344,7 +348,8 @@ def policy_gaps(
     out = []
     for est in GAP_ESTIMATORS:
         if est == "dr-sized":
-            draws = sized_draws(mean, data, one_hot(mine, k), w) - sized_draws(mean, data, one_hot(other, k), w)
+            c = size_calibration(mean, data, w)
+            draws = sized_draws(mean, data, one_hot(mine, k), w, c) - sized_draws(mean, data, one_hot(other, k), w, c)
             est_, low, high = _summary(draws, data.level)
             out.append({"estimator": est, "estimate": est_, "low": low, "high": high})
             continue
