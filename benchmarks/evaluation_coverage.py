@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov100k --seeds 1-3 --players 100000 --days 180
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/covalt --seeds 1-10 --config experiments/worlds/alt
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --retrain --param deposit_model=tree
+    .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --retrain --set training.ope_max_weight=100
 
 Each world is the main command's (`rekindle run --seed S`, 20,000 players and 150 days by default): a world
 whose home under ``--work`` holds no trained model is built by running that command. Then, with the code as it
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from core.config import load_config
 from training import evaluation as ev
@@ -61,10 +63,27 @@ def build(home: Path, seed: int, players: int, days: int, config: Path | None) -
         subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
 
 
+def overrides(settings: list[str]) -> dict[str, object]:
+    """``["training.ope_max_weight=100"]`` -> ``{"training": {"ope_max_weight": 100}}`` (values read as YAML)."""
+    out: dict[str, object] = {}
+    for item in settings:
+        key, value = item.split("=", 1)
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def judge_world(
-    home: Path, config: Path | None, retrain: bool, params: dict[str, str] | None = None
+    home: Path,
+    config: Path | None,
+    retrain: bool,
+    params: dict[str, str] | None = None,
+    settings: dict[str, object] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
-    cfg = load_config(config, home=home)
+    cfg = load_config(config, home=home, overrides=settings)
     prepared = prepare(cfg)
     cfg = prepared.cfg
     if retrain:
@@ -131,18 +150,30 @@ def main() -> None:
     ap.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="with --retrain: a model parameter"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a configuration override for the judging, e.g. training.ope_max_weight=100",
+    )
     ap.add_argument("--out", type=Path, help="write every row to this CSV")
     args = ap.parse_args()
-    bad = [p for p in args.param if "=" not in p]
-    if bad:
-        ap.error(f"--param {bad[0]!r}: expected KEY=VALUE, e.g. deposit_model=tree")
+    for flag, given, example in (
+        ("--param", args.param, "deposit_model=tree"),
+        ("--set", args.set, "training.bootstrap=400"),
+    ):
+        bad = [p for p in given if "=" not in p]
+        if bad:
+            ap.error(f"{flag} {bad[0]!r}: expected KEY=VALUE, e.g. {example}")
     params = dict(p.split("=", 1) for p in args.param)
+    settings = overrides(args.set)
     frames, summaries = [], []
     for s in seeds(args.seeds):
         home = args.work / f"seed{s}"
         build(home, s, args.players, args.days, args.config)
         t0 = time.perf_counter()
-        rows, summary = judge_world(home, args.config, args.retrain, params)
+        rows, summary = judge_world(home, args.config, args.retrain, params, settings)
         rows.insert(0, "seed", s)
         frames.append(rows)
         summaries.append({"seed": s, **summary})

@@ -112,8 +112,8 @@ class SimEventType(_Strict):
 
     @field_validator("rewards")
     @classmethod
-    def _positive_increasing(cls, v: list[int]) -> list[int]:
-        return positive_increasing("rewards", v)
+    def _non_negative_increasing(cls, v: list[int]) -> list[int]:
+        return non_negative_increasing("rewards", v)
 
     @model_validator(mode="after")
     def _deposit_rule(self) -> SimEventType:
@@ -361,6 +361,7 @@ class Response(_Strict):
     sensitivity_sigma: float = Field(ge=0)
     affinity_sigma: float = Field(ge=0)
     game_match_boost: float = Field(gt=0)
+    message_pull: float = Field(0.3, ge=0, le=1)  # a 0-KRW offer (a message) pulls this share of a full-size reward
     event_base_affinity: dict[str, float]
     deposit_pull: float = Field(ge=0, le=1)
     bonus_hunter_pull: float = Field(gt=0)

@@ -44,7 +44,7 @@ class EventTable:
             min_deposit=np.array([float(e.min_deposit or 0) for e in ets]),
             payout_ratio=np.array([e.payout_ratio for e in ets]),
             claim_rate=np.array([e.claim_rate for e in ets]),
-            ref_reward=np.array([float(np.exp(np.mean(np.log(e.rewards)))) for e in ets]),
+            ref_reward=np.array([reference_reward(e.rewards) for e in ets]),
         )
 
     def index(self, names: np.ndarray) -> np.ndarray:
@@ -55,6 +55,12 @@ class EventTable:
         if unknown:
             raise ValueError(f"unknown event types {unknown}; the simulator knows {[*self.names, 'none']}")
         return np.array([lookup[n] for n in names], dtype=np.int16) if len(names) else np.zeros(0, np.int16)
+
+
+def reference_reward(rewards: list[int]) -> float:
+    """The geometric mean of a ladder's positive rewards (1 for a ladder of messages only, which never uses it)."""
+    positive = [r for r in rewards if r > 0]
+    return float(np.exp(np.mean(np.log(positive)))) if positive else 1.0
 
 
 def natural_return(return_rate: np.ndarray, age: np.ndarray, act: Activity) -> np.ndarray:
@@ -78,6 +84,7 @@ def offer_pull(
     has = event >= 0
     e = np.where(has, event, 0)
     size = 1.0 - np.exp(-pop.size_sensitivity[idx] * reward / events.ref_reward[e])
+    size = np.where(reward > 0, size, resp.message_pull)  # a 0-KRW message: a fixed nudge
     fatigue = drift.fatigue if drift.fatigue is not None else resp.fatigue
     mult = np.array([drift.event_multiplier.get(n, 1.0) for n in events.names])[e]
     pull = resp.base_pull * pop.sensitivity[idx] * pop.affinity[idx, e] * size * fatigue**n_recent * mult

@@ -184,6 +184,28 @@ def test_offer_pull_has_diminishing_returns_in_reward_and_fatigue(big_history) -
     assert (tired < pulls[1]).all()
 
 
+def test_a_zero_krw_message_pulls_a_fixed_share_of_a_full_size_reward(big_history) -> None:
+    cfg, history, _ = big_history
+    world = history.world
+    idx = np.arange(2_000)
+    catalog = cfg.simulator.catalog.model_copy(
+        update={"event_types": [cfg.simulator.catalog.event_types[0].model_copy(update={"rewards": [0, 10_000]})]}
+    )
+    ev = EventTable.from_catalog(catalog)
+    assert ev.ref_reward[0] == pytest.approx(10_000), "the reference scale ignores the 0-KRW rung"
+    event = np.zeros(len(idx), dtype=int)
+
+    def pull(reward: float) -> np.ndarray:
+        resp = cfg.simulator.response
+        return offer_pull(
+            world.pop, idx, event, np.full(len(idx), reward), np.zeros(len(idx)), resp, ev, cfg.simulator.drift
+        )
+
+    message, huge = pull(0.0), pull(1e12)  # a reward so large that its size term is 1
+    assert (message > 0).all(), "a reminder still brings some players back"
+    np.testing.assert_allclose(message, cfg.simulator.response.message_pull * huge, rtol=1e-9)
+
+
 def test_changed_response_knob_switches_an_event_type_off(big_history) -> None:
     cfg, history, _ = big_history
     world = history.world
