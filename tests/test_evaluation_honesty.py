@@ -11,7 +11,7 @@ from test_training_units import synthetic_decisions, synthetic_logs
 
 from training import evaluation as ev
 from training.baselines import one_hot
-from training.ope import LoggedData
+from training.ope import LoggedData, bootstrap_weights
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,12 @@ def test_the_evaluation_outcome_model_never_sees_the_rows_it_scores(cfg) -> None
     assert cross_fitted_outcomes(small, frame.head(2 * MIN_FOLD_ROWS - 1), arms) is None
 
 
+def mean_difference(value: np.ndarray, w: np.ndarray):
+    """Bootstrap draws of the mean of ``value`` under one arm per row minus under another."""
+    rows = np.arange(len(value))
+    return lambda a, b: (w @ (value[rows, a] - value[rows, b])) / w.sum(axis=1)
+
+
 def test_the_fallback_is_the_segment_rule_only_where_segments_really_differ() -> None:
     """Chosen and valued on the same noisy rows, the segment rule always looks better than the best single
     arm (it picks noise). Out of fold, over 20 worlds: where all segments share one best arm the simpler rule
@@ -69,8 +75,12 @@ def test_the_fallback_is_the_segment_rule_only_where_segments_really_differ() ->
         distinct[:, 1] = 10.0
         distinct[np.arange(n), np.searchsorted(list("abcdefgh"), segment) % 5 + 1] += 40.0
         distinct += rng.normal(0, 300, (n, k))
+        w = bootstrap_weights(player, 200, seed)
         for name, value in (("flat", flat), ("distinct", distinct)):
-            chosen[name] += ev.fallback_rule(value, segment, player, seed=1)[0] == ev.PER_SEGMENT
+            chosen[name] += (
+                ev.fallback_rule(value, segment, player, mean_difference(value, w), level=0.9, seed=1)[0]
+                == ev.PER_SEGMENT
+            )
     assert chosen["flat"] <= 4
     assert chosen["distinct"] >= 16
 

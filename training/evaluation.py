@@ -21,6 +21,7 @@ robust value, or by the truth when it is given), which favours the baselines.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,17 +190,20 @@ def estimated_values(
     w: np.ndarray,
     y_hurdle: np.ndarray | None = None,
     mean: ArmPredictions | None = None,
+    ratios: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Off-policy incremental values (against no offer) and ROI of every policy, every estimator
     (with ``y_hurdle``, also the doubly robust estimate on it: :func:`hurdle_outcome`; with ``mean``, the
-    outcome model, also "dr-sized": :func:`sized_draws`)."""
+    outcome model, also "dr-sized": :func:`sized_draws`, with ``ratios`` its size calibration when the caller
+    has it)."""
     out = []
     level = data.level
     k = mu["net_value"].shape[1]
     none = one_hot(np.zeros(len(data.segment), int), k)
     estimators = (*ESTIMATORS, "dm") + (("dr-hurdle",) if y_hurdle is not None else ())
     estimators += ("dr-sized",) if y_hurdle is not None and mean is not None else ()
-    ratios = size_calibration(mean, data, w) if "dr-sized" in estimators and mean is not None else None
+    if ratios is None and "dr-sized" in estimators and mean is not None:
+        ratios = size_calibration(mean, data, w)
     sized_none = sized_draws(mean, data, none, w, ratios) if mean is not None and ratios is not None else None
 
     def terms_of(q: str, target: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -254,37 +258,41 @@ def model_values(scores: Scores, policies: dict[str, np.ndarray], w: np.ndarray,
 
 
 def fallback_rule(
-    value: np.ndarray, segment: np.ndarray, cluster: np.ndarray, *, folds: int = 2, seed: int = 0
+    value: np.ndarray,
+    segment: np.ndarray,
+    cluster: np.ndarray,
+    difference: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    level: float,
+    folds: int = 2,
+    seed: int = 0,
 ) -> tuple[str, dict[str, float]]:
     """Which baseline to fall back on: the best single arm, or the best arm per segment when that is
-    estimated better. Both are chosen and valued on ``value`` (rows x arms estimated incremental values,
-    arms without support NaN), so the segment rule, which picks from many more arms, would look better
-    only for picking noise. Here each rule is chosen on some folds of players and valued on the other;
-    the segment rule wins when its out-of-fold advantage exceeds one standard error (the simpler rule
-    keeps a tie). Returns the choice and the out-of-fold means (and the advantage's standard error)."""
+    estimated better.
+
+    Both rules are chosen on ``value`` (rows x arms estimated incremental values, arms without support
+    NaN): chosen and valued on the same rows, the segment rule, which picks from many more arms, would
+    look better only for picking noise. So each rule is chosen on some folds of players and applied to the
+    other folds' rows, and ``difference(segment_arms, single_arms)`` (the arm column per row of each) gives
+    the bootstrap draws (row 0: the estimate) of the first's value minus the second's, by an estimator
+    that covers the truth ("dr-sized"): chosen on capped scores that the outcome model dominates, the
+    segment rule looked better out of fold where it was worth a third less in truth. The segment rule wins
+    only when the whole ``level`` interval of the difference is above zero; the simpler rule keeps a tie.
+    Returns the choice and the difference's estimate and interval."""
     fold = player_folds(cluster, folds, seed)
-    single_v, segment_v = np.full(len(value), np.nan), np.full(len(value), np.nan)
-    rows = np.arange(len(value))
+    n = len(value)
+    single_arm, segment_arm = np.zeros(n, int), np.zeros(n, int)
     for f in range(folds):
         train, test = fold != f, fold == f
         if not train.any() or not test.any():
             continue
         single = best_single_arm(value[train])
         by_segment = best_arm_per_segment(value[train], segment[train])
-        arm = pd.Series(segment[test]).map(by_segment).fillna(single).to_numpy(int)
-        single_v[test] = value[test, single]
-        segment_v[test] = value[rows[test], arm]
-    diff = segment_v - single_v
-    ok = ~np.isnan(diff)
-    n = int(ok.sum())
-    gap = float(diff[ok].mean()) if n else 0.0
-    se = float(diff[ok].std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
-    means = {
-        BEST_SINGLE: float(np.nanmean(single_v)) if n else float("nan"),
-        PER_SEGMENT: float(np.nanmean(segment_v)) if n else float("nan"),
-        "advantage_se": se,
-    }
-    return (PER_SEGMENT if gap > se else BEST_SINGLE), means
+        single_arm[test] = single
+        segment_arm[test] = pd.Series(segment[test]).map(by_segment).fillna(single).to_numpy(int)
+    est, low, high = _summary(difference(segment_arm, single_arm), level)
+    means = {"advantage": est, "advantage_low": low, "advantage_high": high}
+    return (PER_SEGMENT if low > 0 else BEST_SINGLE), means
 
 
 def support_table(
@@ -479,12 +487,27 @@ def evaluate(
         BEST_SINGLE: one_hot(np.full(n, single), k),
         PER_SEGMENT: one_hot(per_segment, k),
     }
-    values = [estimated_values(data, mu, policies, w, y_hurdle, mean), model_values(scores, policies, w, data.level)]
+    ratios = size_calibration(mean, data, w)
+    values = [
+        estimated_values(data, mu, policies, w, y_hurdle, mean, ratios),
+        model_values(scores, policies, w, data.level),
+    ]
     gaps = {
         BEST_SINGLE: policy_gaps(mean, data, pick.arm, np.full(n, single_by_estimate), w, y_hurdle=y_hurdle),
         PER_SEGMENT: policy_gaps(mean, data, pick.arm, per_segment_by_estimate, w, y_hurdle=y_hurdle),
     }
-    fallback, fallback_values = fallback_rule(credited(choice_inc), data.segment, data.logged.cluster, seed=seed)
+
+    def sized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return sized_draws(mean, data, one_hot(a, k), w, ratios) - sized_draws(mean, data, one_hot(b, k), w, ratios)
+
+    fallback, fallback_values = fallback_rule(
+        credited(choice_inc), data.segment, data.logged.cluster, sized_difference, level=data.level, seed=seed
+    )
+    # and only where the segment rule's estimate is reliable (enough effective rows, no arm without support)
+    rule_support = support_table(data, {PER_SEGMENT: one_hot(per_segment_by_estimate, k)}, supported)
+    fallback_values["segment_rule_ess"] = float(rule_support["ess"].iloc[0])
+    if not bool(rule_support["reliable"].iloc[0]):
+        fallback = BEST_SINGLE
     fallback_arms = per_segment_by_estimate if fallback == PER_SEGMENT else np.full(n, single_by_estimate)
     errors = None
     fallback_truth = None
