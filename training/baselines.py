@@ -56,7 +56,7 @@ def shrunk_arm_per_segment(value: np.ndarray, segment: np.ndarray) -> dict[str, 
     """
     seg = pd.Series(segment).astype(str)
     groups = seg.groupby(seg).indices
-    names = list(groups)
+    names = [str(s) for s in groups]
     ok = ~np.isnan(value)
     x = np.where(ok, value, 0.0)
     count = np.array([ok[groups[s]].sum(axis=0) for s in names], dtype=float)  # segments x arms
