@@ -100,9 +100,9 @@ def test_a_user_catalog_of_foreign_names_with_a_message_arm_loads(tmp_path: Path
     [
         ("event_types: [{name: x, rewards: [1], requires_deposit: true}]", "has no min_deposit"),
         ("event_types: [{name: Bad Name, rewards: [1]}]", "pattern"),
-        ("event_types: [{name: x, rewards: [0, 1]}]", "positive"),
+        ("event_types: [{name: x, rewards: [-1, 1]}]", "non-negative"),
     ],
-    ids=["deposit-without-minimum", "bad-name", "zero-reward"],
+    ids=["deposit-without-minimum", "bad-name", "negative-reward"],
 )
 def test_bad_simulator_catalogs_are_refused_with_the_reason(tmp_path: Path, catalog: str, message: str) -> None:
     cdir = tmp_path / "configs"
