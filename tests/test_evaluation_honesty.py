@@ -83,6 +83,11 @@ def test_the_fallback_is_the_segment_rule_only_where_segments_really_differ() ->
             )
     assert chosen["flat"] <= 4
     assert chosen["distinct"] >= 16
+    # a segment rule whose own estimate is unreliable is never the fallback, however clear its advantage
+    unreliable = ev.fallback_rule(
+        distinct, segment, player, mean_difference(distinct, w), level=0.9, seed=1, segment_rule_reliable=False
+    )
+    assert unreliable[0] == ev.BEST_SINGLE and unreliable[1]["advantage_low"] > 0
 
 
 def test_support_says_when_an_estimate_rests_on_the_model_alone() -> None:

@@ -183,6 +183,21 @@ def sized_draws(
     return ((w @ m) * c).sum(axis=1) / w.sum(axis=1) + (w @ t) / w.sum(axis=1)
 
 
+def sized_gap(
+    mean: ArmPredictions,
+    data: EvalData,
+    mine: np.ndarray,
+    other: np.ndarray,
+    w: np.ndarray,
+    ratios: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per resample, the "dr-sized" value of policy ``mine`` minus policy ``other`` (an arm column per row
+    each), paired: the same resamples and size ratios for both."""
+    k = mean.p_reengage.shape[1]
+    c = size_calibration(mean, data, w) if ratios is None else ratios
+    return sized_draws(mean, data, one_hot(mine, k), w, c) - sized_draws(mean, data, one_hot(other, k), w, c)
+
+
 def estimated_values(
     data: EvalData,
     mu: dict[str, np.ndarray],
@@ -266,6 +281,7 @@ def fallback_rule(
     level: float,
     folds: int = 2,
     seed: int = 0,
+    segment_rule_reliable: bool = True,
 ) -> tuple[str, dict[str, float]]:
     """Which baseline to fall back on: the best single arm, or the best arm per segment when that is
     estimated better.
@@ -274,11 +290,13 @@ def fallback_rule(
     NaN): chosen and valued on the same rows, the segment rule, which picks from many more arms, would
     look better only for picking noise. So each rule is chosen on some folds of players and applied to the
     other folds' rows, and ``difference(segment_arms, single_arms)`` (the arm column per row of each) gives
-    the bootstrap draws (row 0: the estimate) of the first's value minus the second's, by an estimator
-    that covers the truth ("dr-sized"): chosen on capped scores that the outcome model dominates, the
-    segment rule looked better out of fold where it was worth a third less in truth. The segment rule wins
-    only when the whole ``level`` interval of the difference is above zero; the simpler rule keeps a tie.
-    Returns the choice and the difference's estimate and interval."""
+    the bootstrap draws (row 0: the estimate) of the first's value minus the second's, by the estimator the
+    promotion guard uses ("dr-sized"). The segment rule wins only when the whole ``level`` interval of the
+    difference is above zero and its estimate is reliable (``segment_rule_reliable``: enough effective rows,
+    no arm without support, :func:`support_table`); the simpler rule keeps a tie. Where most of the
+    evidence lies past the weight cap, every capped estimate is the outcome model's word and this test can
+    still be fooled (the "alt" world, docs/training.md). Returns the choice and the difference's estimate
+    and interval."""
     fold = player_folds(cluster, folds, seed)
     n = len(value)
     single_arm, segment_arm = np.zeros(n, int), np.zeros(n, int)
@@ -292,7 +310,7 @@ def fallback_rule(
         segment_arm[test] = pd.Series(segment[test]).map(by_segment).fillna(single).to_numpy(int)
     est, low, high = _summary(difference(segment_arm, single_arm), level)
     means = {"advantage": est, "advantage_low": low, "advantage_high": high}
-    return (PER_SEGMENT if low > 0 else BEST_SINGLE), means
+    return (PER_SEGMENT if low > 0 and segment_rule_reliable else BEST_SINGLE), means
 
 
 def support_table(
@@ -345,19 +363,20 @@ def policy_gaps(
     w: np.ndarray,
     *,
     y_hurdle: np.ndarray | None = None,
+    ratios: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Paired difference of incremental net value per candidate, policy ``mine`` minus policy ``other``
     (an arm column per row each), by each of ``GAP_ESTIMATORS`` on the same bootstrap resamples ``w``, with
     ``mean`` (the evaluation's outcome model) as the outcome model: estimate and interval at ``data.level``.
-    ``y_hurdle``: :func:`hurdle_outcome` of ``mean`` when the caller has it already."""
+    ``y_hurdle``, ``ratios``: :func:`hurdle_outcome` and :func:`size_calibration` of ``mean`` when the caller
+    has them already."""
     k = mean.p_reengage.shape[1]
     mu = outcome_models(mean, data.margin)["net_value"]
     hurdle = hurdle_outcome(mean, data) if y_hurdle is None else y_hurdle
     out = []
     for est in GAP_ESTIMATORS:
         if est == "dr-sized":
-            c = size_calibration(mean, data, w)
-            draws = sized_draws(mean, data, one_hot(mine, k), w, c) - sized_draws(mean, data, one_hot(other, k), w, c)
+            draws = sized_gap(mean, data, mine, other, w, ratios)
             est_, low, high = _summary(draws, data.level)
             out.append({"estimator": est, "estimate": est_, "low": low, "high": high})
             continue
@@ -493,21 +512,19 @@ def evaluate(
         model_values(scores, policies, w, data.level),
     ]
     gaps = {
-        BEST_SINGLE: policy_gaps(mean, data, pick.arm, np.full(n, single_by_estimate), w, y_hurdle=y_hurdle),
-        PER_SEGMENT: policy_gaps(mean, data, pick.arm, per_segment_by_estimate, w, y_hurdle=y_hurdle),
+        name: policy_gaps(mean, data, pick.arm, other, w, y_hurdle=y_hurdle, ratios=ratios)
+        for name, other in ((BEST_SINGLE, np.full(n, single_by_estimate)), (PER_SEGMENT, per_segment_by_estimate))
     }
-
-    def sized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return sized_draws(mean, data, one_hot(a, k), w, ratios) - sized_draws(mean, data, one_hot(b, k), w, ratios)
-
-    fallback, fallback_values = fallback_rule(
-        credited(choice_inc), data.segment, data.logged.cluster, sized_difference, level=data.level, seed=seed
-    )
-    # and only where the segment rule's estimate is reliable (enough effective rows, no arm without support)
     rule_support = support_table(data, {PER_SEGMENT: one_hot(per_segment_by_estimate, k)}, supported)
-    fallback_values["segment_rule_ess"] = float(rule_support["ess"].iloc[0])
-    if not bool(rule_support["reliable"].iloc[0]):
-        fallback = BEST_SINGLE
+    fallback, fallback_values = fallback_rule(
+        credited(choice_inc),
+        data.segment,
+        data.logged.cluster,
+        lambda a, b: sized_gap(mean, data, a, b, w, ratios),
+        level=data.level,
+        seed=seed,
+        segment_rule_reliable=bool(rule_support["reliable"].iloc[0]),
+    )
     fallback_arms = per_segment_by_estimate if fallback == PER_SEGMENT else np.full(n, single_by_estimate)
     errors = None
     fallback_truth = None
