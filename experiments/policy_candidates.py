@@ -15,7 +15,8 @@ truth) and its ratio to the truly best single arm:
   held-out ones included): its argmax and its segment rule — what a model refitted on the latest campaigns
   would do;
 - the segment rules chosen on the capped doubly robust scores, raw and with each segment's arm means shrunk
-  toward the arm's overall mean (:func:`training.baselines.shrunk_arm_per_segment`);
+  toward the arm's overall mean (:func:`shrunk_arm_per_segment`, which did not win: it stays here, with
+  its tests, as a candidate);
 - the fallback the evaluation chose.
 
 Nothing here is estimated from the truth except the printed values: a candidate that wins over seeds, by
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import load_config
-from training.baselines import best_arm_per_segment, best_single_arm, oracle_arms, shrunk_arm_per_segment
+from training.baselines import best_arm_per_segment, best_single_arm, oracle_arms
 from training.evaluation import LEARNED, hurdle_outcome, outcome_models
 from training.fit import fit_scorer, prepare
 from training.judge import Judged, judge
@@ -46,6 +47,44 @@ def segment_means(value: np.ndarray, segment: np.ndarray) -> np.ndarray:
     seg = pd.Series(segment).astype(str)
     means = pd.DataFrame(value).groupby(seg.to_numpy()).transform("mean")
     return means.to_numpy()
+
+
+def shrunk_arm_per_segment(value: np.ndarray, segment: np.ndarray) -> dict[str, int]:
+    """Per segment, its best arm by an empirical-Bayes estimate of each arm's mean ``value`` there (rows x
+    arms; NaN ignored), or no offer (0) where that estimate is not positive.
+
+    A segment's own mean of an arm is noisy (a few hundred rows, heavy-tailed values), and the arm that
+    looks best in a segment is often the one whose noise came out highest. Each (segment, arm) mean is
+    therefore shrunk toward the arm's mean over all rows by ``tau2 / (tau2 + v)``: ``v`` the variance of the
+    segment's mean, ``tau2`` how much the arm's true means differ between segments (the spread of the
+    segments' means less their average noise, by moments; 0 when the noise explains all of it). Where the
+    segments are alike, or the data thin, every segment gets the best single arm; where a segment differs
+    by more than its noise, it gets its own.
+    """
+    seg = pd.Series(segment).astype(str)
+    groups = seg.groupby(seg).indices
+    names = [str(s) for s in groups]
+    ok = ~np.isnan(value)
+    x = np.where(ok, value, 0.0)
+    count = np.array([ok[groups[s]].sum(axis=0) for s in names], dtype=float)  # segments x arms
+    total = np.array([x[groups[s]].sum(axis=0) for s in names])
+    square = np.array([(x[groups[s]] ** 2).sum(axis=0) for s in names])
+    supported = count.sum(axis=0) > 0
+    overall = np.divide(total.sum(axis=0), count.sum(axis=0), out=np.zeros(value.shape[1]), where=supported)
+    mean = np.divide(total, count, out=np.broadcast_to(overall, count.shape).copy(), where=count > 0)
+    spread_sq = np.divide(square - count * mean**2, count - 1, out=np.zeros_like(count), where=count > 1)
+    var = np.divide(spread_sq, count, out=np.full_like(count, np.inf), where=count > 1)  # of each segment's mean
+    seen = np.isfinite(var)
+    n_seen = seen.sum(axis=0)
+    noise = np.divide(np.where(seen, var, 0.0).sum(axis=0), n_seen, out=np.zeros_like(overall), where=n_seen > 0)
+    dev = np.where(seen, mean - overall, 0.0)
+    spread = np.divide((dev**2).sum(axis=0), n_seen - 1, out=np.zeros_like(overall), where=n_seen > 1)
+    tau2 = np.maximum(spread - noise, 0.0)
+    weight = np.divide(tau2, tau2 + var, out=np.zeros_like(var), where=seen & (tau2 > 0))
+    post = np.where(supported, overall + weight * (mean - overall), -np.inf)
+    best = post[:, 1:].argmax(axis=1) + 1
+    gain = post[np.arange(len(names)), best]
+    return {s: int(b) if g > 0 else 0 for s, b, g in zip(names, best, gain, strict=True)}
 
 
 def candidates(j: Judged) -> dict[str, float]:

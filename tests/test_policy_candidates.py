@@ -1,10 +1,12 @@
-"""The estimated segment rule: each segment's arm means shrunk toward the arm's overall mean (issue 12)."""
+"""The candidate segment rule of experiments/policy_candidates.py: each segment's arm means shrunk toward the
+arm's overall mean (issue 12)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.baselines import best_arm_per_segment, shrunk_arm_per_segment
+from experiments.policy_candidates import shrunk_arm_per_segment
+from training.baselines import best_arm_per_segment
 
 SEGMENTS = list("abcdefgh")
 
