@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from core.config import load_config
+from core.config import ConfigError, load_config
 from training import evaluation as ev
 from training import registry
 from training.fit import fit_scorer, prepare
@@ -168,6 +168,10 @@ def main() -> None:
             ap.error(f"{flag} {bad[0]!r}: expected KEY=VALUE, e.g. {example}")
     params = dict(p.split("=", 1) for p in args.param)
     settings = overrides(args.set)
+    try:  # a bad --set or --config is refused now, not after the first world's build
+        load_config(args.config, home=args.work, overrides=settings)
+    except ConfigError as exc:
+        ap.error(str(exc))
     frames, summaries = [], []
     for s in seeds(args.seeds):
         home = args.work / f"seed{s}"

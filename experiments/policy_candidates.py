@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import load_config
+from core.config import ConfigError, load_config
 from training.baselines import best_arm_per_segment, best_single_arm, oracle_arms
+from training.data import TrainingDataError
 from training.evaluation import LEARNED, hurdle_outcome, outcome_models
 from training.fit import fit_scorer, prepare
 from training.judge import Judged, judge
@@ -139,8 +140,11 @@ def main() -> None:
     ap.add_argument("--home", type=Path, required=True, help="a world built by `rekindle run` (with its truth)")
     ap.add_argument("--config", type=Path, help="its configuration directory (default ./configs)")
     args = ap.parse_args()
-    cfg = load_config(args.config, home=args.home)
-    prepared = prepare(cfg)
+    try:
+        cfg = load_config(args.config, home=args.home)
+        prepared = prepare(cfg)
+    except (ConfigError, TrainingDataError) as exc:
+        ap.error(str(exc))
     cfg = prepared.cfg
     scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, cfg.training.model, members=cfg.training.ensemble)
     j = judge(prepared, scorer, truth_dir=args.home / "truth")
