@@ -428,6 +428,43 @@ class Simulator(_Strict):
         return self
 
 
+# ----------------------------------------------------------------- serving --
+class PolicySettings(_Strict):
+    """The business rules, exploration and holdout of the policy (serving.policy), in online and batch
+    alike. Marketers' overrides (system store) replace any of these fields while the service runs."""
+
+    objective: Literal["net_value", "reengagement"] | None = None  # null: training.objective
+    enabled_event_types: list[str] | None = None  # null: every event type the model knows
+    disabled_event_types: list[str] = []
+    reward_cap: int | None = Field(None, ge=0)  # largest reward any offer may carry, KRW
+    segment_reward_caps: dict[str, int] = {}  # segment -> largest reward there, KRW
+    min_roi: float | None = None  # a greedy offer needs incremental net value / expected cost >= this
+    frequency_cap_days: int = Field(7, ge=0)  # no new offer within N days of the last one sent
+    exploration: float = Field(0.05, ge=0, lt=1)  # share of decisions drawn uniformly among the eligible arms
+    holdout: float = Field(0.05, ge=0, lt=1)  # share of players (hash of id and salt) who get no offer
+    holdout_salt: str = Field("rekindle-holdout-1", min_length=1)
+    pins: dict[str, str] = {}  # segment -> arm ("cashback@10000", or "none"): every player there gets it
+    daily_budget: float | None = Field(None, ge=0)  # online: expected reward cost per UTC day, KRW
+
+    @model_validator(mode="after")
+    def _caps(self) -> PolicySettings:
+        bad = {k: v for k, v in self.segment_reward_caps.items() if v < 0}
+        if bad:
+            raise ValueError(f"segment_reward_caps must be >= 0 KRW, got {bad}")
+        return self
+
+
+class Serving(_Strict):
+    policy: PolicySettings = PolicySettings()
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    workers: int = Field(2, ge=1)  # API worker processes: one per core
+    feature_cache_seconds: float = Field(60.0, ge=0)  # in-process cache of a player's online features
+    model_poll_seconds: float = Field(30.0, gt=0)  # how often a worker looks where the champion alias points
+    overrides_poll_seconds: float = Field(2.0, gt=0)  # how often it reads the marketers' overrides and keys
+    max_batch: int = Field(1000, ge=1)  # players per call of /v1/recommendations:batch
+
+
 # ------------------------------------------------------------------- root --
 class Config(_Strict):
     home: Path
@@ -439,6 +476,7 @@ class Config(_Strict):
     config_dir: Path
     features: Features = Features()
     training: Training = Training()
+    serving: Serving = Serving()
     catalog: Catalog | None = None  # the user's catalog of the platform's event types; None: its history alone
 
     def require_simulatable(self) -> None:

@@ -17,6 +17,7 @@ from core.config import Config
 from features.families import ENTITY, EVENT_TYPE_KEY, event_types
 from features.layout import FeatureStoreError, layout
 from features.manifest import as_built, read_manifest
+from features.matching import add_match_scores
 from features.materialize import read_marker
 from features.repo import event_type_service_name, player_service_name
 from features.store import open_store
@@ -30,6 +31,8 @@ class OnlineFeatures:
         if not lay.manifest_path.is_file():
             raise FeatureStoreError(f"no feature build in {lay.root}: run `rekindle features build` and `materialize`")
         cfg = as_built(cfg)
+        self.cfg = cfg
+        self._arms: pd.DataFrame | None = None
         marker = read_marker(cfg)
         built = read_manifest(cfg)["as_of"]
         if marker is None:
@@ -63,3 +66,18 @@ class OnlineFeatures:
         rows = [{EVENT_TYPE_KEY: e} for e in self.event_types]
         resp = self.store.get_online_features(features=self.event_service, entity_rows=rows)
         return pd.DataFrame(resp.to_dict())
+
+    def model_frame(self, player_ids: Sequence[int], at: datetime) -> pd.DataFrame:
+        """What the response model scores for these players at ``at``: their online features and match
+        scores, the columns :func:`features.candidates.candidate_features` gives the batch."""
+        frame = self.players(player_ids)
+        frame["decided_at"] = pd.Timestamp(at)
+        arms = self.event_table()
+        emb = arms[[EVENT_TYPE_KEY, *[c for c in arms.columns if c.startswith("ev_cf_")]]]
+        return add_match_scores(frame, self.cfg, emb, arms, time_column="decided_at")
+
+    def event_table(self) -> pd.DataFrame:
+        """:meth:`arms`, read once per materialisation (event types change only when it does)."""
+        if self._arms is None:
+            self._arms = self.arms()
+        return self._arms

@@ -56,6 +56,9 @@ def arm_factors(factors: dict[str, float], event_type: np.ndarray, reward: np.nd
     return keys.map(factors).astype(np.float64).fillna(by_type).to_numpy(np.float64)
 
 
+STACKED_ROWS = 20_000  # (row, arm) pairs scored in one matrix; larger inputs go arm by arm
+
+
 @dataclass
 class ResponseHeads:
     """The boosters of one fitted response model and how to combine them.
@@ -114,6 +117,8 @@ class ResponseHeads:
         """Every arm of ``arms`` (the arm table, "none" first) for every row of ``X``."""
         player = design.player_block(X)
         n, k = len(X), len(arms)
+        if n * k <= STACKED_ROWS:
+            return self._predict_stacked(design, X, arms, player, num_iteration)
         p, dep, cost = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
         size = None
         if self.deposit_factors is not None:  # one prediction for every arm, scaled by each arm's factor
@@ -129,6 +134,36 @@ class ResponseHeads:
             if offer:
                 cost[:, j] = self._claim(mat, num_iteration) * payout
         return ArmPredictions(arms, p, dep, cost)
+
+    def _predict_stacked(
+        self, design: Design, X: pd.DataFrame, arms: pd.DataFrame, player: np.ndarray, num_iteration: int | None
+    ) -> ArmPredictions:
+        """:meth:`predict_arms` with every (row, arm) pair in one matrix and one call per booster: the same
+        numbers, several times faster for the few rows of an online call (a booster call costs ~0.1 ms)."""
+        n, k = len(X), len(arms)
+        event = np.tile(arms["event_type"].to_numpy(object), n)
+        reward = np.tile(arms["reward"].to_numpy(np.float64), n)
+        rows = np.repeat(np.arange(n), k)
+        mat = np.hstack([player[rows], design.arm_block(X.iloc[rows], event, reward)])
+        offer = event != NONE
+        p = np.zeros(n * k)
+        for flag in (False, True):
+            m = offer == flag
+            if m.any():
+                p[m] = self._reengage(mat[m], flag, num_iteration)
+        if self.deposit_factors is not None:
+            blank = self.neutral(np.hstack([player, design.arm_block(X, NONE, 0.0)]), design)
+            size = self._deposits(blank, num_iteration)[rows]
+            size = size * np.tile(self.factor(arms["event_type"].to_numpy(), arms["reward"].to_numpy()), n)
+        else:
+            size = self._deposits(mat, num_iteration)
+        cost = np.zeros(n * k)
+        if offer.any():
+            cost[offer] = (
+                self._claim(mat[offer], num_iteration) * np.tile(arms["payout"].to_numpy(np.float64), n)[offer]
+            )
+        shape = (n, k)
+        return ArmPredictions(arms, p.reshape(shape), (p * size).reshape(shape), cost.reshape(shape))
 
     def predict_rows(
         self, design: Design, X: pd.DataFrame, event_type: np.ndarray, reward: np.ndarray

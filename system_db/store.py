@@ -130,4 +130,3 @@ class SystemStore:
         out = read_sql(self.engine, query.order_by(self.attributes.c.player_id, self.attributes.c.observed_at))
         out["observed_at"] = pd.to_datetime(out["observed_at"])
         return out
-

@@ -34,6 +34,7 @@ from scoring.ensemble import ResponseEnsemble, arm_frame
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+FALLBACK_TAG = "fallback_rule"  # JSON {segment or "all": arm}: what serving sends when no champion is trusted
 
 
 class RegistryError(RekindleError, ValueError):
@@ -191,3 +192,9 @@ def load_model(uri: str) -> ResponseEnsemble:
         return artefact.load(files)
     except artefact.ArtefactError as exc:
         raise RegistryError(f"cannot load model {uri}: {exc}; retrain it with `rekindle train`") from exc
+
+
+def version_tag(name: str, version: int, tag: str) -> str | None:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(name, str(version)).tags.get(tag)

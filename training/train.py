@@ -14,6 +14,7 @@ choose, fit or promote.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,7 +122,11 @@ def run_train(
             registry.set_alias(name, registry.CHALLENGER, version)
             if promotion.promoted:
                 registry.set_alias(name, registry.CHAMPION, version)
-            registry.version_tags(name, version, {"promotion": promotion.reason})
+            e = j.evaluation
+            rule = e.estimated_baselines.get(e.fallback, {})
+            registry.version_tags(  # the rule serving applies when no champion is trusted (serving.engine)
+                name, version, {"promotion": promotion.reason, registry.FALLBACK_TAG: json.dumps(rule, sort_keys=True)}
+            )
             mlflow.set_tag("promotion", promotion.reason)
             mlflow.log_metrics({f"promotion_{k}": v for k, v in promotion.figures.items() if np.isfinite(v)})
         finally:

@@ -1,0 +1,133 @@
+"""The serving commands: serve, keys, overrides. Thin: parse, call serving/ and system_db/, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from app.cli.root import Context, console, friendly_errors
+
+
+@click.command("serve")
+@click.option("--host", help="Interface to listen on (default serving.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default serving.port, 3000).")
+@click.option("--workers", type=click.IntRange(min=1), help="API worker processes (default serving.workers).")
+@click.pass_obj
+@friendly_errors
+def serve(obj: Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Start the recommendation API (BentoML): POST /v1/recommendations and the rest of docs/serving.md.
+
+    Serves the champion model, or, when none is trusted, the challenger with the fallback rule its
+    training registered. Needs the feature store materialised and an API key (`rekindle keys create`)."""
+    from serving.engine import preflight
+
+    cfg = obj.config()
+    said = preflight(cfg)
+    host = host or cfg.serving.host
+    port = port or cfg.serving.port
+    env = {
+        **os.environ,
+        "REKINDLE_HOME": str(cfg.home),
+        "REKINDLE_CONFIG": str(cfg.config_dir),
+        "REKINDLE_DB_URL": cfg.db_url,
+        "REKINDLE_WORKERS": str(workers or cfg.serving.workers),
+        "BENTOML_HOME": str(cfg.path("bentoml")),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    console.print(f"{said}\nserving on http://{host}:{port} (stop with Ctrl-C or SIGTERM to this process)")
+    sys.stdout.flush()
+    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:Rekindle", "--host", host, "--port", str(port)]
+    os.execve(sys.executable, args, env)  # this process becomes the server: its pid stops it
+
+
+@click.group("keys")
+def keys() -> None:
+    """API keys of the service (stored hashed; the plain key is shown once)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who the key is for (e.g. crm-prod).")
+@click.option("--role", type=click.Choice(["caller", "admin"]), default="caller", show_default=True)
+@click.pass_obj
+@friendly_errors
+def keys_create(obj: Context, name: str, role: str) -> None:
+    """Create a key; prints it once."""
+    from system_db.access import KeyRing
+    from system_db.store import SystemStore
+
+    key, plain = KeyRing(SystemStore(obj.config().system_db_url)).create(name, role)
+    console.print(f"created key {key.key_id} ({key.role}) for {key.name}; store it now, it is not shown again:")
+    click.echo(plain)
+
+
+@keys.command("list")
+@click.pass_obj
+@friendly_errors
+def keys_list(obj: Context) -> None:
+    """Every key (never the secrets)."""
+    from system_db.access import KeyRing
+    from system_db.store import SystemStore
+
+    for k in KeyRing(SystemStore(obj.config().system_db_url)).list():
+        state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
+        console.print(
+            f"{k['key_id']}  {k['role']:6s}  {k['name']:20s}  created {k['created_at']:%Y-%m-%d %H:%M}  {state}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+@friendly_errors
+def keys_revoke(obj: Context, key_id: str) -> None:
+    """Revoke a key (running services refuse it within seconds)."""
+    from system_db.access import KeyRing
+    from system_db.store import SystemStore
+
+    KeyRing(SystemStore(obj.config().system_db_url)).revoke(key_id)
+    console.print(f"revoked {key_id}")
+
+
+@click.group("overrides")
+def overrides() -> None:
+    """The marketers' overrides of serving.policy, in force in running services within seconds."""
+
+
+@overrides.command("set")
+@click.argument("field")
+@click.argument("value")
+@click.option("--who", default=lambda: os.environ.get("USER", "cli"), help="Recorded in the audit trail.")
+@click.pass_obj
+@friendly_errors
+def overrides_set(obj: Context, field: str, value: str, who: str) -> None:
+    """Set FIELD to VALUE (JSON: 0.1, true, ["cashback"], {"seg": "cashback@10000"}; null clears it)."""
+    from system_db.overrides import Overrides
+    from system_db.store import SystemStore
+
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value  # a bare string
+    cfg = obj.config()
+    settings = Overrides(SystemStore(cfg.system_db_url)).set(field, parsed, who=who, base=cfg.serving.policy)
+    console.print(f"{field} = {json.dumps(getattr(settings, field))} (audited as {who})")
+
+
+@overrides.command("show")
+@click.pass_obj
+@friendly_errors
+def overrides_show(obj: Context) -> None:
+    """The overrides in force and the audit trail."""
+    from system_db.overrides import Overrides
+    from system_db.store import SystemStore
+
+    o = Overrides(SystemStore(obj.config().system_db_url))
+    console.print(o.read())
+    console.print(o.history().to_string(index=False))
+
+
+COMMANDS = (serve, keys, overrides)

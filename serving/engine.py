@@ -1,0 +1,534 @@
+"""The online decision engine: a player id in, a logged decision out. The HTTP service
+(:mod:`serving.service`) is a thin layer over it, so the same engine runs behind BentoML and behind the
+bare Starlette app of the benchmark.
+
+Per call: the players' current status from the platform (self-excluded and blocked never get an offer,
+whatever the snapshot said), their segment and candidacy from the latest segmentation, the last offer
+from the decision log and the platform (frequency cap), their features from the online store through an
+in-process cache, the model's scores, the policy (:mod:`serving.policy`), and the decision written to the
+log before it is returned.
+
+What is cached, for how long, and what invalidates it:
+
+- a player's online features: ``serving.feature_cache_seconds`` (60 s), and all of them when the online
+  store is materialised again (its as-of changes);
+- the model: until the alias it was loaded by (champion; challenger with the registered fallback rule when
+  no champion is trusted) points elsewhere, looked up every ``serving.model_poll_seconds``; the new model
+  is loaded beside the old, which serves until the swap;
+- the overrides and API keys: re-read every ``serving.overrides_poll_seconds`` (2 s);
+- the segment-level decisions (the fallback for a player whose features cannot be read, and
+  ``/v1/segments/{segment}/recommendation``): recomputed with each model.
+
+When the online store cannot be read, a player gets its segment's decision, marked ``fallback``; when
+the registry cannot be reached, the last loaded model keeps serving. :meth:`Engine.readiness` says what
+is degraded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from core.config import Config, PolicySettings
+from core.errors import RekindleError
+from serving.policy import NONE, Rows, arm_names, check_settings, decide
+from system_db.access import KeyRing, Role
+from system_db.decision_log import DecisionLog, new_decision_id, response_json
+from system_db.overrides import Overrides, merged
+from system_db.store import SystemStore
+from training.scorer import Scorer
+
+POLICY_VERSION_PREFIX = "policy"
+
+
+class UnknownPlayersError(RekindleError, LookupError):
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        super().__init__(
+            f"unknown player id{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: not on the platform"
+        )
+
+
+class UnknownSegmentError(RekindleError, LookupError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    scorer: Scorer
+    version: str  # e.g. rekindle-response/3
+    alias: str
+    rule: dict[str, str] | None  # the fallback rule served when no champion is trusted
+    segments: pd.DataFrame = field(default_factory=pd.DataFrame)  # segment -> best arm and expected values
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FeatureCache:
+    """player id -> (read at, features row): a TTL cache, bounded (least recently read out first)."""
+
+    def __init__(self, ttl: float, max_players: int = 200_000) -> None:
+        self.ttl, self.max = ttl, max_players
+        self.rows: OrderedDict[int, tuple[float, dict[Any, Any]]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, ids: list[int]) -> tuple[dict[int, dict[Any, Any]], list[int]]:
+        now, hit, miss = time.monotonic(), {}, []
+        with self.lock:
+            for p in ids:
+                got = self.rows.get(p)
+                if got is not None and now - got[0] <= self.ttl:
+                    hit[p] = got[1]
+                else:
+                    miss.append(p)
+        return hit, miss
+
+    def put(self, frame: pd.DataFrame) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for row in frame.to_dict("records"):
+                self.rows[int(row["player_id"])] = (now, row)
+                self.rows.move_to_end(int(row["player_id"]))
+            while len(self.rows) > self.max:
+                self.rows.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rows.clear()
+
+
+class Engine:
+    """Everything a worker needs to decide online. Thread-safe for concurrent calls."""
+
+    def __init__(self, cfg: Config, *, load: bool = True) -> None:
+        self.cfg = cfg
+        self.store = SystemStore(cfg.system_db_url)
+        self.log = DecisionLog(self.store)
+        self.keys = KeyRing(self.store)
+        self.overrides = Overrides(self.store)
+        from platform_db.db import connect
+
+        self.platform = connect(cfg.db_url)
+        self.cache = FeatureCache(cfg.serving.feature_cache_seconds)
+        self.degraded: dict[str, str] = {}
+        self.settings: PolicySettings = cfg.serving.policy
+        self._overrides_version = ""
+        self._hashes: dict[str, tuple[str, Role, str]] = {}
+        self._polled = 0.0
+        self._model_polled = 0.0
+        self._lock = threading.Lock()
+        self.online: Any = None
+        self.model: LoadedModel | None = None
+        self.roster = self._read_roster()
+        if load:
+            self._open_online()
+            self.model = self._load_model()
+            self.poll(force=True)
+
+    # ------------------------------------------------------------ loading --
+    def _read_roster(self) -> pd.DataFrame:
+        seg = self.store.read_segments()
+        if seg.empty:
+            raise RekindleError("the system store holds no segmentation: run `rekindle segment` or `rekindle run`")
+        self.roster_as_of = pd.Timestamp(seg["as_of"].iloc[0]).to_pydatetime()
+        return seg.set_index("player_id")[["segment", "is_candidate", "status"]]
+
+    def _open_online(self) -> None:
+        from features.online import OnlineFeatures
+
+        try:
+            self.online = OnlineFeatures(self.cfg)
+            self.degraded.pop("online_store", None)
+        except Exception as exc:  # the store down or not materialised: segment-level decisions until it is back
+            self.online = None
+            self.degraded["online_store"] = f"cannot open the online store: {str(exc).splitlines()[0]}"
+
+    def _load_model(self) -> LoadedModel:
+        from training import registry
+
+        name = self.cfg.training.model_name
+        with registry.tracking(self.cfg):
+            alias = registry.CHAMPION
+            version = registry.alias_version(name, alias)
+            rule = None
+            if version is None:
+                alias, version = registry.CHALLENGER, registry.alias_version(name, registry.CHALLENGER)
+                if version is None:
+                    raise RekindleError(f"no version of {name} is champion or challenger: run `rekindle train`")
+                tag = registry.version_tag(name, version, registry.FALLBACK_TAG)
+                if not tag:
+                    raise RekindleError(
+                        f"no champion of {name}, and its challenger v{version} has no fallback rule: retrain it with "
+                        "`rekindle train`"
+                    )
+                rule = json.loads(tag)
+            model = registry.load_model(f"models:/{name}/{version}")
+        scorer = Scorer(model, self.cfg.business.margin, self.cfg.training.objective)
+        loaded = LoadedModel(scorer, f"{name}/{version}", alias, rule)
+        loaded.segments = self._segment_table(loaded)
+        return loaded
+
+    def _segment_table(self, loaded: LoadedModel, sample: int = 2000) -> pd.DataFrame:
+        """Per segment, the arm with the best mean expected gain over a sample of its candidates (or the
+        fallback rule's arm), with the mean expected values: the decision for a player whose features cannot
+        be read, and the answer of /v1/segments/{segment}/recommendation."""
+        if self.online is None:
+            return pd.DataFrame()
+        cand = self.roster[self.roster["is_candidate"].astype(bool)]
+        ids = cand.sample(min(sample, len(cand)), random_state=0).index.to_list() if len(cand) else []
+        if not ids:
+            return pd.DataFrame()
+        frame = self.online.model_frame(ids, self.roster_as_of)
+        frame["segment"] = cand.loc[ids, "segment"].to_numpy()
+        s = loaded.scorer.score(frame)
+        gain = s.gain(self.objective)
+        names = arm_names(loaded.scorer.arms)
+        out = []
+        for seg, idx in frame.groupby("segment").indices.items():
+            mean_gain = gain[idx].mean(axis=0)
+            if loaded.rule is not None:
+                col = names.index(loaded.rule.get(str(seg), loaded.rule.get("all", NONE)))
+            else:
+                allowed = s.allowed
+                col = int(np.where(allowed, mean_gain, -np.inf)[1:].argmax() + 1)
+                col = col if mean_gain[col] > 0 else 0
+            order = np.argsort(-np.where(s.allowed, mean_gain, -np.inf))
+            out.append(
+                {
+                    "segment": str(seg),
+                    "players_sampled": len(idx),
+                    "arm": names[col],
+                    "column": col,
+                    "expected_gain": float(mean_gain[col]),
+                    "expected_cost": float(s.cost[idx, col].mean()),
+                    "incremental_reengage": float(s.inc_reengage[idx, col].mean()),
+                    "incremental_net_value": float(s.inc_net[idx, col].mean()),
+                    "ranking": [(names[j], float(mean_gain[j])) for j in order[:5]],
+                }
+            )
+        return pd.DataFrame(out).set_index("segment")
+
+    @property
+    def objective(self) -> Any:
+        return self.settings.objective or self.cfg.training.objective
+
+    # ------------------------------------------------------------ polling --
+    def poll(self, *, force: bool = False) -> None:
+        """Re-read overrides and keys (every few seconds) and where the model alias points (less often)."""
+        now = time.monotonic()
+        if force or now - self._polled >= self.cfg.serving.overrides_poll_seconds:
+            self._polled = now
+            try:
+                version = self.overrides.version()
+                if version != self._overrides_version:
+                    settings = merged(self.cfg.serving.policy, self.overrides.read())
+                    if self.model is not None:
+                        check_settings(settings, self.model.scorer.arms)
+                    self.settings, self._overrides_version = settings, version
+                self._hashes = self.keys.hashes()
+                self.degraded.pop("system_store", None)
+            except Exception as exc:
+                self.degraded["system_store"] = f"cannot read overrides and keys: {str(exc).splitlines()[0]}"
+        if force or now - self._model_polled >= self.cfg.serving.model_poll_seconds:
+            self._model_polled = now
+            threading.Thread(target=self._refresh_model, daemon=True).start()
+
+    def _refresh_model(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            from training import registry
+
+            name = self.cfg.training.model_name
+            with registry.tracking(self.cfg):
+                champion = registry.alias_version(name, registry.CHAMPION)
+                wanted = champion or registry.alias_version(name, registry.CHALLENGER)
+            current = self.model.version if self.model else None
+            alias = registry.CHAMPION if champion else registry.CHALLENGER
+            if wanted is not None and (f"{name}/{wanted}" != current or (self.model and self.model.alias != alias)):
+                self.model = self._load_model()
+                self.cache.clear()
+            if self.online is None:
+                self._open_online()
+            self.degraded.pop("registry", None)
+        except Exception as exc:  # the registry unreachable: the last model keeps serving
+            self.degraded["registry"] = f"cannot reach the model registry: {str(exc).splitlines()[0]}"
+        finally:
+            self._lock.release()
+
+    def key_hashes(self) -> dict[str, tuple[str, Role, str]]:
+        self.poll()
+        return self._hashes
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "ready": self.model is not None,
+            "model_version": self.model.version if self.model else None,
+            "model_alias": self.model.alias if self.model else None,
+            "fallback_rule": self.model.rule if self.model else None,
+            "policy_version": self.policy_version,
+            "degraded": dict(self.degraded),
+        }
+
+    @property
+    def policy_version(self) -> str:
+        return f"{POLICY_VERSION_PREFIX}-{self._overrides_version or 0}"
+
+    # ----------------------------------------------------------- deciding --
+    def _statuses(self, ids: list[int]) -> pd.Series:
+        """The platform's current status of these players (absent: not on the platform)."""
+        with self.platform.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT id, status FROM players WHERE id IN :ids").bindparams(
+                    sa.bindparam("ids", expanding=True)
+                ),
+                {"ids": ids},
+            ).fetchall()
+        return pd.Series({int(i): str(s) for i, s in rows}, dtype=object)
+
+    def _features(self, ids: list[int], at: datetime) -> tuple[pd.DataFrame | None, str]:
+        if self.online is None:
+            return None, self.degraded.get("online_store", "the online store is not open")
+        hit, miss = self.cache.get(ids)
+        try:
+            if miss:
+                fresh = self.online.model_frame(miss, at)
+                self.cache.put(fresh)
+                hit.update({int(r["player_id"]): r for r in fresh.to_dict("records")})
+            self.degraded.pop("online_store", None)
+        except Exception as exc:
+            self.degraded["online_store"] = f"cannot read the online store: {str(exc).splitlines()[0]}"
+            return None, self.degraded["online_store"]
+        frame = pd.DataFrame([hit[p] for p in ids])
+        frame["decided_at"] = pd.Timestamp(at)
+        return frame, ""
+
+    def recommend(self, requests: list[tuple[int, str | None]], caller: str) -> list[dict[str, Any]]:
+        """One decision per (player id, request id), logged before it is returned; a request id this caller
+        already used returns the stored decision."""
+        self.poll()
+        model = self.model
+        if model is None:
+            raise RekindleError("no model is loaded")
+        answers: dict[int, dict[str, Any]] = {}
+        todo = []
+        for i, (_pid, rid) in enumerate(requests):
+            if rid is not None:
+                found = self.log.find(caller, rid)
+                if found is not None:
+                    answers[i] = _stored(found)
+                    continue
+            todo.append(i)
+        if not todo:
+            return [answers[i] for i in range(len(requests))]
+        ids = [int(requests[i][0]) for i in todo]
+        status = self._statuses(sorted(set(ids)))
+        unknown = sorted({p for p in ids if p not in status.index})
+        if unknown:
+            raise UnknownPlayersError(unknown)
+        at = now_utc()
+        settings = self.settings
+        roster = self.roster.reindex(ids)
+        blocked = np.full(len(ids), "", dtype=object)
+        st = status.reindex(ids).to_numpy(object)
+        not_active = st != "active"
+        blocked[not_active] = [f"status {s}: never offered" for s in st[not_active]]
+        not_cand = ~not_active & ~roster["is_candidate"].fillna(False).astype(bool).to_numpy()
+        blocked[not_cand] = f"not a dormant candidate in the segmentation of {self.roster_as_of:%Y-%m-%dT%H:%M}"
+        segment = roster["segment"].fillna("unknown").astype(str).to_numpy(object)
+
+        frame, why = self._features(ids, at) if (~not_active & ~not_cand).any() else (None, "")
+        last = self.log.last_offers(sorted(set(ids)))
+        cap = settings.frequency_cap_days
+        if cap > 0:
+            last_sent = np.array([last.get(p) for p in ids], dtype=object)
+            if frame is not None and "days_since_last_offer" in frame:
+                platform_days = frame["days_since_last_offer"].to_numpy(float)
+                since = (at - self.online.as_of).total_seconds() / 86400 if self.online else 0.0
+                platform_days = platform_days + since
+            else:
+                platform_days = np.full(len(ids), np.inf)
+            ours = np.array([(at - t).total_seconds() / 86400 if t is not None else np.inf for t in last_sent])
+            days = np.fmin(np.nan_to_num(platform_days, nan=np.inf), ours)
+            capped = (blocked == "") & (days < cap)
+            blocked[capped] = [f"frequency cap: last offer {d:.1f} days ago, fewer than {cap}" for d in days[capped]]
+
+        names = arm_names(model.scorer.arms)
+        k = len(names)
+        fallback = np.zeros(len(ids), bool)
+        if frame is not None:
+            s = model.scorer.score(frame)
+            gain, cost, inc_net, inc_re = s.gain(self.objective), s.cost, s.inc_net, s.inc_reengage
+            p_none = s.point.p_reengage[:, 0]
+        else:  # the segment's decision for everyone
+            gain, cost, inc_net, inc_re = (np.zeros((len(ids), k)) for _ in range(4))
+            p_none = np.full(len(ids), np.nan)
+            fallback[:] = blocked == ""
+        shown = gain.copy()  # the model's own gains, for the runners-up (a fallback rule overrides the choice)
+        rule_pins = dict(settings.pins)
+        if model.rule is not None or frame is None:
+            rule = model.rule or {}
+            seg_table = model.segments
+            for j, seg in enumerate(segment):
+                arm = (
+                    rule.get(seg, rule.get("all"))
+                    if model.rule
+                    else (seg_table.loc[seg, "arm"] if seg in seg_table.index else NONE)
+                )
+                col = names.index(arm) if arm in names else 0
+                if frame is None and seg in seg_table.index:
+                    gain[j, col] = seg_table.loc[seg, "expected_gain"]
+                    cost[j, col] = seg_table.loc[seg, "expected_cost"]
+                    inc_net[j, col] = seg_table.loc[seg, "incremental_net_value"]
+                    inc_re[j, col] = seg_table.loc[seg, "incremental_reengage"]
+                elif col:  # the fallback rule: its arm is the greedy choice
+                    gain[j] = np.where(np.arange(k) == col, max(abs(gain[j]).max(), 1.0), -1.0)
+                    gain[j, 0] = 0.0
+        if frame is None:
+            settings = settings.model_copy(update={"exploration": 0.0, "pins": rule_pins})
+        rows = Rows(np.asarray(ids, np.int64), segment, blocked)
+        rng = np.random.default_rng()
+        d = decide(gain, cost, inc_net, model.scorer.arms, rows, settings, rng, objective=self.objective)
+
+        arms = model.scorer.arms
+        event = arms["event_type"].astype(str).to_numpy()
+        reward = arms["reward"].to_numpy(np.int64)
+        for n_, i in enumerate(todo):
+            a = int(d.arm[n_])
+            cost_a = float(cost[n_, a]) if a else 0.0
+            net_a = float(inc_net[n_, a]) if a else 0.0
+            decision = {
+                "decision_id": new_decision_id(),
+                "player_id": ids[n_],
+                "segment": str(segment[n_]),
+                "event_type": str(event[a]),
+                "reward": int(reward[a]),
+                "offer": a > 0,
+                "expected": {
+                    "incremental_reengage": round(float(inc_re[n_, a]) if a else 0.0, 5),
+                    "p_reengage_no_offer": None if np.isnan(p_none[n_]) or blocked[n_] else round(float(p_none[n_]), 5),
+                    "cost": round(cost_a),
+                    "incremental_net_value": round(net_a),
+                    "roi": round(net_a / cost_a, 3) if cost_a > 0 else None,
+                },
+                "runners_up": [
+                    {
+                        "arm": names[r],
+                        "expected_gain": round(float(shown[n_, r]), 2),
+                        "lost_by": round(float(shown[n_, a] - shown[n_, r]), 2),
+                    }
+                    for r in d.runners_up[n_]
+                    if r >= 0 and not fallback[n_] and not blocked[n_]
+                ],
+                "propensity": round(float(d.propensity[n_]), 6),
+                "explored": bool(d.explored[n_]),
+                "holdout": bool(d.holdout[n_]),
+                "fallback": bool(fallback[n_]),
+                "reason": str(d.reason[n_]) + (f" (segment-level decision: {why})" if fallback[n_] else ""),
+                "model_version": model.version,
+                "policy_version": self.policy_version,
+                "decided_at": at.isoformat(timespec="milliseconds") + "Z",
+                "request_id": requests[i][1],
+            }
+            answers[i] = self._log(decision, caller, cost_a, net_a, float(inc_re[n_, a]) if a else 0.0, at, settings)
+        return [answers[i] for i in range(len(requests))]
+
+    def _log(
+        self,
+        decision: dict[str, Any],
+        caller: str,
+        cost: float,
+        net: float,
+        inc_re: float,
+        at: datetime,
+        settings: PolicySettings,
+    ) -> dict[str, Any]:
+        row = {
+            "decision_id": decision["decision_id"], "caller": caller, "request_id": decision["request_id"],
+            "player_id": decision["player_id"], "decided_at": at, "source": "online", "segment": decision["segment"],
+            "event_type": decision["event_type"], "reward": decision["reward"], "propensity": decision["propensity"],
+            "explored": decision["explored"], "holdout": decision["holdout"], "fallback": decision["fallback"],
+            "reason": decision["reason"][:300], "expected_cost": cost, "incremental_net_value": net,
+            "incremental_reengage": inc_re, "model_version": decision["model_version"],
+            "policy_version": decision["policy_version"], "response": response_json(decision),
+        }  # fmt: skip
+        over = "no offer: today's reward budget is spent"
+        cut = {**decision, "event_type": NONE, "reward": 0, "offer": False, "reason": over, "explored": False,
+               "propensity": 1.0, "expected": {**decision["expected"], "cost": 0, "incremental_net_value": 0,
+               "roi": None, "incremental_reengage": 0.0}}  # fmt: skip
+        logged = self.log.write(
+            row, budget=settings.daily_budget, day=at.date(), over_budget=over, cut_response=response_json(cut)
+        )
+        if not logged.created:
+            return _stored(logged.row)
+        return cut if logged.row["event_type"] != decision["event_type"] else decision
+
+    def segment_recommendation(self, segment: str) -> dict[str, Any]:
+        model = self.model
+        if model is None or model.segments.empty:
+            raise UnknownSegmentError(
+                "no segment-level decisions: the online store was not readable when the model loaded"
+            )
+        if segment not in model.segments.index:
+            raise UnknownSegmentError(f"unknown segment {segment!r}; expected one of {sorted(model.segments.index)}")
+        r: dict[Any, Any] = model.segments.loc[segment].to_dict()
+        return {
+            "segment": segment,
+            "arm": r["arm"],
+            "players_sampled": int(r["players_sampled"]),
+            "expected": {
+                "gain": round(float(r["expected_gain"]), 2),
+                "cost": round(float(r["expected_cost"])),
+                "incremental_reengage": round(float(r["incremental_reengage"]), 5),
+                "incremental_net_value": round(float(r["incremental_net_value"])),
+            },
+            "best_arms": [{"arm": a, "expected_gain": round(g, 2)} for a, g in r["ranking"]],
+            "fallback_rule": model.rule is not None,
+            "model_version": model.version,
+        }
+
+
+def preflight(cfg: Config) -> str:
+    """What ``rekindle serve`` checks before it starts workers, failing with a clear error: a segmentation,
+    a materialised online store and a model to serve. Returns what will be served."""
+    from features.layout import layout
+    from features.materialize import read_marker
+    from training import registry
+
+    seg = SystemStore(cfg.system_db_url).read_segments()
+    if seg.empty:
+        raise RekindleError("the system store holds no segmentation: run `rekindle segment` or `rekindle run`")
+    if not layout(cfg).manifest_path.is_file() or read_marker(cfg) is None:
+        raise RekindleError("the online store is not materialised: run `rekindle features materialize`")
+    name = cfg.training.model_name
+    with registry.tracking(cfg):
+        champion = registry.alias_version(name, registry.CHAMPION)
+        if champion is not None:
+            return f"model {name}/{champion} (champion)"
+        challenger = registry.alias_version(name, registry.CHALLENGER)
+        if challenger is None:
+            raise RekindleError(f"no version of {name} is champion or challenger: run `rekindle train`")
+        rule = registry.version_tag(name, challenger, registry.FALLBACK_TAG)
+    if not rule:
+        raise RekindleError(
+            f"no champion of {name}, and challenger v{challenger} has no fallback rule: run `rekindle train`"
+        )
+    return f"no champion: model {name}/{challenger} (challenger) with its fallback rule {rule}"
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(row["response"]) if row.get("response") else {
+        "decision_id": row["decision_id"], "player_id": int(row["player_id"]), "event_type": row["event_type"],
+        "reward": int(row["reward"]), "reason": row["reason"], "propensity": row["propensity"],
+    }  # fmt: skip

@@ -1,0 +1,208 @@
+"""The online service: BentoML serving a FastAPI app whose handlers are the service's own methods.
+
+Started by ``rekindle serve`` (``bentoml serve serving.service:Rekindle``); the home and configuration
+come from ``REKINDLE_HOME`` and ``REKINDLE_CONFIG``. Each worker holds one :class:`serving.engine.Engine`.
+
+Endpoints (docs/serving.md, OpenAPI in docs/openapi.json):
+
+- ``POST /v1/recommendations`` one player; ``POST /v1/recommendations:batch`` up to ``serving.max_batch``;
+- ``GET /v1/segments/{segment}/recommendation`` a segment's best arms with expected values;
+- ``GET /v1/overrides``, ``PUT /v1/overrides/{field}`` the marketers' overrides (admin);
+- ``GET /health`` (alive), ``GET /ready`` (model loaded; what is degraded), ``GET /metrics`` (Prometheus,
+  BentoML's request histograms plus decisions by arm, fallbacks and errors).
+
+Every call but /health, /ready and /metrics needs an API key (``Authorization: Bearer rk_...`` or
+``X-API-Key``): missing or unknown 401, wrong role 403.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import bentoml
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from core.config import load_config
+from core.errors import RekindleError
+from serving.engine import Engine, UnknownPlayersError, UnknownSegmentError
+from system_db.access import Key, check
+from system_db.overrides import OverrideError
+
+API_VERSION = "1"
+app = FastAPI(
+    title="Rekindle recommendations",
+    version=API_VERSION,
+    description="Which re-engagement event and reward to send a dormant player, or nothing. See docs/serving.md.",
+)
+
+
+class RecommendationRequest(BaseModel):
+    player_id: int = Field(ge=0, le=2**63 - 1, description="The platform's player id")
+    request_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="The caller's id of this request: a retry with the same id returns the same decision",
+    )
+
+
+class BatchRequest(BaseModel):
+    requests: list[RecommendationRequest] = Field(min_length=1, max_length=1000)
+
+
+class Expected(BaseModel):
+    incremental_reengage: float
+    p_reengage_no_offer: float | None
+    cost: int
+    incremental_net_value: int
+    roi: float | None
+
+
+class RunnerUp(BaseModel):
+    arm: str
+    expected_gain: float
+    lost_by: float
+
+
+class Decision(BaseModel):
+    decision_id: str
+    player_id: int
+    segment: str
+    event_type: str
+    reward: int = Field(description="KRW; 0 with event_type 'none' (no offer)")
+    offer: bool
+    expected: Expected
+    runners_up: list[RunnerUp]
+    propensity: float = Field(description="The probability the policy had of choosing this arm")
+    explored: bool
+    holdout: bool
+    fallback: bool = Field(description="A segment-level decision: the player's features could not be read")
+    reason: str
+    model_version: str
+    policy_version: str
+    decided_at: str
+    request_id: str | None
+
+
+class BatchResponse(BaseModel):
+    decisions: list[Decision]
+
+
+class OverrideBody(BaseModel):
+    value: Any = Field(description="The new value of the setting (null clears the override)")
+
+
+def _key(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Key:
+    engine: Engine = request.app.state.engine
+    given = x_api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
+    if not given:
+        raise HTTPException(401, "missing API key: send 'Authorization: Bearer rk_...' or 'X-API-Key'")
+    key = check(given, engine.key_hashes())
+    if key is None:
+        raise HTTPException(401, "unknown or revoked API key")
+    return key
+
+
+def _admin(key: Annotated[Key, Depends(_key)]) -> Key:
+    if key.role != "admin":
+        raise HTTPException(403, f"key {key.key_id} has role {key.role!r}; this call needs 'admin'")
+    return key
+
+
+@bentoml.service(name="rekindle", workers=int(os.environ.get("REKINDLE_WORKERS", "2")), traffic={"timeout": 30})
+@bentoml.asgi_app(app, path="/")
+class Rekindle:
+    def __init__(self) -> None:
+        cfg = load_config(os.environ.get("REKINDLE_CONFIG") or None)
+        self.engine = Engine(cfg)
+        app.state.engine = self.engine
+        self.decisions = bentoml.metrics.Counter(
+            name="rekindle_decisions", documentation="Decisions by arm", labelnames=["arm", "fallback", "explored"]
+        )
+        self.errors = bentoml.metrics.Counter(
+            name="rekindle_errors", documentation="Failed calls by status", labelnames=["status"]
+        )
+
+    def _count(self, decisions: list[dict[str, Any]]) -> None:
+        for d in decisions:
+            arm = "none" if d["event_type"] == "none" else f"{d['event_type']}@{d['reward']}"
+            self.decisions.labels(arm=arm, fallback=str(d["fallback"]), explored=str(d["explored"])).inc()
+
+    def _decide(self, items: list[RecommendationRequest], caller: Key) -> list[dict[str, Any]]:
+        try:
+            out = self.engine.recommend([(r.player_id, r.request_id) for r in items], caller.key_id)
+        except UnknownPlayersError as exc:
+            self.errors.labels(status="404").inc()
+            raise HTTPException(404, str(exc)) from None
+        except RekindleError as exc:
+            self.errors.labels(status="503").inc()
+            raise HTTPException(503, str(exc)) from None
+        self._count(out)
+        return out
+
+    @app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
+    def recommend(self, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
+        """The decision for one player: event type and reward (or none), expected values, reasons."""
+        return self._decide([body], key)[0]
+
+    @app.post("/v1/recommendations:batch", response_model=BatchResponse, responses={404: {}, 401: {}, 403: {}})
+    def recommend_batch(self, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
+        """Decisions for up to 1,000 players, in the order asked."""
+        return {"decisions": self._decide(body.requests, key)}
+
+    @app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}})
+    def segment(self, segment: str, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
+        """A segment's best arms by mean expected gain over a sample of its candidates."""
+        try:
+            return self.engine.segment_recommendation(segment)
+        except UnknownSegmentError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get("/v1/overrides", responses={401: {}, 403: {}})
+    def overrides(self, key: Annotated[Key, Depends(_admin)]) -> dict[str, Any]:
+        """The settings in force, the overrides behind them, and the audit trail."""
+        e = self.engine
+        e.poll(force=True)
+        history = e.overrides.history().tail(50)
+        return {
+            "settings": e.settings.model_dump(),
+            "overrides": e.overrides.read(),
+            "policy_version": e.policy_version,
+            "audit": history.astype(object).where(history.notna(), None).to_dict("records"),
+        }
+
+    @app.put("/v1/overrides/{field}", responses={401: {}, 403: {}, 422: {}})
+    def set_override(self, field: str, body: OverrideBody, key: Annotated[Key, Depends(_admin)]) -> dict[str, Any]:
+        """Override one policy setting (``value`` null clears it); in force in every worker within seconds."""
+        from serving.policy import PolicyError, check_settings
+
+        e = self.engine
+        try:
+            if e.model is not None:
+                from system_db.overrides import merged
+
+                check_settings(merged(e.settings, {field: body.value}) if body.value is not None else e.settings,
+                               e.model.scorer.arms)  # fmt: skip
+            settings = e.overrides.set(field, body.value, who=f"{key.name} ({key.key_id})", base=e.cfg.serving.policy)
+        except (OverrideError, PolicyError) as exc:
+            raise HTTPException(422, str(exc)) from None
+        e.poll(force=True)
+        return {"field": field, "settings": settings.model_dump(), "policy_version": e.policy_version}
+
+    @app.get("/health")
+    def health(self) -> dict[str, str]:
+        """Alive."""
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {}})
+    def ready(self) -> JSONResponse:
+        """Ready to decide (a model is loaded), and what is degraded."""
+        state = self.engine.readiness()
+        return JSONResponse(state, status_code=200 if state["ready"] else 503)

@@ -1,0 +1,227 @@
+"""The decision log: every decision the system made (online and batch), written before it is announced.
+
+One row per decision, with what the later evaluation needs to stay unbiased: the arm, the probability
+the policy had of choosing it (``propensity``), whether it was an exploration draw or a holdout, the
+model and policy versions. An online call with a caller's request id is idempotent: the pair (caller,
+request id) is unique, and a retry returns the stored response instead of deciding again. The online
+reward budget is reserved in the same transaction as the decision is written, so a budget is never
+overrun and a decision never lost to a crash between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from platform_db.db import bulk_insert, read_sql
+from system_db.store import SystemStore
+
+NO_OFFER = "none"
+
+
+def decisions_table(md: sa.MetaData) -> sa.Table:
+    big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    return sa.Table(
+        "decisions",
+        md,
+        sa.Column("decision_id", sa.String(36), primary_key=True),
+        sa.Column("caller", sa.String(64), nullable=True),
+        sa.Column("request_id", sa.String(128), nullable=True),
+        sa.Column("player_id", big, nullable=False),
+        sa.Column("decided_at", sa.DateTime, nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),  # online | batch
+        sa.Column("segment", sa.String(64), nullable=True),
+        sa.Column("event_type", sa.String(64), nullable=False),
+        sa.Column("reward", sa.BigInteger, nullable=False),
+        sa.Column("propensity", sa.Float, nullable=False),
+        sa.Column("explored", sa.Boolean, nullable=False),
+        sa.Column("holdout", sa.Boolean, nullable=False),
+        sa.Column("fallback", sa.Boolean, nullable=False),
+        sa.Column("reason", sa.String(300), nullable=False),
+        sa.Column("expected_cost", sa.Float, nullable=True),
+        sa.Column("incremental_net_value", sa.Float, nullable=True),
+        sa.Column("incremental_reengage", sa.Float, nullable=True),
+        sa.Column("model_version", sa.String(128), nullable=False),
+        sa.Column("policy_version", sa.String(64), nullable=False),
+        sa.Column("response", sa.Text, nullable=True),  # the JSON answered online, returned again on a retry
+        sa.UniqueConstraint("caller", "request_id", name="decisions_caller_request_id"),
+        sa.Index("decisions_player_time", "player_id", "decided_at"),
+        keep_existing=True,
+    )
+
+
+def spend_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "daily_spend",
+        md,
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("spent", sa.Float, nullable=False),
+        keep_existing=True,
+    )
+
+
+LOG_COLUMNS = [
+    "decision_id", "caller", "request_id", "player_id", "decided_at", "source", "segment", "event_type", "reward",
+    "propensity", "explored", "holdout", "fallback", "reason", "expected_cost", "incremental_net_value",
+    "incremental_reengage", "model_version", "policy_version", "response",
+]  # fmt: skip
+
+
+def new_decision_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _insert(table: sa.Table, dialect: str) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+@dataclass
+class Logged:
+    row: dict[str, Any]
+    created: bool  # False: a retry of a request id already answered; ``row`` is the stored one
+
+
+class DecisionLog:
+    """The decisions table and the online budget's daily spend, in the system store."""
+
+    def __init__(self, store: SystemStore) -> None:
+        self.store = store
+        self.engine = store.engine if store.engine.dialect.name != "sqlite" else _sqlite_writer(store.engine)
+        self.table = decisions_table(store.metadata)
+        self.spend = spend_table(store.metadata)
+        store.ensure()
+
+    def find(self, caller: str, request_id: str) -> dict[str, Any] | None:
+        t = self.table
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(t).where(t.c.caller == caller, t.c.request_id == request_id)).mappings().first()
+            )
+        return dict(row) if row is not None else None
+
+    def write(
+        self,
+        row: dict[str, Any],
+        *,
+        budget: float | None = None,
+        day: date | None = None,
+        over_budget: str = "",
+        cut_response: str | None = None,
+    ) -> Logged:
+        """Write one decision (``LOG_COLUMNS``) in its own transaction; with ``budget``, first reserve its
+        expected cost in ``day``'s spend, or turn it into no offer (reason ``over_budget``) if the budget
+        cannot take it (``cut_response``: the response stored then). A (caller, request id) already logged
+        returns the stored row, writing nothing."""
+        row = dict(row)
+        caller, request_id = row.get("caller"), row.get("request_id")
+        dialect = self.engine.dialect.name
+        try:
+            with self.engine.begin() as conn:
+                if request_id is not None:
+                    t = self.table
+                    found = (
+                        conn.execute(sa.select(t).where(t.c.caller == caller, t.c.request_id == request_id))
+                        .mappings()
+                        .first()
+                    )
+                    if found is not None:
+                        return Logged(dict(found), created=False)
+                cost = float(row.get("expected_cost") or 0.0)
+                offer = budget is not None and row["event_type"] != NO_OFFER and cost > 0
+                if offer and not self._reserve(conn, day or row["decided_at"].date(), cost, float(budget or 0)):
+                    row.update(
+                        event_type=NO_OFFER, reward=0, expected_cost=0.0, incremental_net_value=0.0,
+                        incremental_reengage=0.0, reason=over_budget, explored=False, propensity=1.0,
+                    )  # fmt: skip
+                    row["response"] = cut_response
+                stmt = _insert(self.table, dialect).values(**row)
+                if request_id is not None:  # RETURNING, not rowcount: psycopg reports -1 for this statement
+                    stmt = stmt.on_conflict_do_nothing(index_elements=["caller", "request_id"])
+                if conn.execute(stmt.returning(self.table.c.decision_id)).scalar_one_or_none() is None:
+                    raise _RetriedError
+        except _RetriedError:
+            found_row = self.find(str(caller), str(request_id))
+            if found_row is None:  # pragma: no cover - the conflicting row was committed before ours
+                raise RuntimeError(f"request id {request_id!r} conflicted but is not in the log") from None
+            return Logged(found_row, created=False)
+        return Logged(row, created=True)
+
+    def _reserve(self, conn: sa.Connection, day: date, cost: float, budget: float) -> bool:
+        s = self.spend
+        conn.execute(_insert(s, self.engine.dialect.name).values(day=day, spent=0.0).on_conflict_do_nothing())
+        done = conn.execute(
+            sa.update(s)
+            .where(s.c.day == day, s.c.spent + cost <= budget)
+            .values(spent=s.c.spent + cost)
+            .returning(s.c.spent)
+        )
+        return done.scalar_one_or_none() is not None
+
+    def spent(self, day: date) -> float:
+        s = self.spend
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(s.c.spent).where(s.c.day == day)).scalar()
+        return float(value or 0.0)
+
+    def write_many(self, frame: pd.DataFrame) -> int:
+        """Append a batch's decisions (``LOG_COLUMNS``; missing ones null) in one transaction."""
+        self.store.ensure()
+        rows = frame.reindex(columns=LOG_COLUMNS)
+        with self.engine.begin() as conn:
+            if self.store.schema:  # bulk_insert names the table unqualified
+                conn.exec_driver_sql(f'SET LOCAL search_path TO "{self.store.schema}"')
+            return bulk_insert(conn, "decisions", rows)
+
+    def last_offers(self, player_ids: list[int]) -> dict[int, datetime]:
+        """When each of these players was last sent an offer by the system (players without one absent)."""
+        t = self.table
+        query = (
+            sa.select(t.c.player_id, sa.func.max(t.c.decided_at))
+            .where(t.c.player_id.in_(player_ids), t.c.event_type != NO_OFFER)
+            .group_by(t.c.player_id)
+        )
+        with self.engine.connect() as conn:
+            return {int(p): pd.Timestamp(at).to_pydatetime() for p, at in conn.execute(query)}
+
+    def read(self, *, source: str | None = None) -> pd.DataFrame:
+        query = sa.select(self.table)
+        if source is not None:
+            query = query.where(self.table.c.source == source)
+        return read_sql(self.engine, query.order_by(self.table.c.decided_at, self.table.c.decision_id))
+
+
+def _sqlite_writer(engine: sa.Engine) -> sa.Engine:
+    """An engine on the same SQLite file for concurrent writers (several API workers): WAL, a busy timeout,
+    and BEGIN IMMEDIATE, so a transaction that reads then writes never fails upgrading its lock."""
+    writer = sa.create_engine(engine.url, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(writer, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(writer, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer
+
+
+class _RetriedError(Exception):
+    """The request id was written by a concurrent call: answer with its row."""
+
+
+def response_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), default=str)
