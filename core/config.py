@@ -439,7 +439,7 @@ class PolicySettings(_Strict):
     reward_cap: int | None = Field(None, ge=0)  # largest reward any offer may carry, KRW
     segment_reward_caps: dict[str, int] = {}  # segment -> largest reward there, KRW
     min_roi: float | None = None  # a greedy offer needs incremental net value / expected cost >= this
-    frequency_cap_days: int = Field(7, ge=0)  # no new offer within N days of the last one sent
+    frequency_cap_days: int = Field(3, ge=0)  # no new offer within N days of the last one sent
     exploration: float = Field(0.05, ge=0, lt=1)  # share of decisions drawn uniformly among the eligible arms
     holdout: float = Field(0.05, ge=0, lt=1)  # share of players (hash of id and salt) who get no offer
     holdout_salt: str = Field("rekindle-holdout-1", min_length=1)

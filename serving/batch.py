@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.config import Config
 from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
-from training.policy import Objective
+from serving.policy import PolicyError, Rows, check_settings, decide
+from system_db.decision_log import DecisionLog, new_decision_id
+from system_db.overrides import Overrides, merged
+from system_db.store import SystemStore
+from training.policy import Choice, Objective
 from training.scorer import ArmRule, Scorer, round_money
 
 
@@ -35,6 +40,8 @@ class BatchResult:
     snapshot: datetime
     path: Path
     seconds: dict[str, float]
+    campaign: str
+    lp_gap: float | None  # with a budget: (LP bound - knapsack value) / LP bound
 
 
 def write_atomic(frame: pd.DataFrame, out: Path) -> Path:
@@ -50,6 +57,34 @@ def write_atomic(frame: pd.DataFrame, out: Path) -> Path:
     return out
 
 
+def frequency_blocked(
+    frame: pd.DataFrame, t: datetime, snapshot: datetime, last_sent: pd.Series, cap_days: int
+) -> np.ndarray:
+    """Why each candidate gets no offer under the frequency cap ("" when it may): its last offer on the platform
+    (``days_since_last_offer`` at the snapshot, aged to ``t``) or in the decision log (``last_sent``, player id ->
+    time) was fewer than ``cap_days`` days before ``t``."""
+    n = len(frame)
+    blocked = np.full(n, "", dtype=object)
+    if cap_days <= 0:
+        return blocked
+    days = np.full(n, np.inf)
+    if "days_since_last_offer" in frame:
+        platform = frame["days_since_last_offer"].to_numpy(np.float64) + (t - snapshot).total_seconds() / 86400
+        days = np.fmin(days, np.nan_to_num(platform, nan=np.inf))
+    if len(last_sent):
+        sent = pd.to_datetime(frame["player_id"].map(last_sent))
+        ours = ((pd.Timestamp(t) - sent).dt.total_seconds() / 86400).to_numpy(np.float64)
+        days = np.fmin(days, np.nan_to_num(ours, nan=np.inf))
+    capped = days < cap_days
+    blocked[capped] = [f"frequency cap: last offer {d:.2f} days before, fewer than {cap_days}" for d in days[capped]]
+    return blocked
+
+
+def campaign_id(t: datetime) -> str:
+    """The batch's name in the decision log: one batch per as-of time."""
+    return f"batch-{t:%Y%m%dT%H%M%S}"
+
+
 def run_batch(
     cfg: Config,
     scorer: Scorer,
@@ -61,8 +96,12 @@ def run_batch(
     objective: Objective | None = None,
     budget: float | None = None,
     arm: ArmRule | None = None,
+    replace: bool = False,
     progress: Progress = SILENT,
 ) -> BatchResult:
+    """One decision per candidate at ``as_of`` under the serving policy (rules, overrides, exploration, holdout,
+    budget; ``arm``: the fallback rule instead of the model's choice), written to ``out`` and to the decision
+    log. A batch already logged for that as-of is refused unless ``replace``."""
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
     if arm is not None and budget is not None:
@@ -73,19 +112,89 @@ def run_batch(
                 scorer.arm_column(one)
             except ValueError as exc:
                 raise BatchError(f"--arm: {exc}") from None
+    store = SystemStore(cfg.system_db_url)
+    overrides = Overrides(store)
+    settings = merged(cfg.serving.policy, overrides.read())
+    try:
+        check_settings(settings, scorer.arms)
+    except PolicyError as exc:
+        raise BatchError(f"the serving policy does not fit model {model_version}: {exc}") from None
+    policy_version = f"policy-{overrides.version()}"
+    objective = objective or settings.objective or scorer.objective
+    log = DecisionLog(store)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     t, snap = snapshot_at(cfg, as_of)
+    campaign = campaign_id(t)
+    earlier = log.count_batch(campaign)
+    if earlier and not replace:
+        raise BatchError(
+            f"the decision log already holds {earlier:,} decisions of the batch at {t:%Y-%m-%dT%H:%M} ({campaign}): "
+            "pass --replace to replace them"
+        )
     progress.note(f"candidates and features at {t:%Y-%m-%dT%H:%M} (snapshot {snap:%Y-%m-%dT%H:%M})")
     frame = candidate_features(cfg, t, snap)
     seconds["features"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     progress.note(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")
-    decisions = round_money(scorer.decide(frame, objective=objective, budget=budget, margin=margin, arm=arm))
-    decisions.insert(1, "segment", frame["segment"].astype(str).to_numpy())
+    s = scorer.score(frame, margin=margin)
+    blocked = frequency_blocked(
+        frame, t, snap, log.last_offers_before(t, exclude=campaign), settings.frequency_cap_days
+    )
+    rows = Rows(frame["player_id"].to_numpy(np.int64), frame["segment"].astype(str).to_numpy(object), blocked)
+    rng = np.random.default_rng([cfg.training.seed, int(pd.Timestamp(t).timestamp())])  # a rerun draws the same
+    forced = scorer.rule_columns(frame, arm) if arm is not None else None
+    d = decide(
+        s.gain(objective), s.cost, s.inc_net, scorer.arms, rows, settings, rng,
+        objective=objective, budget=budget, forced=forced,
+    )  # fmt: skip
+    pick = Choice(d.arm, s.gain(objective)[np.arange(len(d.arm)), d.arm], s.cost[np.arange(len(d.arm)), d.arm], d.lam)
+    decisions = round_money(scorer.describe(frame, s, scorer.judge_arms(frame, s, pick, objective)))
+    decisions.insert(1, "segment", rows.segment)
+    decisions["propensity"] = d.propensity
+    decisions["explored"] = d.explored
+    decisions["holdout"] = d.holdout
+    decisions["reason"] = d.reason
     decisions["as_of"] = pd.Timestamp(t)
     decisions["model_version"] = model_version
+    decisions["policy_version"] = policy_version
+    decisions["decision_id"] = [new_decision_id() for _ in range(len(decisions))]
     seconds["score"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    progress.note(f"logging {len(decisions):,} decisions ({campaign})")
+    log.write_batch(campaign, batch_log_rows(decisions, campaign, t), replace=replace)
     path = write_atomic(decisions, out)
+    seconds["log"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
-    return BatchResult(decisions, t, snap, path, seconds)
+    gap = None
+    if d.lp_bound is not None and d.knapsack_value is not None and d.lp_bound > 0:
+        gap = (d.lp_bound - d.knapsack_value) / d.lp_bound
+    return BatchResult(decisions, t, snap, path, seconds, campaign, gap)
+
+
+def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime) -> pd.DataFrame:
+    """The decision log's rows of a batch (request id: the campaign and the player)."""
+    return pd.DataFrame(
+        {
+            "decision_id": decisions["decision_id"],
+            "caller": "batch",
+            "request_id": campaign + ":" + decisions["player_id"].astype(str),
+            "player_id": decisions["player_id"],
+            "decided_at": pd.Timestamp(t),
+            "source": "batch",
+            "segment": decisions["segment"],
+            "event_type": decisions["event_type"],
+            "reward": decisions["reward"],
+            "propensity": decisions["propensity"],
+            "explored": decisions["explored"],
+            "holdout": decisions["holdout"],
+            "fallback": False,
+            "reason": decisions["reason"].astype(str).str.slice(0, 300),
+            "expected_cost": decisions["expected_cost"].astype(np.float64),
+            "incremental_net_value": decisions["incremental_net_value"].astype(np.float64),
+            "incremental_reengage": decisions["incremental_reengage"].astype(np.float64),
+            "model_version": decisions["model_version"],
+            "policy_version": decisions["policy_version"],
+            "response": None,
+        }
+    )

@@ -362,7 +362,7 @@ class Engine:
             ours = np.array([(at - t).total_seconds() / 86400 if t is not None else np.inf for t in last_sent])
             days = np.fmin(np.nan_to_num(platform_days, nan=np.inf), ours)
             capped = (blocked == "") & (days < cap)
-            blocked[capped] = [f"frequency cap: last offer {d:.1f} days ago, fewer than {cap}" for d in days[capped]]
+            blocked[capped] = [f"frequency cap: last offer {d:.2f} days ago, fewer than {cap}" for d in days[capped]]
 
         names = arm_names(model.scorer.arms)
         k = len(names)
@@ -375,31 +375,30 @@ class Engine:
             gain, cost, inc_net, inc_re = (np.zeros((len(ids), k)) for _ in range(4))
             p_none = np.full(len(ids), np.nan)
             fallback[:] = blocked == ""
-        shown = gain.copy()  # the model's own gains, for the runners-up (a fallback rule overrides the choice)
-        rule_pins = dict(settings.pins)
-        if model.rule is not None or frame is None:
+        shown = gain  # the model's own gains, for the runners-up
+        forced = None
+        if model.rule is not None or frame is None:  # the fallback rule, or the segment's decision
             rule = model.rule or {}
-            seg_table = model.segments
-            for j, seg in enumerate(segment):
-                arm = (
-                    rule.get(seg, rule.get("all"))
-                    if model.rule
-                    else (seg_table.loc[seg, "arm"] if seg in seg_table.index else NONE)
-                )
-                col = names.index(arm) if arm in names else 0
-                if frame is None and seg in seg_table.index:
-                    gain[j, col] = seg_table.loc[seg, "expected_gain"]
-                    cost[j, col] = seg_table.loc[seg, "expected_cost"]
-                    inc_net[j, col] = seg_table.loc[seg, "incremental_net_value"]
-                    inc_re[j, col] = seg_table.loc[seg, "incremental_reengage"]
-                elif col:  # the fallback rule: its arm is the greedy choice
-                    gain[j] = np.where(np.arange(k) == col, max(abs(gain[j]).max(), 1.0), -1.0)
-                    gain[j, 0] = 0.0
-        if frame is None:
-            settings = settings.model_copy(update={"exploration": 0.0, "pins": rule_pins})
+            table_arm = model.segments["arm"].to_dict() if not model.segments.empty else {}
+            chosen = {
+                seg: str(table_arm.get(seg, NONE)) if frame is None else rule.get(seg, rule.get("all", NONE))
+                for seg in set(segment)
+            }
+            forced = np.array([names.index(chosen[g]) if chosen[g] in names else 0 for g in segment], np.int64)
+            if frame is None and not model.segments.empty:  # the segment's mean expected values of its arm
+                known = pd.Index(segment).isin(model.segments.index)
+                table = model.segments.reindex(segment)
+                at_arm = (np.flatnonzero(known), forced[known])
+                for target, col in ((gain, "expected_gain"), (cost, "expected_cost"),
+                                    (inc_net, "incremental_net_value"), (inc_re, "incremental_reengage")):  # fmt: skip
+                    target[at_arm] = table[col].to_numpy(float)[known]
+        if frame is None:  # no exploration on segment-level decisions: their propensity is 1
+            settings = settings.model_copy(update={"exploration": 0.0})
         rows = Rows(np.asarray(ids, np.int64), segment, blocked)
-        rng = np.random.default_rng()
-        d = decide(gain, cost, inc_net, model.scorer.arms, rows, settings, rng, objective=self.objective)
+        d = decide(
+            gain, cost, inc_net, model.scorer.arms, rows, settings, np.random.default_rng(),
+            objective=self.objective, forced=forced,
+        )  # fmt: skip
 
         arms = model.scorer.arms
         event = arms["event_type"].astype(str).to_numpy()

@@ -63,6 +63,8 @@ class Decisions:
     reason: np.ndarray  # object: one line per row
     runners_up: np.ndarray  # rows x 2 columns of the next-best allowed arms (-1: none)
     lam: float  # the budget's shadow price (0 without a binding budget)
+    knapsack_value: float | None = None  # with a budget: the expected gain of the rows the knapsack decided ...
+    lp_bound: float | None = None  # ... and the Lagrangian bound on the LP relaxation's optimum (>= any policy)
 
 
 def arm_names(arms: pd.DataFrame) -> list[str]:
@@ -142,10 +144,15 @@ def decide(
     *,
     objective: Objective = "net_value",
     budget: float | None = None,
+    forced: np.ndarray | None = None,
 ) -> Decisions:
     """One decision per row (module docstring). ``gain``, ``cost``, ``inc_net``: rows x arms ("none" first);
-    ``arms``: ``event_type``, ``reward`` and ``supported`` per arm."""
+    ``arms``: ``event_type``, ``reward`` and ``supported`` per arm. ``forced``: an arm column per row that
+    replaces the model's choice (the fallback rule when no model is trusted); rules, pins, exploration and the
+    holdout still apply."""
     n, k = gain.shape
+    if forced is not None and budget is not None:
+        raise ValueError("a fallback rule sends its arm to every row: it takes no budget")
     if len(rows) != n or cost.shape != gain.shape or inc_net.shape != gain.shape or len(arms) != k:
         raise ValueError(f"rows ({len(rows)}), gain {gain.shape}, cost {cost.shape}, arms ({len(arms)}) disagree")
     names = arm_names(arms)
@@ -197,13 +204,27 @@ def decide(
     score = np.where(greedy_ok, gain - pick.lam * cost, -np.inf)
     score[:, 0] = 0.0
     greedy = np.where(live & ~pinned, score.argmax(axis=1), np.where(pinned, arm, 0))
-    arm = np.where(free, greedy, arm)
     best = (
         f"the best expected gain ({objective})"
         if pick.lam == 0
         else f"the best gain - {pick.lam:.3g} x cost under the budget"
     )
     model_reason = np.where(greedy > 0, best, "no offer gains enough in expectation").astype(object)
+    if forced is not None:
+        ok = allowed[np.arange(n), forced]
+        greedy = np.where(live & ~pinned, np.where(ok, forced, 0), greedy)
+        named = np.asarray(names, dtype=object)[forced]
+        model_reason = np.where(
+            ok, "the fallback rule: " + named, "the fallback rule's arm " + named + " is outside the rules"
+        )
+    arm = np.where(free, greedy, arm)
+    bound = value = None
+    if budget is not None:  # the Lagrangian dual bounds the LP relaxation of the knapsack from above
+        rows_free = np.flatnonzero(free)
+        dual = np.where(greedy_ok[rows_free], gain[rows_free] - pick.lam * cost[rows_free], -np.inf)
+        dual[:, 0] = 0.0
+        bound = float(dual.max(axis=1).sum() + pick.lam * (left or 0.0))
+        value = float(gain[rows_free, arm[rows_free]].sum())
     fell_through = free & (reason != "")
     reason[free & ~fell_through] = model_reason[free & ~fell_through]
     reason[fell_through] = reason[fell_through] + "the model chose"
@@ -227,4 +248,6 @@ def decide(
         reason=reason,
         runners_up=_runners_up(score, arm),
         lam=pick.lam,
+        knapsack_value=value,
+        lp_bound=bound,
     )

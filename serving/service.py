@@ -21,8 +21,9 @@ import os
 from typing import Annotated, Any
 
 import bentoml
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from core.config import load_config
@@ -95,13 +96,17 @@ class OverrideBody(BaseModel):
     value: Any = Field(description="The new value of the setting (null clears the override)")
 
 
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (rekindle keys create)")
+BEARER = HTTPBearer(auto_error=False, description="The same key as a bearer token")
+
+
 def _key(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    header: Annotated[str | None, Depends(API_KEY)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
 ) -> Key:
     engine: Engine = request.app.state.engine
-    given = x_api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
+    given = header or (bearer.credentials if bearer is not None else None)
     if not given:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer rk_...' or 'X-API-Key'")
     key = check(given, engine.key_hashes())

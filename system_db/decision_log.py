@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -172,14 +173,36 @@ class DecisionLog:
             value = conn.execute(sa.select(s.c.spent).where(s.c.day == day)).scalar()
         return float(value or 0.0)
 
-    def write_many(self, frame: pd.DataFrame) -> int:
-        """Append a batch's decisions (``LOG_COLUMNS``; missing ones null) in one transaction."""
+    def count_batch(self, campaign: str) -> int:
+        t = self.table
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).where(t.c.caller == "batch", t.c.request_id.like(f"{campaign}:%"))
+            return int(conn.execute(query).scalar() or 0)
+
+    def write_batch(self, campaign: str, frame: pd.DataFrame, *, replace: bool = False) -> int:
+        """A batch's decisions in one transaction; ``replace``: its earlier decisions are deleted in the same one."""
         self.store.ensure()
+        t = self.table
         rows = frame.reindex(columns=LOG_COLUMNS)
-        with self.engine.begin() as conn:
+        with self.store.engine.begin() as conn:
+            if replace:
+                conn.execute(sa.delete(t).where(t.c.caller == "batch", t.c.request_id.like(f"{campaign}:%")))
             if self.store.schema:  # bulk_insert names the table unqualified
                 conn.exec_driver_sql(f'SET LOCAL search_path TO "{self.store.schema}"')
             return bulk_insert(conn, "decisions", rows)
+
+    def last_offers_before(self, t: datetime, *, exclude: str | None = None) -> pd.Series:
+        """Every player's last offer logged before ``t`` (player id -> time), leaving out the batch ``exclude``."""
+        d = self.table
+        query = sa.select(d.c.player_id, sa.func.max(d.c.decided_at).label("at")).where(
+            d.c.event_type != NO_OFFER, d.c.decided_at < t
+        )
+        if exclude is not None:
+            query = query.where(sa.or_(d.c.request_id.is_(None), ~d.c.request_id.like(f"{exclude}:%")))
+        out = read_sql(self.engine, query.group_by(d.c.player_id))
+        return pd.Series(
+            pd.to_datetime(out["at"]).to_numpy(), index=out["player_id"].astype(np.int64), dtype="datetime64[ns]"
+        )
 
     def last_offers(self, player_ids: list[int]) -> dict[int, datetime]:
         """When each of these players was last sent an offer by the system (players without one absent)."""

@@ -269,6 +269,11 @@ def test_main_job_falls_back_when_no_model_earns_trust(tmp_path: Path) -> None:
     one = re.search(r"every candidate gets (\w+@\d+)", flat)
     rule = re.search(r"every candidate gets the best arm per segment \(([^)]*)\)", flat)
     assert (one is None) != (rule is None), flat[-2000:]
+    ruled = (
+        ~decisions["explored"] & ~decisions["holdout"] & ~decisions["reason"].str.startswith("frequency")
+    ).to_numpy()
+    assert ruled.mean() > 0.8 and (decisions.loc[decisions["holdout"], "event_type"] == "none").all()
+    decisions, arm = decisions[ruled], arm[ruled]
     if one is not None:
         assert (arm == one.group(1)).all()
         assert f"fall back to {one.group(1)} for everyone" in flat

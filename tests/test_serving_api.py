@@ -258,3 +258,46 @@ def test_concurrent_clients_lose_and_double_no_decision(served: Served) -> None:
     assert len(log) - before == 200  # 50 clients x 4 request ids
     ours = log[log["request_id"].fillna("").str.startswith("load-")]
     assert ours["request_id"].is_unique and set(ours["decision_id"]) == {a["decision_id"] for a in answers}
+
+
+def test_the_model_is_swapped_when_the_champion_alias_moves_without_dropping_a_request(served: Served) -> None:
+    """A new version becomes champion while a client keeps calling: within a few polls every worker serves
+    it, no call fails, and decisions name the version that made them. (Last: it changes the served model.)"""
+    result = CliRunner().invoke(
+        main, ["--home", str(served.home), "--config", str(served.configs), "train", "--defaults", "--ensemble", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{served.home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    client.set_registered_model_alias("rekindle-response", "champion", "2")
+    pids = candidates(served, 400)
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with httpx.Client(base_url=served.url, headers={"X-API-Key": served.caller}, timeout=60) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post("/v1/recommendations", json={"player_id": pids[i % len(pids)]})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    versions.append(r.json()["model_version"])
+                i += 1
+
+    caller = threading.Thread(target=keep_calling)
+    caller.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and versions[-20:].count("rekindle-response/2") < 20:
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        caller.join()
+    assert statuses and set(statuses) == {200}  # no call dropped during the swap
+    assert versions[0] == "rekindle-response/1" and versions[-20:] == ["rekindle-response/2"] * 20
+    ready = served.get("/ready", key=None).json()
+    assert ready["model_version"] == "rekindle-response/2" and ready["model_alias"] == "champion"
+    assert ready["fallback_rule"] is None  # a champion decides by its own policy

@@ -232,15 +232,28 @@ def test_tune_train_evaluate_batch(home) -> None:
         assert (chosen[col] == chosen[f"{col}_batch"]).all(), col
     # a batch with a budget spends at most the budget (expected cost)
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "b.csv"), "--budget", "100000")
+    assert code == 2 and "already holds" in out and "--replace" in out  # a batch is logged once
+    code, out = cli(
+        home, "batch", "--model", "challenger", "--out", str(h / "b.csv"), "--budget", "100000", "--replace"
+    )
     assert code == 0, out
+    assert "within" in out and "of its LP bound" in out
     assert pd.read_csv(h / "b.csv")["expected_cost"].sum() <= 100_000 + len(d)  # rounding to whole KRW
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "b.txt"))
     assert code == 2 and ".csv or .parquet" in out
     # the fallback: one arm for everyone, with the model's expected values of that arm
-    code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000")
+    code, out = cli(
+        home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000", "--replace"
+    )
     assert code == 0, out
     f = pd.read_csv(h / "f.csv")
-    assert len(f) == len(d) and (f["event_type"] == "cashback").all() and (f["reward"] == 10_000).all()
+    ruled = f[~f["explored"] & ~f["holdout"] & ~f["reason"].str.startswith("frequency cap")]
+    assert len(f) == len(d) and len(ruled) > 0.8 * len(f)
+    assert (ruled["event_type"] == "cashback").all() and (ruled["reward"] == 10_000).all()
+    assert f["holdout"].mean() < 0.1 and (f.loc[f["holdout"], "event_type"] == "none").all()
+    # every decision of the batch is in the decision log, once, with its propensity
+    logged = pd.read_sql("SELECT * FROM decisions WHERE source = 'batch'", f"sqlite:///{h / 'rekindle.db'}")
+    assert len(logged) == len(f) and set(logged["decision_id"]) == set(f["decision_id"])
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@7")
     assert code == 2 and "unknown arm 'cashback@7'" in out
     code, out = cli(

@@ -143,6 +143,11 @@ class Scorer:
             pick = Choice(col, gain[rows, col], scores.cost[rows, col], 0.0)
         else:
             pick = choose(gain, scores.cost, budget=budget, allowed=scores.allowed)
+        return self.judge_arms(frame, scores, pick, objective)
+
+    def judge_arms(self, frame: pd.DataFrame, scores: Scores, pick: Choice, objective: Objective) -> Judgement:
+        """The confidence and spread of a given choice per row (a policy's, or the serving policy's)."""
+        gain = scores.gain(objective)
         best_offer = np.where(scores.allowed[1:], gain[:, 1:], -np.inf).argmax(axis=1) + 1
         judged = np.where(pick.arm == 0, best_offer, pick.arm)
         spread = self.model.spread(frame, judged, scores.margin, scores.point)
@@ -163,7 +168,10 @@ class Scorer:
         """One decision per row of ``frame`` (columns ``DECISION_COLUMNS``; no offer: event_type "none", reward 0);
         ``arm``: that arm for everyone (:meth:`judge`)."""
         s = scores or self.score(frame, margin=margin)
-        j = self.judge(frame, s, objective=objective, budget=budget, arm=arm)
+        return self.describe(frame, s, self.judge(frame, s, objective=objective, budget=budget, arm=arm))
+
+    def describe(self, frame: pd.DataFrame, s: Scores, j: Judgement) -> pd.DataFrame:
+        """The decision rows (``DECISION_COLUMNS``) of a judged choice."""
         chosen = j.choice.arm
         rows = np.arange(len(chosen))
         low, high = interval(s.inc_net[rows, chosen], j.spread.net)

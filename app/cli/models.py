@@ -145,6 +145,7 @@ def evaluate(obj: Context, model: str | None, truth: Path | None, business: dict
     metavar="ARM",
     help="Send this one arm (e.g. cashback@10000) to every candidate: the fallback when no model is champion.",
 )
+@click.option("--replace", is_flag=True, help="Replace the decisions an earlier batch at the same as-of logged.")
 @click.pass_obj
 @friendly_errors
 def batch(
@@ -156,9 +157,11 @@ def batch(
     budget: float | None,
     model: str | None,
     arm: str | None,
+    replace: bool,
 ) -> None:
     """Decide for every dormant candidate at a time: one row each with event_type, reward (none/0 for no offer),
-    expected values, interval and confidence."""
+    expected values, interval, confidence and propensity, under the serving policy (rules, overrides,
+    exploration, holdout, budget); every decision is logged."""
     cfg = obj.config()
     run_decisions(
         cfg,
@@ -169,6 +172,7 @@ def batch(
         budget=budget,
         model=model,
         arm=arm,
+        replace=replace,
     )
 
 
@@ -182,6 +186,7 @@ def run_decisions(
     budget: float | None = None,
     model: str | None = None,
     arm: ArmRule | None = None,
+    replace: bool = False,
 ) -> BatchResult:
     from serving.batch import run_batch
     from training import registry
@@ -208,6 +213,7 @@ def run_decisions(
             objective=objective,
             budget=budget,
             arm=arm,
+            replace=replace,
             progress=progress,
         )
     d = result.decisions
@@ -220,6 +226,13 @@ def run_decisions(
     )
     shares = (d["event_type"] + "@" + d["reward"].astype(str)).value_counts().head(8)
     console.print("arms: " + ", ".join(f"{a} {n:,}" for a, n in shares.items()))
+    console.print(
+        f"holdout {d['holdout'].sum():,} (no offer, the control group), explored {d['explored'].sum():,}, "
+        f"no offer by rule {(~d['holdout'] & d['reason'].str.startswith(('frequency cap', 'status'))).sum():,}; "
+        f"logged as {result.campaign}"
+    )
+    if result.lp_gap is not None:
+        console.print(f"budget: the knapsack's expected gain is within {result.lp_gap:.2%} of its LP bound")
     console.print(f"wrote {result.path} in {result.seconds['total']:,.0f} s")
     return result
 

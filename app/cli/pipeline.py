@@ -85,11 +85,11 @@ def decide(cfg: Config) -> None:
     if trained.promoted or champion_version(cfg) is not None:
         if not trained.promoted:
             console.print(f"[yellow]note:[/] the new model is not champion ({trained.reason}); the champion decides")
-        run_decisions(cfg, as_of=None, out=out, model=CHAMPION)
+        run_decisions(cfg, as_of=None, out=out, model=CHAMPION, replace=True)
     else:  # no trusted learned policy: the fallback the promotion's reason names
         e = trained.judged.evaluation
         rule = e.estimated_baselines[e.fallback]
         arm: ArmRule = rule["all"] if set(rule) == {"all"} else rule
         said = arm if isinstance(arm, str) else f"the {e.fallback} ({', '.join(f'{s}: {a}' for s, a in rule.items())})"
         console.print(f"[yellow]note:[/] no model is champion ({trained.reason}); every candidate gets {said}")
-        run_decisions(cfg, as_of=None, out=out, model=CHALLENGER, arm=arm)
+        run_decisions(cfg, as_of=None, out=out, model=CHALLENGER, arm=arm, replace=True)
