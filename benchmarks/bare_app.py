@@ -16,10 +16,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from core.config import load_config
+from serving.batcher import Batcher
 from serving.engine import Engine
 from system_db.access import check
 
 engine = Engine(load_config(os.environ.get("REKINDLE_CONFIG") or None))
+batcher = Batcher(engine.recommend)
 
 
 async def recommend(request: Request) -> JSONResponse:
@@ -27,8 +29,10 @@ async def recommend(request: Request) -> JSONResponse:
     if key is None:
         return JSONResponse({"detail": "unknown or revoked API key"}, status_code=401)
     body = await request.json()
-    asked = [(int(body["player_id"]), body.get("request_id"))]
-    decision = (await run_in_threadpool(engine.recommend, asked, key.key_id))[0]  # blocking, as FastAPI runs it
+    asked = [(int(body["player_id"]), body.get("request_id"), key.key_id)]
+    decision = (await run_in_threadpool(batcher.submit, asked))[0]  # blocking, as FastAPI runs it
+    if isinstance(decision, BaseException):
+        return JSONResponse({"detail": str(decision)}, status_code=404)
     return JSONResponse(decision)
 
 

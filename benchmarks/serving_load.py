@@ -175,11 +175,11 @@ def profile(home: Path, players: list[int]) -> str:
     e = Engine(load_config(home=home))
     e.settings = e.settings.model_copy(update={"frequency_cap_days": 0})
     for p in players[:30]:
-        e.recommend([(p, None)], "profile")
+        e.recommend([(p, None, "profile")])
     pr = cProfile.Profile()
     pr.enable()
     for p in players[30:330]:
-        e.recommend([(p, None)], "profile")
+        e.recommend([(p, None, "profile")])
     pr.disable()
     buf = io.StringIO()
     pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(

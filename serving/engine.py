@@ -40,12 +40,13 @@ import sqlalchemy as sa
 
 from core.config import Config, PolicySettings
 from core.errors import RekindleError
+from scoring.heads import ArmPredictions
 from serving.policy import NONE, Rows, arm_names, check_settings, decide
 from system_db.access import KeyRing, Role
 from system_db.decision_log import DecisionLog, new_decision_id, response_json
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
-from training.scorer import Scorer
+from training.scorer import Scorer, Scores
 
 POLICY_VERSION_PREFIX = "policy"
 
@@ -75,31 +76,52 @@ def now_utc() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class FeatureCache:
-    """player id -> (read at, features row): a TTL cache, bounded (least recently read out first)."""
+@dataclass
+class Scored:
+    """The model's per-arm predictions for some players (rows x arms) and their days since the last offer
+    on the platform (at the online store's as-of)."""
 
-    def __init__(self, ttl: float, max_players: int = 200_000) -> None:
+    p_reengage: np.ndarray
+    deposits: np.ndarray
+    cost: np.ndarray
+    days_since_last_offer: np.ndarray
+
+    def row(self, i: int) -> Row:
+        return self.p_reengage[i], self.deposits[i], self.cost[i], float(self.days_since_last_offer[i])
+
+
+Row = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+
+
+class ScoreCache:
+    """player id -> (read at, model version, that player's row of :class:`Scored`): a TTL cache, bounded
+    (least recently stored out first). What a player's online features give the model does not change
+    until they are read again, so the predictions are what is kept: a hit costs no scoring at all."""
+
+    def __init__(self, ttl: float, max_players: int = 500_000) -> None:
         self.ttl, self.max = ttl, max_players
-        self.rows: OrderedDict[int, tuple[float, dict[Any, Any]]] = OrderedDict()
+        self.rows: OrderedDict[int, tuple[float, str, Row]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, ids: list[int]) -> tuple[dict[int, dict[Any, Any]], list[int]]:
+    def get(
+        self, ids: list[int], version: str
+    ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, float]], list[int]]:
         now, hit, miss = time.monotonic(), {}, []
         with self.lock:
             for p in ids:
                 got = self.rows.get(p)
-                if got is not None and now - got[0] <= self.ttl:
-                    hit[p] = got[1]
+                if got is not None and got[1] == version and now - got[0] <= self.ttl:
+                    hit[p] = got[2]
                 else:
                     miss.append(p)
         return hit, miss
 
-    def put(self, frame: pd.DataFrame) -> None:
+    def put(self, ids: list[int], version: str, scored: Scored) -> None:
         now = time.monotonic()
         with self.lock:
-            for row in frame.to_dict("records"):
-                self.rows[int(row["player_id"])] = (now, row)
-                self.rows.move_to_end(int(row["player_id"]))
+            for i, p in enumerate(ids):
+                self.rows[p] = (now, version, scored.row(i))
+                self.rows.move_to_end(p)
             while len(self.rows) > self.max:
                 self.rows.popitem(last=False)
 
@@ -120,7 +142,7 @@ class Engine:
         from platform_db.db import connect
 
         self.platform = connect(cfg.db_url)
-        self.cache = FeatureCache(cfg.serving.feature_cache_seconds)
+        self.cache = ScoreCache(cfg.serving.feature_cache_seconds)
         self.degraded: dict[str, str] = {}
         self.settings: PolicySettings = cfg.serving.policy
         self._overrides_version = ""
@@ -297,46 +319,67 @@ class Engine:
             ).fetchall()
         return pd.Series({int(i): str(s) for i, s in rows}, dtype=object)
 
-    def _features(self, ids: list[int], at: datetime) -> tuple[pd.DataFrame | None, str]:
-        if self.online is None:
-            return None, self.degraded.get("online_store", "the online store is not open")
-        hit, miss = self.cache.get(ids)
-        try:
-            if miss:
-                fresh = self.online.model_frame(miss, at)
-                self.cache.put(fresh)
-                hit.update({int(r["player_id"]): r for r in fresh.to_dict("records")})
-            self.degraded.pop("online_store", None)
-        except Exception as exc:
-            self.degraded["online_store"] = f"cannot read the online store: {str(exc).splitlines()[0]}"
-            return None, self.degraded["online_store"]
-        frame = pd.DataFrame([hit[p] for p in ids])
-        frame["decided_at"] = pd.Timestamp(at)
-        return frame, ""
+    def _scores(self, ids: list[int], model: LoadedModel, at: datetime) -> tuple[Scored | None, str]:
+        """The predictions for these players: from the cache, else from their online features (one read for
+        all the misses). None, and why, when the online store cannot be read."""
+        k = len(model.scorer.arms)
+        if not ids:
+            return Scored(np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k)), np.zeros(0)), ""
+        hit, miss = self.cache.get(ids, model.version)
+        if miss:
+            if self.online is None:
+                return None, self.degraded.get("online_store", "the online store is not open")
+            try:
+                frame = self.online.model_frame(miss, at)
+                self.degraded.pop("online_store", None)
+            except Exception as exc:
+                self.degraded["online_store"] = f"cannot read the online store: {str(exc).splitlines()[0]}"
+                return None, self.degraded["online_store"]
+            pred = model.scorer.model.predict_arms(frame)
+            days = frame["days_since_last_offer"].to_numpy(np.float64) if "days_since_last_offer" in frame else None
+            fresh = Scored(
+                pred.p_reengage, pred.deposits, pred.cost, days if days is not None else np.full(len(miss), np.nan)
+            )
+            self.cache.put(miss, model.version, fresh)
+            hit.update({p: fresh.row(i) for i, p in enumerate(miss)})
+        rows = [hit[p] for p in ids]
+        p_re, dep, cost = (np.stack([r[j] for r in rows]) for j in range(3))
+        return Scored(p_re, dep, cost, np.array([r[3] for r in rows])), ""
 
-    def recommend(self, requests: list[tuple[int, str | None]], caller: str) -> list[dict[str, Any]]:
-        """One decision per (player id, request id), logged before it is returned; a request id this caller
-        already used returns the stored decision."""
+    def recommend(self, requests: list[tuple[int, str | None, str]]) -> list[dict[str, Any] | Exception]:
+        """One decision per (player id, request id, caller), logged before it is returned; a request id its
+        caller already used returns the stored decision; a player the platform does not have gets an
+        :class:`UnknownPlayersError` in its place (the others are decided)."""
         self.poll()
         model = self.model
         if model is None:
             raise RekindleError("no model is loaded")
-        answers: dict[int, dict[str, Any]] = {}
+        answers: dict[int, dict[str, Any] | Exception] = {}
         todo = []
-        for i, (_pid, rid) in enumerate(requests):
+        for i, (_pid, rid, caller) in enumerate(requests):
             if rid is not None:
                 found = self.log.find(caller, rid)
                 if found is not None:
                     answers[i] = _stored(found)
                     continue
             todo.append(i)
-        if not todo:
-            return [answers[i] for i in range(len(requests))]
-        ids = [int(requests[i][0]) for i in todo]
-        status = self._statuses(sorted(set(ids)))
-        unknown = sorted({p for p in ids if p not in status.index})
-        if unknown:
-            raise UnknownPlayersError(unknown)
+        status = self._statuses(sorted({int(requests[i][0]) for i in todo})) if todo else pd.Series(dtype=object)
+        for i in [i for i in todo if int(requests[i][0]) not in status.index]:
+            answers[i] = UnknownPlayersError([int(requests[i][0])])
+        todo = [i for i in todo if i not in answers]
+        if todo:
+            self._decide([requests[i] for i in todo], status, model, answers, todo)
+        return [answers[i] for i in range(len(requests))]
+
+    def _decide(
+        self,
+        requests: list[tuple[int, str | None, str]],
+        status: pd.Series,
+        model: LoadedModel,
+        answers: dict[int, dict[str, Any] | Exception],
+        slots: list[int],
+    ) -> None:
+        ids = [int(r[0]) for r in requests]
         at = now_utc()
         settings = self.settings
         roster = self.roster.reindex(ids)
@@ -348,29 +391,31 @@ class Engine:
         blocked[not_cand] = f"not a dormant candidate in the segmentation of {self.roster_as_of:%Y-%m-%dT%H:%M}"
         segment = roster["segment"].fillna("unknown").astype(str).to_numpy(object)
 
-        frame, why = self._features(ids, at) if (~not_active & ~not_cand).any() else (None, "")
-        last = self.log.last_offers(sorted(set(ids)))
+        need = np.flatnonzero(blocked == "")
+        scored, why = self._scores([ids[j] for j in need], model, at)
+        k = len(model.scorer.arms)
+        p_re, dep, cost = np.zeros((len(ids), k)), np.zeros((len(ids), k)), np.zeros((len(ids), k))
+        platform_days = np.full(len(ids), np.inf)
+        if scored is not None:
+            p_re[need], dep[need], cost[need] = scored.p_reengage, scored.deposits, scored.cost
+            since = (at - self.online.as_of).total_seconds() / 86400 if self.online is not None else 0.0
+            platform_days[need] = np.nan_to_num(scored.days_since_last_offer + since, nan=np.inf)
         cap = settings.frequency_cap_days
         if cap > 0:
-            last_sent = np.array([last.get(p) for p in ids], dtype=object)
-            if frame is not None and "days_since_last_offer" in frame:
-                platform_days = frame["days_since_last_offer"].to_numpy(float)
-                since = (at - self.online.as_of).total_seconds() / 86400 if self.online else 0.0
-                platform_days = platform_days + since
-            else:
-                platform_days = np.full(len(ids), np.inf)
-            ours = np.array([(at - t).total_seconds() / 86400 if t is not None else np.inf for t in last_sent])
-            days = np.fmin(np.nan_to_num(platform_days, nan=np.inf), ours)
+            last = self.log.last_offers(sorted(set(ids)))
+            ours = np.array([(at - last[p]).total_seconds() / 86400 if p in last else np.inf for p in ids])
+            days = np.fmin(platform_days, ours)
             capped = (blocked == "") & (days < cap)
             blocked[capped] = [f"frequency cap: last offer {d:.2f} days ago, fewer than {cap}" for d in days[capped]]
-
+        frame = None if scored is None else True  # whether the model's predictions are there
+        point = ArmPredictions(model.scorer.arms, p_re, dep, cost)
         names = arm_names(model.scorer.arms)
         k = len(names)
         fallback = np.zeros(len(ids), bool)
         if frame is not None:
-            s = model.scorer.score(frame)
+            s = Scores(model.scorer.arms, point, model.scorer.margin)
             gain, cost, inc_net, inc_re = s.gain(self.objective), s.cost, s.inc_net, s.inc_reengage
-            p_none = s.point.p_reengage[:, 0]
+            p_none = np.where(blocked == "", p_re[:, 0], np.nan)
         else:  # the segment's decision for everyone
             gain, cost, inc_net, inc_re = (np.zeros((len(ids), k)) for _ in range(4))
             p_none = np.full(len(ids), np.nan)
@@ -403,7 +448,7 @@ class Engine:
         arms = model.scorer.arms
         event = arms["event_type"].astype(str).to_numpy()
         reward = arms["reward"].to_numpy(np.int64)
-        for n_, i in enumerate(todo):
+        for n_, i in enumerate(slots):
             a = int(d.arm[n_])
             cost_a = float(cost[n_, a]) if a else 0.0
             net_a = float(inc_net[n_, a]) if a else 0.0
@@ -438,10 +483,10 @@ class Engine:
                 "model_version": model.version,
                 "policy_version": self.policy_version,
                 "decided_at": at.isoformat(timespec="milliseconds") + "Z",
-                "request_id": requests[i][1],
+                "request_id": requests[n_][1],
             }
-            answers[i] = self._log(decision, caller, cost_a, net_a, float(inc_re[n_, a]) if a else 0.0, at, settings)
-        return [answers[i] for i in range(len(requests))]
+            inc_re_a = float(inc_re[n_, a]) if a else 0.0
+            answers[i] = self._log(decision, requests[n_][2], cost_a, net_a, inc_re_a, at, settings)
 
     def _log(
         self,

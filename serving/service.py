@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from core.config import load_config
 from core.errors import RekindleError
+from serving.batcher import Batcher
 from serving.engine import Engine, UnknownPlayersError, UnknownSegmentError
 from system_db.access import Key, check
 from system_db.overrides import OverrideError
@@ -127,6 +128,7 @@ class Rekindle:
     def __init__(self) -> None:
         cfg = load_config(os.environ.get("REKINDLE_CONFIG") or None)
         self.engine = Engine(cfg)
+        self.batcher = Batcher(self.engine.recommend)  # concurrent calls share one pass through the engine
         app.state.engine = self.engine
         self.decisions = bentoml.metrics.Counter(
             name="rekindle_decisions", documentation="Decisions by arm", labelnames=["arm", "fallback", "explored"]
@@ -141,16 +143,18 @@ class Rekindle:
             self.decisions.labels(arm=arm, fallback=str(d["fallback"]), explored=str(d["explored"])).inc()
 
     def _decide(self, items: list[RecommendationRequest], caller: Key) -> list[dict[str, Any]]:
-        try:
-            out = self.engine.recommend([(r.player_id, r.request_id) for r in items], caller.key_id)
-        except UnknownPlayersError as exc:
+        out = self.batcher.submit([(r.player_id, r.request_id, caller.key_id) for r in items], timeout=60)
+        unknown = sorted({i for o in out if isinstance(o, UnknownPlayersError) for i in o.ids})
+        if unknown:
             self.errors.labels(status="404").inc()
-            raise HTTPException(404, str(exc)) from None
-        except RekindleError as exc:
+            raise HTTPException(404, str(UnknownPlayersError(unknown)))
+        failed = next((o for o in out if isinstance(o, BaseException)), None)
+        if failed is not None:
             self.errors.labels(status="503").inc()
-            raise HTTPException(503, str(exc)) from None
-        self._count(out)
-        return out
+            raise HTTPException(503, str(failed) if isinstance(failed, RekindleError) else "the decision failed")
+        decisions = [o for o in out if isinstance(o, dict)]
+        self._count(decisions)
+        return decisions
 
     @app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
     def recommend(self, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:

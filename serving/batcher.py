@@ -1,0 +1,58 @@
+"""Opportunistic batching: concurrent calls share one pass through the engine.
+
+One thread takes whatever requests are waiting, hands them to the engine as one batch (one platform
+lookup, one online-store read, one model call for all of them) and answers each. A lone request waits for
+nothing: it is a batch of one. Under load, requests pile up while a batch runs and the next batch is larger,
+so the cost per request falls as the load rises. It also keeps the engine on a single thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    def __init__(self, run: Callable[[list[T]], list[R | Exception]], *, max_batch: int = 256) -> None:
+        self.run, self.max_batch = run, max_batch
+        self.queue: queue.Queue[tuple[T, Future[R]]] = queue.Queue()
+        threading.Thread(target=self._loop, name="rekindle-batcher", daemon=True).start()
+
+    def submit(self, items: list[T], timeout: float | None = None) -> list[R | BaseException]:
+        """The answers to ``items``, in order: each its result, or the exception deciding it raised."""
+        futures: list[Future[R]] = []
+        for item in items:
+            f: Future[R] = Future()
+            self.queue.put((item, f))
+            futures.append(f)
+        out: list[R | BaseException] = []
+        for f in futures:
+            exc = f.exception(timeout)
+            out.append(exc if exc is not None else f.result())
+        return out
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                out = self.run([item for item, _ in batch])
+            except Exception as exc:  # the whole batch failed: every caller gets the error
+                for _, f in batch:
+                    f.set_exception(exc)
+                continue
+            for (_, f), result in zip(batch, out, strict=True):
+                if isinstance(result, Exception):
+                    f.set_exception(result)
+                else:
+                    f.set_result(result)
