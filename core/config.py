@@ -462,7 +462,7 @@ class Serving(_Strict):
     feature_cache_seconds: float = Field(60.0, ge=0)  # in-process cache of a player's online features
     model_poll_seconds: float = Field(30.0, gt=0)  # how often a worker looks where the champion alias points
     overrides_poll_seconds: float = Field(2.0, gt=0)  # how often it reads the marketers' overrides and keys
-    max_batch: int = Field(1000, ge=1)  # players per call of /v1/recommendations:batch
+    access_log: bool = False  # a console line per HTTP call (BentoML's access log; costs ~15% of throughput)
 
 
 # ------------------------------------------------------------------- root --

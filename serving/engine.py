@@ -355,14 +355,13 @@ class Engine:
         if model is None:
             raise RekindleError("no model is loaded")
         answers: dict[int, dict[str, Any] | Exception] = {}
+        found = self.log.find_many([(caller, rid) for _, rid, caller in requests if rid is not None])
         todo = []
         for i, (_pid, rid, caller) in enumerate(requests):
-            if rid is not None:
-                found = self.log.find(caller, rid)
-                if found is not None:
-                    answers[i] = _stored(found)
-                    continue
-            todo.append(i)
+            if rid is not None and (caller, rid) in found:
+                answers[i] = _stored(found[(caller, rid)])
+            else:
+                todo.append(i)
         status = self._statuses(sorted({int(requests[i][0]) for i in todo})) if todo else pd.Series(dtype=object)
         for i in [i for i in todo if int(requests[i][0]) not in status.index]:
             answers[i] = UnknownPlayersError([int(requests[i][0])])
@@ -448,7 +447,9 @@ class Engine:
         arms = model.scorer.arms
         event = arms["event_type"].astype(str).to_numpy()
         reward = arms["reward"].to_numpy(np.int64)
-        for n_, i in enumerate(slots):
+        made: list[dict[str, Any]] = []
+        rows_log: list[dict[str, Any]] = []
+        for n_, _slot in enumerate(slots):
             a = int(d.arm[n_])
             cost_a = float(cost[n_, a]) if a else 0.0
             net_a = float(inc_net[n_, a]) if a else 0.0
@@ -486,19 +487,25 @@ class Engine:
                 "request_id": requests[n_][1],
             }
             inc_re_a = float(inc_re[n_, a]) if a else 0.0
-            answers[i] = self._log(decision, requests[n_][2], cost_a, net_a, inc_re_a, at, settings)
+            made.append(decision)
+            rows_log.append(self._log_row(decision, requests[n_][2], cost_a, net_a, inc_re_a, at))
+        over = "no offer: today's reward budget is spent"
+        cuts = [_cut(decision, over) for decision in made]
+        logged = self.log.write_all(
+            rows_log, budget=settings.daily_budget, day=at.date(), over_budget=over,
+            cut_responses=[response_json(c) for c in cuts],
+        )  # fmt: skip
+        for i, decision, cut, done in zip(slots, made, cuts, logged, strict=True):
+            if not done.created:  # a retry racing its twin: the twin's decision
+                answers[i] = _stored(done.row)
+            else:
+                answers[i] = cut if done.row["event_type"] != decision["event_type"] else decision
 
-    def _log(
-        self,
-        decision: dict[str, Any],
-        caller: str,
-        cost: float,
-        net: float,
-        inc_re: float,
-        at: datetime,
-        settings: PolicySettings,
+    @staticmethod
+    def _log_row(
+        decision: dict[str, Any], caller: str, cost: float, net: float, inc_re: float, at: datetime
     ) -> dict[str, Any]:
-        row = {
+        return {
             "decision_id": decision["decision_id"], "caller": caller, "request_id": decision["request_id"],
             "player_id": decision["player_id"], "decided_at": at, "source": "online", "segment": decision["segment"],
             "event_type": decision["event_type"], "reward": decision["reward"], "propensity": decision["propensity"],
@@ -507,16 +514,6 @@ class Engine:
             "incremental_reengage": inc_re, "model_version": decision["model_version"],
             "policy_version": decision["policy_version"], "response": response_json(decision),
         }  # fmt: skip
-        over = "no offer: today's reward budget is spent"
-        cut = {**decision, "event_type": NONE, "reward": 0, "offer": False, "reason": over, "explored": False,
-               "propensity": 1.0, "expected": {**decision["expected"], "cost": 0, "incremental_net_value": 0,
-               "roi": None, "incremental_reengage": 0.0}}  # fmt: skip
-        logged = self.log.write(
-            row, budget=settings.daily_budget, day=at.date(), over_budget=over, cut_response=response_json(cut)
-        )
-        if not logged.created:
-            return _stored(logged.row)
-        return cut if logged.row["event_type"] != decision["event_type"] else decision
 
     def segment_recommendation(self, segment: str) -> dict[str, Any]:
         model = self.model
@@ -569,6 +566,13 @@ def preflight(cfg: Config) -> str:
             f"no champion of {name}, and challenger v{challenger} has no fallback rule: run `rekindle train`"
         )
     return f"no champion: model {name}/{challenger} (challenger) with its fallback rule {rule}"
+
+
+def _cut(decision: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The decision as the budget leaves it: no offer."""
+    expected = {**decision["expected"], "cost": 0, "incremental_net_value": 0, "roi": None, "incremental_reengage": 0.0}
+    return {**decision, "event_type": NONE, "reward": 0, "offer": False, "reason": reason, "explored": False,
+            "propensity": 1.0, "expected": expected, "runners_up": []}  # fmt: skip
 
 
 def _stored(row: dict[str, Any]) -> dict[str, Any]:

@@ -109,6 +109,15 @@ class DecisionLog:
             )
         return dict(row) if row is not None else None
 
+    def find_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The logged rows of these (caller, request id) pairs, in one query."""
+        if not keys:
+            return {}
+        t = self.table
+        query = sa.select(t).where(sa.tuple_(t.c.caller, t.c.request_id).in_(sorted(set(keys))))
+        with self.engine.connect() as conn:
+            return {(r["caller"], r["request_id"]): dict(r) for r in conn.execute(query).mappings()}
+
     def write(
         self,
         row: dict[str, Any],
@@ -118,43 +127,56 @@ class DecisionLog:
         over_budget: str = "",
         cut_response: str | None = None,
     ) -> Logged:
-        """Write one decision (``LOG_COLUMNS``) in its own transaction; with ``budget``, first reserve its
-        expected cost in ``day``'s spend, or turn it into no offer (reason ``over_budget``) if the budget
-        cannot take it (``cut_response``: the response stored then). A (caller, request id) already logged
-        returns the stored row, writing nothing."""
-        row = dict(row)
-        caller, request_id = row.get("caller"), row.get("request_id")
+        """:meth:`write_all` of one row."""
+        return self.write_all([row], budget=budget, day=day, over_budget=over_budget, cut_responses=[cut_response])[0]
+
+    def write_all(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        budget: float | None = None,
+        day: date | None = None,
+        over_budget: str = "",
+        cut_responses: list[str | None] | None = None,
+    ) -> list[Logged]:
+        """Write decisions (``LOG_COLUMNS``) in one transaction; with ``budget``, each offer first reserves its
+        expected cost in ``day``'s spend, or becomes no offer (reason ``over_budget``, stored response
+        ``cut_responses[i]``) when the budget cannot take it. A (caller, request id) already logged, also by a
+        call racing this one, writes nothing and returns the stored row."""
         dialect = self.engine.dialect.name
-        try:
-            with self.engine.begin() as conn:
-                if request_id is not None:
-                    t = self.table
-                    found = (
-                        conn.execute(sa.select(t).where(t.c.caller == caller, t.c.request_id == request_id))
-                        .mappings()
-                        .first()
-                    )
-                    if found is not None:
-                        return Logged(dict(found), created=False)
+        out: list[Logged | None] = [None] * len(rows)
+        retried: list[int] = []
+        with self.engine.begin() as conn:
+            for i, given in enumerate(rows):
+                row = dict(given)
+                when = day or row["decided_at"].date()
                 cost = float(row.get("expected_cost") or 0.0)
-                offer = budget is not None and row["event_type"] != NO_OFFER and cost > 0
-                if offer and not self._reserve(conn, day or row["decided_at"].date(), cost, float(budget or 0)):
-                    row.update(
-                        event_type=NO_OFFER, reward=0, expected_cost=0.0, incremental_net_value=0.0,
-                        incremental_reengage=0.0, reason=over_budget, explored=False, propensity=1.0,
-                    )  # fmt: skip
-                    row["response"] = cut_response
+                reserved = False
+                if budget is not None and row["event_type"] != NO_OFFER and cost > 0:
+                    reserved = self._reserve(conn, when, cost, budget)
+                    if not reserved:
+                        row.update(
+                            event_type=NO_OFFER, reward=0, expected_cost=0.0, incremental_net_value=0.0,
+                            incremental_reengage=0.0, reason=over_budget, explored=False, propensity=1.0,
+                        )  # fmt: skip
+                        row["response"] = cut_responses[i] if cut_responses else None
                 stmt = _insert(self.table, dialect).values(**row)
-                if request_id is not None:  # RETURNING, not rowcount: psycopg reports -1 for this statement
+                if row.get("request_id") is not None:  # RETURNING, not rowcount: psycopg reports -1 here
                     stmt = stmt.on_conflict_do_nothing(index_elements=["caller", "request_id"])
                 if conn.execute(stmt.returning(self.table.c.decision_id)).scalar_one_or_none() is None:
-                    raise _RetriedError
-        except _RetriedError:
-            found_row = self.find(str(caller), str(request_id))
-            if found_row is None:  # pragma: no cover - the conflicting row was committed before ours
-                raise RuntimeError(f"request id {request_id!r} conflicted but is not in the log") from None
-            return Logged(found_row, created=False)
-        return Logged(row, created=True)
+                    if reserved:  # the retry's twin was logged: give its reservation back
+                        self._reserve(conn, when, -cost, float("inf"))
+                    retried.append(i)
+                    continue
+                out[i] = Logged(row, created=True)
+        if retried:
+            found = self.find_many([(str(rows[i]["caller"]), str(rows[i]["request_id"])) for i in retried])
+            for i in retried:
+                key = (str(rows[i]["caller"]), str(rows[i]["request_id"]))
+                if key not in found:  # pragma: no cover - a conflict is a committed row
+                    raise RuntimeError(f"request id {key[1]!r} conflicted but is not in the log")
+                out[i] = Logged(found[key], created=False)
+        return [o for o in out if o is not None]
 
     def _reserve(self, conn: sa.Connection, day: date, cost: float, budget: float) -> bool:
         s = self.spend
@@ -240,10 +262,6 @@ def _sqlite_writer(engine: sa.Engine) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return writer
-
-
-class _RetriedError(Exception):
-    """The request id was written by a concurrent call: answer with its row."""
 
 
 def response_json(payload: dict[str, Any]) -> str:
