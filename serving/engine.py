@@ -157,6 +157,7 @@ class Engine:
             self._open_online()
             self.model = self._load_model()
             self.poll(force=True)
+            threading.Thread(target=self._keep_polling, name="rekindle-poll", daemon=True).start()
 
     # ------------------------------------------------------------ loading --
     def _read_roster(self) -> pd.DataFrame:
@@ -265,6 +266,16 @@ class Engine:
         if force or now - self._model_polled >= self.cfg.serving.model_poll_seconds:
             self._model_polled = now
             threading.Thread(target=self._refresh_model, daemon=True).start()
+
+    def _keep_polling(self) -> None:
+        """Poll on the clock too, so an idle worker (or one whose callers keep to another) swaps as well."""
+        period = min(self.cfg.serving.overrides_poll_seconds, self.cfg.serving.model_poll_seconds)
+        while True:
+            time.sleep(period)
+            try:
+                self.poll()
+            except Exception:  # polling again is the handling; poll() records what is degraded
+                continue
 
     def _refresh_model(self) -> None:
         if not self._lock.acquire(blocking=False):
