@@ -36,4 +36,8 @@ async def recommend(request: Request) -> JSONResponse:
     return JSONResponse(decision)
 
 
-app = Starlette(routes=[Route("/v1/recommendations", recommend, methods=["POST"])])
+async def ready(request: Request) -> JSONResponse:
+    return JSONResponse(engine.readiness())
+
+
+app = Starlette(routes=[Route("/v1/recommendations", recommend, methods=["POST"]), Route("/ready", ready)])

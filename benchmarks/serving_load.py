@@ -11,6 +11,10 @@
    app running the same engine (benchmarks/bare_app.py), one after the other in this run; the ratio;
 4. where the time goes: a profile of the engine in this process.
 
+The single client runs twice: against a server with ``serving.prefetch`` off (every call reads the player's
+features from the online store: the cold path) and against the default server once its background
+prefetch has read every candidate ahead (the path a dormant candidate takes in production).
+
 wrk comes from Debian; the script installs it with apt-get when it is missing.
 """
 
@@ -188,6 +192,30 @@ def profile(home: Path, players: list[int]) -> str:
     return buf.getvalue()
 
 
+def config_copy(config: Path | None, to: Path, **serving: object) -> Path:
+    """A copy of the configuration directory with some ``serving`` settings changed."""
+    import yaml
+
+    shutil.copytree(config or ROOT / "configs", to)
+    raw = yaml.safe_load((to / "rekindle.yaml").read_text())
+    raw.setdefault("serving", {}).update(serving)
+    (to / "rekindle.yaml").write_text(yaml.safe_dump(raw))
+    return to
+
+
+def wait_prefetched(url: str, candidates: int, timeout: float = 1800) -> float:
+    """Seconds until four readings of /ready in a row (so, most likely, both workers) report every candidate."""
+    t0 = time.monotonic()
+    full = 0
+    while time.monotonic() - t0 < timeout:
+        state = httpx.get(url + "/ready", timeout=10).json()
+        full = full + 1 if state["cache"]["prefetched"] >= candidates else 0
+        if full >= 4:
+            return time.monotonic() - t0
+        time.sleep(1)
+    sys.exit(f"the prefetch did not finish in {timeout:.0f} s")
+
+
 def cli(home: Path, cfg_args: list[str], env: dict[str, str], *args: str) -> str:
     cmd = [REKINDLE, "--home", str(home), *cfg_args, *args]
     return subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
@@ -215,6 +243,20 @@ def main() -> None:
     cli(home, cfg_args, env, "overrides", "set", "frequency_cap_days", "0", "--who", "benchmark")
     logs = Path(tempfile.mkdtemp(prefix="serving-load-"))
     results: dict[str, object] = {}
+    cold_configs = config_copy(args.config, logs / "cold-configs", prefetch=False)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cold = start(
+        [REKINDLE, "--home", str(home), "--config", str(cold_configs), "serve", "--port", str(port)],
+        env,
+        url + "/ready",
+        logs / "cold.log",
+    )
+    try:
+        results["one client, cold"] = one_client(url, key, players[: args.one_client])
+        print("one client, no prefetch (features read from the online store):", results["one client, cold"], flush=True)
+    finally:
+        stop(cold)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     bento = start(
@@ -224,8 +266,10 @@ def main() -> None:
         logs / "bento.log",
     )
     try:
-        results["one client"] = one_client(url, key, players[: args.one_client])
-        print("one client:", results["one client"], flush=True)
+        waited = wait_prefetched(url, len(players))
+        print(f"prefetch of {len(players):,} candidates done in both workers after {waited:.0f} s", flush=True)
+        results["one client, prefetched"] = one_client(url, key, players[: args.one_client])
+        print("one client, prefetched:", results["one client, prefetched"], flush=True)
         before = pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0]
         tag = f"open-{int(time.time())}"
         loop = asyncio.run(open_loop(url, key, players, args.rate, args.seconds, tag))
@@ -245,8 +289,9 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     bare_env = {**env, "REKINDLE_HOME": str(home), **({"REKINDLE_CONFIG": str(args.config)} if args.config else {})}
     bare = start([UVICORN, "benchmarks.bare_app:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-                  "--no-access-log"], bare_env, url + "/docs-none", logs / "bare.log")  # fmt: skip
+                  "--no-access-log"], bare_env, url + "/ready", logs / "bare.log")  # fmt: skip
     try:
+        wait_prefetched(url, len(players))  # the state the BentoML service was measured in
         results["wrk bare starlette"] = wrk(url, key, players, args.connections, args.wrk_seconds)
         print("wrk bare starlette:", results["wrk bare starlette"], flush=True)
     finally:

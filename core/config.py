@@ -459,7 +459,11 @@ class Serving(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     workers: int = Field(2, ge=1)  # API worker processes: one per core
-    feature_cache_seconds: float = Field(60.0, ge=0)  # in-process cache of a player's online features
+    # each worker caches the model's predictions from a player's online features: until the online store is
+    # materialised again or the model changes, and at most this long
+    feature_cache_seconds: float = Field(86_400.0, ge=0)
+    cache_players: int = Field(1_000_000, ge=0)  # players a worker keeps (least recently stored out first)
+    prefetch: bool = True  # read every candidate's features ahead, in the background, after each load
     model_poll_seconds: float = Field(30.0, gt=0)  # how often a worker looks where the champion alias points
     overrides_poll_seconds: float = Field(2.0, gt=0)  # how often it reads the marketers' overrides and keys
     access_log: bool = False  # a console line per HTTP call (BentoML's access log; costs ~15% of throughput)

@@ -86,11 +86,19 @@ class Scored:
     cost: np.ndarray
     days_since_last_offer: np.ndarray
 
-    def row(self, i: int) -> Row:
-        return self.p_reengage[i], self.deposits[i], self.cost[i], float(self.days_since_last_offer[i])
+    def rows(self) -> np.ndarray:
+        """One compact float32 row per player (about 0.5 KB in the cache with 15 arms)."""
+        return np.hstack(
+            [self.p_reengage, self.deposits, self.cost, self.days_since_last_offer[:, None]], dtype=np.float32
+        )
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray, k: int) -> Scored:
+        r = rows.astype(np.float64)
+        return cls(r[:, :k], r[:, k : 2 * k], r[:, 2 * k : 3 * k], r[:, 3 * k])
 
 
-Row = tuple[np.ndarray, np.ndarray, np.ndarray, float]
+Row = np.ndarray  # float32: p_reengage, deposits, cost per arm, then days since the last offer
 
 
 class ScoreCache:
@@ -103,9 +111,7 @@ class ScoreCache:
         self.rows: OrderedDict[int, tuple[float, str, Row]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(
-        self, ids: list[int], version: str
-    ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, float]], list[int]]:
+    def get(self, ids: list[int], version: str) -> tuple[dict[int, Row], list[int]]:
         now, hit, miss = time.monotonic(), {}, []
         with self.lock:
             for p in ids:
@@ -119,8 +125,8 @@ class ScoreCache:
     def put(self, ids: list[int], version: str, scored: Scored) -> None:
         now = time.monotonic()
         with self.lock:
-            for i, p in enumerate(ids):
-                self.rows[p] = (now, version, scored.row(i))
+            for p, row in zip(ids, scored.rows(), strict=True):
+                self.rows[p] = (now, version, row)
                 self.rows.move_to_end(p)
             while len(self.rows) > self.max:
                 self.rows.popitem(last=False)
@@ -142,7 +148,9 @@ class Engine:
         from platform_db.db import connect
 
         self.platform = connect(cfg.db_url)
-        self.cache = ScoreCache(cfg.serving.feature_cache_seconds)
+        self.cache = ScoreCache(cfg.serving.feature_cache_seconds, cfg.serving.cache_players)
+        self._prefetch_generation = 0
+        self.prefetched = 0
         self.degraded: dict[str, str] = {}
         self.settings: PolicySettings = cfg.serving.policy
         self._overrides_version = ""
@@ -157,6 +165,7 @@ class Engine:
             self._open_online()
             self.model = self._load_model()
             self.poll(force=True)
+            self._start_prefetch()
             threading.Thread(target=self._keep_polling, name="rekindle-poll", daemon=True).start()
 
     # ------------------------------------------------------------ loading --
@@ -263,9 +272,52 @@ class Engine:
                 self.degraded.pop("system_store", None)
             except Exception as exc:
                 self.degraded["system_store"] = f"cannot read overrides and keys: {str(exc).splitlines()[0]}"
+            self._check_materialisation()
         if force or now - self._model_polled >= self.cfg.serving.model_poll_seconds:
             self._model_polled = now
             threading.Thread(target=self._refresh_model, daemon=True).start()
+
+    def _check_materialisation(self) -> None:
+        """A new materialisation of the online store: new features, so the cache and the segmentation go."""
+        from features.materialize import read_marker
+
+        online = self.online
+        if online is None:
+            return
+        marker = read_marker(online.cfg)
+        if marker is None or marker["as_of"] == online.as_of:
+            return  # a materialisation in progress keeps the cache of the last complete one
+        self._open_online()
+        self.roster = self._read_roster()
+        self.cache.clear()
+        self._start_prefetch()
+
+    def _start_prefetch(self) -> None:
+        self._prefetch_generation += 1
+        if self.cfg.serving.prefetch and self.online is not None and self.model is not None:
+            threading.Thread(target=self._prefetch, args=(self._prefetch_generation,), daemon=True).start()
+
+    def _prefetch(self, generation: int, chunk: int = 2000) -> None:
+        """Read every candidate's online features ahead, in chunks, and cache the model's predictions, so a
+        call for a dormant candidate finds them ready. Stops when the model or the materialisation changes."""
+        model, online = self.model, self.online
+        if model is None or online is None:
+            return
+        ids = self.roster.index[self.roster["is_candidate"].astype(bool).to_numpy()].to_numpy(np.int64)
+        self.prefetched = 0
+        for start in range(0, len(ids), chunk):
+            if generation != self._prefetch_generation:
+                return
+            part = ids[start : start + chunk].tolist()
+            try:
+                frame = online.model_frame(part, online.as_of)
+            except Exception:  # the store went away: calls read it themselves (or degrade) until it is back
+                return
+            pred = model.scorer.model.predict_arms(frame)
+            days = frame["days_since_last_offer"].to_numpy(np.float64)
+            self.cache.put(part, model.version, Scored(pred.p_reengage, pred.deposits, pred.cost, days))
+            self.prefetched += len(part)
+            time.sleep(0.01)  # let the calls in
 
     def _keep_polling(self) -> None:
         """Poll on the clock too, so an idle worker (or one whose callers keep to another) swaps as well."""
@@ -292,6 +344,7 @@ class Engine:
             if wanted is not None and (f"{name}/{wanted}" != current or (self.model and self.model.alias != alias)):
                 self.model = self._load_model()
                 self.cache.clear()
+                self._start_prefetch()
             if self.online is None:
                 self._open_online()
             self.degraded.pop("registry", None)
@@ -311,6 +364,8 @@ class Engine:
             "model_alias": self.model.alias if self.model else None,
             "fallback_rule": self.model.rule if self.model else None,
             "policy_version": self.policy_version,
+            "online_store_as_of": self.online.as_of.isoformat() if self.online is not None else None,
+            "cache": {"players": len(self.cache.rows), "prefetched": self.prefetched},
             "degraded": dict(self.degraded),
         }
 
@@ -352,10 +407,8 @@ class Engine:
                 pred.p_reengage, pred.deposits, pred.cost, days if days is not None else np.full(len(miss), np.nan)
             )
             self.cache.put(miss, model.version, fresh)
-            hit.update({p: fresh.row(i) for i, p in enumerate(miss)})
-        rows = [hit[p] for p in ids]
-        p_re, dep, cost = (np.stack([r[j] for r in rows]) for j in range(3))
-        return Scored(p_re, dep, cost, np.array([r[3] for r in rows])), ""
+            hit.update(zip(miss, fresh.rows(), strict=True))
+        return Scored.from_rows(np.stack([hit[p] for p in ids]), k), ""
 
     def recommend(self, requests: list[tuple[int, str | None, str]]) -> list[dict[str, Any] | Exception]:
         """One decision per (player id, request id, caller), logged before it is returned; a request id its

@@ -114,9 +114,13 @@ class DecisionLog:
         if not keys:
             return {}
         t = self.table
-        query = sa.select(t).where(sa.tuple_(t.c.caller, t.c.request_id).in_(sorted(set(keys))))
+        wanted = set(keys)
+        callers, ids = sorted({c for c, _ in wanted}), sorted({r for _, r in wanted})
+        # two IN lists, not a row-value IN: SQLite scans the whole table for the latter, and uses the index here
+        query = sa.select(t).where(t.c.caller.in_(callers), t.c.request_id.in_(ids))
         with self.engine.connect() as conn:
-            return {(r["caller"], r["request_id"]): dict(r) for r in conn.execute(query).mappings()}
+            rows = conn.execute(query).mappings()
+            return {key: dict(r) for r in rows if (key := (r["caller"], r["request_id"])) in wanted}
 
     def write(
         self,
