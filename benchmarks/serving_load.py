@@ -221,6 +221,21 @@ def cli(home: Path, cfg_args: list[str], env: dict[str, str], *args: str) -> str
     return subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
 
 
+def open_loop_phase(url: str, key: str, players: list[int], args: argparse.Namespace, engine: sa.Engine,
+                    results: dict[str, object]) -> None:  # fmt: skip
+    before = pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0]
+    tag = f"open-{int(time.time())}"
+    loop = asyncio.run(open_loop(url, key, players, args.rate, args.seconds, tag))
+    logged = pd.read_sql(f"SELECT request_id FROM decisions WHERE request_id LIKE '{tag}-%'", engine)["request_id"]
+    answered = loop.pop("answered")
+    loop["logged"] = len(logged)
+    loop["answered_not_logged"] = len(set(answered) - set(logged))
+    loop["logged_twice"] = int(logged.duplicated().sum())
+    loop["decisions_added"] = int(pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0] - before)
+    results["open loop"] = loop
+    print("open loop:", loop, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, required=True)
@@ -230,6 +245,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--wrk-seconds", type=int, default=30)
+    ap.add_argument("--saturation-only", action="store_true", help="only wrk against both apps")
     args = ap.parse_args()
     home = args.home.resolve()
     cfg_args = ["--config", str(args.config)] if args.config else []
@@ -243,20 +259,25 @@ def main() -> None:
     cli(home, cfg_args, env, "overrides", "set", "frequency_cap_days", "0", "--who", "benchmark")
     logs = Path(tempfile.mkdtemp(prefix="serving-load-"))
     results: dict[str, object] = {}
-    cold_configs = config_copy(args.config, logs / "cold-configs", prefetch=False)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cold = start(
-        [REKINDLE, "--home", str(home), "--config", str(cold_configs), "serve", "--port", str(port)],
-        env,
-        url + "/ready",
-        logs / "cold.log",
-    )
-    try:
-        results["one client, cold"] = one_client(url, key, players[: args.one_client])
-        print("one client, no prefetch (features read from the online store):", results["one client, cold"], flush=True)
-    finally:
-        stop(cold)
+    if not args.saturation_only:
+        cold_configs = config_copy(args.config, logs / "cold-configs", prefetch=False)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cold = start(
+            [REKINDLE, "--home", str(home), "--config", str(cold_configs), "serve", "--port", str(port)],
+            env,
+            url + "/ready",
+            logs / "cold.log",
+        )
+        try:
+            results["one client, cold"] = one_client(url, key, players[: args.one_client])
+            print(
+                "one client, no prefetch (features read from the online store):",
+                results["one client, cold"],
+                flush=True,
+            )
+        finally:
+            stop(cold)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     bento = start(
@@ -268,19 +289,10 @@ def main() -> None:
     try:
         waited = wait_prefetched(url, len(players))
         print(f"prefetch of {len(players):,} candidates done in both workers after {waited:.0f} s", flush=True)
-        results["one client, prefetched"] = one_client(url, key, players[: args.one_client])
-        print("one client, prefetched:", results["one client, prefetched"], flush=True)
-        before = pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0]
-        tag = f"open-{int(time.time())}"
-        loop = asyncio.run(open_loop(url, key, players, args.rate, args.seconds, tag))
-        logged = pd.read_sql(f"SELECT request_id FROM decisions WHERE request_id LIKE '{tag}-%'", engine)["request_id"]
-        answered = loop.pop("answered")
-        loop["logged"] = len(logged)
-        loop["answered_not_logged"] = len(set(answered) - set(logged))
-        loop["logged_twice"] = int(logged.duplicated().sum())
-        loop["decisions_added"] = int(pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0] - before)
-        results["open loop"] = loop
-        print("open loop:", loop, flush=True)
+        if not args.saturation_only:
+            results["one client, prefetched"] = one_client(url, key, players[: args.one_client])
+            print("one client, prefetched:", results["one client, prefetched"], flush=True)
+            open_loop_phase(url, key, players, args, engine, results)
         results["wrk bentoml"] = wrk(url, key, players, args.connections, args.wrk_seconds)
         print("wrk bentoml:", results["wrk bentoml"], flush=True)
     finally:

@@ -21,6 +21,7 @@ from core.config import Config
 from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
+from serving.export import export_by_event_type
 from serving.policy import PolicyError, Rows, check_settings, decide
 from system_db.decision_log import DecisionLog, new_decision_id
 from system_db.overrides import Overrides, merged
@@ -42,6 +43,7 @@ class BatchResult:
     seconds: dict[str, float]
     campaign: str
     lp_gap: float | None  # with a budget: (LP bound - knapsack value) / LP bound
+    files: list[Path]  # with split: the campaign's file per event type
 
 
 def write_atomic(frame: pd.DataFrame, out: Path) -> Path:
@@ -97,11 +99,13 @@ def run_batch(
     budget: float | None = None,
     arm: ArmRule | None = None,
     replace: bool = False,
+    split: bool = False,
     progress: Progress = SILENT,
 ) -> BatchResult:
     """One decision per candidate at ``as_of`` under the serving policy (rules, overrides, exploration, holdout,
     budget; ``arm``: the fallback rule instead of the model's choice), written to ``out`` and to the decision
-    log. A batch already logged for that as-of is refused unless ``replace``."""
+    log; ``split``: also a file per event type for the event system (:mod:`serving.export`). A batch already
+    logged for that as-of is refused unless ``replace``."""
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
     if arm is not None and budget is not None:
@@ -164,12 +168,13 @@ def run_batch(
     progress.note(f"logging {len(decisions):,} decisions ({campaign})")
     log.write_batch(campaign, batch_log_rows(decisions, campaign, t), replace=replace)
     path = write_atomic(decisions, out)
+    files = export_by_event_type(decisions, out) if split else []
     seconds["log"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
     gap = None
     if d.lp_bound is not None and d.knapsack_value is not None and d.lp_bound > 0:
         gap = (d.lp_bound - d.knapsack_value) / d.lp_bound
-    return BatchResult(decisions, t, snap, path, seconds, campaign, gap)
+    return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files)
 
 
 def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime) -> pd.DataFrame:

@@ -162,14 +162,14 @@ class Rekindle:
         return decisions
 
     @app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
-    def recommend(self, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
+    def recommend(self, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
         """The decision for one player: event type and reward (or none), expected values, reasons."""
-        return self._decide([body], key)[0]
+        return JSONResponse(self._decide([body], key)[0])  # built by the engine: no second validation
 
     @app.post("/v1/recommendations:batch", response_model=BatchResponse, responses={404: {}, 401: {}, 403: {}})
-    def recommend_batch(self, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
+    def recommend_batch(self, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
         """Decisions for up to 1,000 players, in the order asked."""
-        return {"decisions": self._decide(body.requests, key)}
+        return JSONResponse({"decisions": self._decide(body.requests, key)})
 
     @app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}})
     def segment(self, segment: str, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:

@@ -243,10 +243,17 @@ def test_tune_train_evaluate_batch(home) -> None:
     assert code == 2 and ".csv or .parquet" in out
     # the fallback: one arm for everyone, with the model's expected values of that arm
     code, out = cli(
-        home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000", "--replace"
-    )
+        home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000", "--replace",
+        "--split",
+    )  # fmt: skip
     assert code == 0, out
     f = pd.read_csv(h / "f.csv")
+    # the campaign, one file per event type: every offer once, nothing else
+    parts = {p.name.split(".")[1]: pd.read_csv(p) for p in h.glob("f.*.csv")}
+    offers = f[f["event_type"] != "none"]
+    assert set(parts) == set(offers["event_type"]) and sum(len(p) for p in parts.values()) == len(offers)
+    assert set(parts["cashback"]["decision_id"]) == set(offers.loc[offers["event_type"] == "cashback", "decision_id"])
+    assert list(parts["cashback"].columns) == ["player_id", "reward", "decision_id"]
     ruled = f[~f["explored"] & ~f["holdout"] & ~f["reason"].str.startswith("frequency cap")]
     assert len(f) == len(d) and len(ruled) > 0.8 * len(f)
     assert (ruled["event_type"] == "cashback").all() and (ruled["reward"] == 10_000).all()

@@ -146,6 +146,7 @@ def evaluate(obj: Context, model: str | None, truth: Path | None, business: dict
     help="Send this one arm (e.g. cashback@10000) to every candidate: the fallback when no model is champion.",
 )
 @click.option("--replace", is_flag=True, help="Replace the decisions an earlier batch at the same as-of logged.")
+@click.option("--split", is_flag=True, help="Also write the campaign as one file per event type (OUT.<type>.csv).")
 @click.pass_obj
 @friendly_errors
 def batch(
@@ -158,6 +159,7 @@ def batch(
     model: str | None,
     arm: str | None,
     replace: bool,
+    split: bool,
 ) -> None:
     """Decide for every dormant candidate at a time: one row each with event_type, reward (none/0 for no offer),
     expected values, interval, confidence and propensity, under the serving policy (rules, overrides,
@@ -173,6 +175,7 @@ def batch(
         model=model,
         arm=arm,
         replace=replace,
+        split=split,
     )
 
 
@@ -187,6 +190,7 @@ def run_decisions(
     model: str | None = None,
     arm: ArmRule | None = None,
     replace: bool = False,
+    split: bool = False,
 ) -> BatchResult:
     from serving.batch import run_batch
     from training import registry
@@ -214,6 +218,7 @@ def run_decisions(
             budget=budget,
             arm=arm,
             replace=replace,
+            split=split,
             progress=progress,
         )
     d = result.decisions
@@ -234,6 +239,9 @@ def run_decisions(
     if result.lp_gap is not None:
         console.print(f"budget: the knapsack's expected gain is within {result.lp_gap:.2%} of its LP bound")
     console.print(f"wrote {result.path} in {result.seconds['total']:,.0f} s")
+    sent = d.loc[d["event_type"] != "none", "event_type"].value_counts()
+    for f, (event_type, n) in zip(result.files, sorted(sent.items()), strict=True):
+        console.print(f"  campaign file for {event_type}: {f} ({n:,} players)")
     return result
 
 

@@ -16,13 +16,19 @@ from app.cli.root import Context, console, friendly_errors
 @click.option("--host", help="Interface to listen on (default serving.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default serving.port, 3000).")
 @click.option("--workers", type=click.IntRange(min=1), help="API worker processes (default serving.workers).")
+@click.option("--openapi", is_flag=True, help="Print the API's OpenAPI document (docs/openapi.json) and exit.")
 @click.pass_obj
 @friendly_errors
-def serve(obj: Context, host: str | None, port: int | None, workers: int | None) -> None:
+def serve(obj: Context, host: str | None, port: int | None, workers: int | None, openapi: bool) -> None:
     """Start the recommendation API (BentoML): POST /v1/recommendations and the rest of docs/serving.md.
 
     Serves the champion model, or, when none is trusted, the challenger with the fallback rule its
     training registered. Needs the feature store materialised and an API key (`rekindle keys create`)."""
+    if openapi:
+        from serving.service import app
+
+        click.echo(json.dumps(app.openapi(), indent=1))
+        return
     from serving.engine import preflight
 
     cfg = obj.config()
