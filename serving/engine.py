@@ -191,20 +191,7 @@ class Engine:
 
         name = self.cfg.training.model_name
         with registry.tracking(self.cfg):
-            alias = registry.CHAMPION
-            version = registry.alias_version(name, alias)
-            rule = None
-            if version is None:
-                alias, version = registry.CHALLENGER, registry.alias_version(name, registry.CHALLENGER)
-                if version is None:
-                    raise RekindleError(f"no version of {name} is champion or challenger: run `rekindle train`")
-                tag = registry.version_tag(name, version, registry.FALLBACK_TAG)
-                if not tag:
-                    raise RekindleError(
-                        f"no champion of {name}, and its challenger v{version} has no fallback rule: retrain it with "
-                        "`rekindle train`"
-                    )
-                rule = json.loads(tag)
+            version, alias, rule = served_version(name)
             model = registry.load_model(f"models:/{name}/{version}")
         scorer = Scorer(model, self.cfg.business.margin, self.cfg.training.objective)
         loaded = LoadedModel(scorer, f"{name}/{version}", alias, rule)
@@ -337,11 +324,9 @@ class Engine:
 
             name = self.cfg.training.model_name
             with registry.tracking(self.cfg):
-                champion = registry.alias_version(name, registry.CHAMPION)
-                wanted = champion or registry.alias_version(name, registry.CHALLENGER)
-            current = self.model.version if self.model else None
-            alias = registry.CHAMPION if champion else registry.CHALLENGER
-            if wanted is not None and (f"{name}/{wanted}" != current or (self.model and self.model.alias != alias)):
+                version, alias, _ = served_version(name)
+            now = self.model
+            if now is None or now.version != f"{name}/{version}" or now.alias != alias:
                 self.model = self._load_model()
                 self.cache.clear()
                 self._start_prefetch()
@@ -618,18 +603,29 @@ def preflight(cfg: Config) -> str:
         raise RekindleError("the online store is not materialised: run `rekindle features materialize`")
     name = cfg.training.model_name
     with registry.tracking(cfg):
-        champion = registry.alias_version(name, registry.CHAMPION)
-        if champion is not None:
-            return f"model {name}/{champion} (champion)"
-        challenger = registry.alias_version(name, registry.CHALLENGER)
-        if challenger is None:
-            raise RekindleError(f"no version of {name} is champion or challenger: run `rekindle train`")
-        rule = registry.version_tag(name, challenger, registry.FALLBACK_TAG)
-    if not rule:
+        version, _, rule = served_version(name)
+    if rule is None:
+        return f"model {name}/{version} (champion)"
+    return f"no champion: model {name}/{version} (challenger) with its fallback rule {json.dumps(rule)}"
+
+
+def served_version(name: str) -> tuple[int, str, dict[str, str] | None]:
+    """(version, alias, fallback rule) of what serving serves: the champion (no rule), else the challenger with
+    the fallback rule its training registered. Inside :func:`training.registry.tracking`."""
+    from training import registry
+
+    version = registry.alias_version(name, registry.CHAMPION)
+    if version is not None:
+        return version, registry.CHAMPION, None
+    version = registry.alias_version(name, registry.CHALLENGER)
+    if version is None:
+        raise RekindleError(f"no version of {name} is champion or challenger: run `rekindle train`")
+    tag = registry.version_tag(name, version, registry.FALLBACK_TAG)
+    if not tag:
         raise RekindleError(
-            f"no champion of {name}, and challenger v{challenger} has no fallback rule: run `rekindle train`"
+            f"no champion of {name}, and challenger v{version} has no fallback rule: run `rekindle train`"
         )
-    return f"no champion: model {name}/{challenger} (challenger) with its fallback rule {rule}"
+    return version, registry.CHALLENGER, json.loads(tag)
 
 
 def _cut(decision: dict[str, Any], reason: str) -> dict[str, Any]:

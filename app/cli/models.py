@@ -239,9 +239,10 @@ def run_decisions(
     if result.lp_gap is not None:
         console.print(f"budget: the knapsack's expected gain is within {result.lp_gap:.2%} of its LP bound")
     console.print(f"wrote {result.path} in {result.seconds['total']:,.0f} s")
-    sent = d.loc[d["event_type"] != "none", "event_type"].value_counts()
-    for f, (event_type, n) in zip(result.files, sorted(sent.items()), strict=True):
-        console.print(f"  campaign file for {event_type}: {f} ({n:,} players)")
+    if result.files:
+        sent = d.loc[d["event_type"] != "none", "event_type"].value_counts()
+        for f, (event_type, n) in zip(result.files, sorted(sent.items()), strict=True):
+            console.print(f"  campaign file for {event_type}: {f} ({n:,} players)")
     return result
 
 
