@@ -222,16 +222,16 @@ def cli(home: Path, cfg_args: list[str], env: dict[str, str], *args: str) -> str
 
 
 def open_loop_phase(url: str, key: str, players: list[int], args: argparse.Namespace, engine: sa.Engine,
-                    results: dict[str, object]) -> None:  # fmt: skip
-    before = pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0]
+                    results: dict[str, object], table: str) -> None:  # fmt: skip
+    before = pd.read_sql(f"SELECT count(*) AS n FROM {table}", engine)["n"].iloc[0]
     tag = f"open-{int(time.time())}"
     loop = asyncio.run(open_loop(url, key, players, args.rate, args.seconds, tag))
-    logged = pd.read_sql(f"SELECT request_id FROM decisions WHERE request_id LIKE '{tag}-%'", engine)["request_id"]
+    logged = pd.read_sql(f"SELECT request_id FROM {table} WHERE request_id LIKE '{tag}-%'", engine)["request_id"]
     answered = loop.pop("answered")
     loop["logged"] = len(logged)
     loop["answered_not_logged"] = len(set(answered) - set(logged))
     loop["logged_twice"] = int(logged.duplicated().sum())
-    loop["decisions_added"] = int(pd.read_sql("SELECT count(*) AS n FROM decisions", engine)["n"].iloc[0] - before)
+    loop["decisions_added"] = int(pd.read_sql(f"SELECT count(*) AS n FROM {table}", engine)["n"].iloc[0] - before)
     results["open loop"] = loop
     print("open loop:", loop, flush=True)
 
@@ -251,8 +251,14 @@ def main() -> None:
     cfg_args = ["--config", str(args.config)] if args.config else []
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
     key = cli(home, cfg_args, env, "keys", "create", "--name", "benchmark").strip().splitlines()[-1]
-    engine = sa.create_engine(f"sqlite:///{home / 'rekindle.db'}")
-    seg = pd.read_sql("SELECT player_id FROM segments WHERE is_candidate", engine)
+    from core.config import load_config
+    from system_db.store import SystemStore
+
+    store = SystemStore(load_config(args.config, home=home).system_db_url)  # the system store the service uses
+    engine = store.engine
+    seg = store.read_segments()
+    seg = seg[seg["is_candidate"].astype(bool)]
+    table = f"{store.schema}.decisions" if store.schema else "decisions"  # the decision log
     players = seg["player_id"].sample(frac=1, random_state=0).astype(int).tolist()
     print(f"{len(players):,} candidates in {home}", flush=True)
     # the frequency cap would answer most repeat calls with "no offer" before scoring: off for the benchmark
@@ -292,7 +298,7 @@ def main() -> None:
         if not args.saturation_only:
             results["one client, prefetched"] = one_client(url, key, players[: args.one_client])
             print("one client, prefetched:", results["one client, prefetched"], flush=True)
-            open_loop_phase(url, key, players, args, engine, results)
+            open_loop_phase(url, key, players, args, engine, results, table)
         results["wrk bentoml"] = wrk(url, key, players, args.connections, args.wrk_seconds)
         print("wrk bentoml:", results["wrk bentoml"], flush=True)
     finally:

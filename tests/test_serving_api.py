@@ -260,6 +260,75 @@ def test_concurrent_clients_lose_and_double_no_decision(served: Served) -> None:
     assert ours["request_id"].is_unique and set(ours["decision_id"]) == {a["decision_id"] for a in answers}
 
 
+def test_an_unreadable_online_store_degrades_to_segment_decisions_and_recovers(served: Served, tmp_path: Path) -> None:
+    """A second server without prefetch or cache reads every player's features from the online store. With the
+    store's file broken under it (really: its bytes overwritten), calls still get 200: the segment's decision,
+    marked fallback, logged like any other; /ready names the degradation. With the file back, the model
+    decides again."""
+    import shutil as sh
+
+    configs = tmp_path / "configs"
+    sh.copytree(served.configs, configs)
+    raw = yaml.safe_load((configs / "rekindle.yaml").read_text())
+    raw["serving"].update({"prefetch": False, "feature_cache_seconds": 0})
+    (configs / "rekindle.yaml").write_text(yaml.safe_dump(raw))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [REKINDLE, "--home", str(served.home), "--config", str(configs), "serve", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    store = served.home / "feast" / "online.db"
+    original = store.read_bytes()
+    pids = candidates(served, 900)[600:900]
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        headers = {"X-API-Key": served.caller}
+
+        def ask(chunk: list[int]) -> list[dict]:
+            r = httpx.post(url + "/v1/recommendations:batch", json={"requests": [{"player_id": p} for p in chunk]},
+                           headers=headers, timeout=60)  # fmt: skip
+            assert r.status_code == 200, r.text
+            return r.json()["decisions"]
+
+        before = ask(pids[:50])
+        assert not any(d["fallback"] for d in before)
+        with store.open("r+b") as f:  # the store breaks under the running server
+            f.write(b"\0" * min(len(original), 1 << 20))
+        broken = ask(pids[50:150])
+        live = [d for d in broken if not d["reason"].startswith(("frequency cap", "holdout"))]
+        assert live and all(d["fallback"] for d in live)
+        assert all("segment-level decision" in d["reason"] for d in live)
+        assert all(d["propensity"] == 1.0 and not d["explored"] for d in live)  # no exploration on fallbacks
+        ready = httpx.get(url + "/ready", timeout=10).json()
+        assert ready["ready"] and "online_store" in ready["degraded"]
+        store.write_bytes(original)
+        again = ask(pids[150:250])
+        assert not any(d["fallback"] for d in again)
+        assert "online_store" not in httpx.get(url + "/ready", timeout=10).json()["degraded"]
+        logged = set(served.log()["decision_id"])
+        assert {d["decision_id"] for d in before + broken + again} <= logged  # nothing lost while degraded
+    finally:
+        store.write_bytes(original)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
 def test_schemathesis_finds_no_server_error(served: Served) -> None:
     """Schemathesis generates requests from the checked-in OpenAPI document (valid and invalid bodies, paths,
     override values) with an admin key: no answer is a server error. The overrides it set are cleared."""
