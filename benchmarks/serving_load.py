@@ -226,7 +226,8 @@ def open_loop_phase(url: str, key: str, players: list[int], args: argparse.Names
     before = pd.read_sql(f"SELECT count(*) AS n FROM {table}", engine)["n"].iloc[0]
     tag = f"open-{int(time.time())}"
     loop = asyncio.run(open_loop(url, key, players, args.rate, args.seconds, tag))
-    logged = pd.read_sql(f"SELECT request_id FROM {table} WHERE request_id LIKE '{tag}-%'", engine)["request_id"]
+    query = sa.text(f"SELECT request_id FROM {table} WHERE request_id LIKE :tag")
+    logged = pd.read_sql(query, engine, params={"tag": f"{tag}-%"})["request_id"]
     answered = loop.pop("answered")
     loop["logged"] = len(logged)
     loop["answered_not_logged"] = len(set(answered) - set(logged))
