@@ -22,7 +22,7 @@ from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from serving.export import export_by_event_type
-from serving.policy import PolicyError, Rows, check_settings, decide
+from serving.policy import PolicyError, Rows, check_settings, decide, frequency_capped
 from system_db.decision_log import DecisionLog, new_decision_id
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
@@ -65,21 +65,14 @@ def frequency_blocked(
     """Why each candidate gets no offer under the frequency cap ("" when it may): its last offer on the platform
     (``days_since_last_offer`` at the snapshot, aged to ``t``) or in the decision log (``last_sent``, player id ->
     time) was fewer than ``cap_days`` days before ``t``."""
-    n = len(frame)
-    blocked = np.full(n, "", dtype=object)
-    if cap_days <= 0:
-        return blocked
-    days = np.full(n, np.inf)
+    platform = np.full(len(frame), np.inf)
     if "days_since_last_offer" in frame:
         platform = frame["days_since_last_offer"].to_numpy(np.float64) + (t - snapshot).total_seconds() / 86400
-        days = np.fmin(days, np.nan_to_num(platform, nan=np.inf))
+    ours = np.full(len(frame), np.inf)
     if len(last_sent):
         sent = pd.to_datetime(frame["player_id"].map(last_sent))
         ours = ((pd.Timestamp(t) - sent).dt.total_seconds() / 86400).to_numpy(np.float64)
-        days = np.fmin(days, np.nan_to_num(ours, nan=np.inf))
-    capped = days < cap_days
-    blocked[capped] = [f"frequency cap: last offer {d:.2f} days before, fewer than {cap_days}" for d in days[capped]]
-    return blocked
+    return frequency_capped(platform, ours, cap_days)
 
 
 def campaign_id(t: datetime) -> str:

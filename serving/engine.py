@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from core.config import Config, PolicySettings
 from core.errors import RekindleError
 from scoring.heads import ArmPredictions
-from serving.policy import NONE, Rows, arm_names, check_settings, decide
+from serving.policy import NONE, Rows, arm_names, check_settings, decide, frequency_capped
 from system_db.access import KeyRing, Role
 from system_db.decision_log import DecisionLog, new_decision_id, response_json
 from system_db.overrides import Overrides, merged
@@ -448,13 +448,11 @@ class Engine:
             p_re[need], dep[need], cost[need] = scored.p_reengage, scored.deposits, scored.cost
             since = (at - self.online.as_of).total_seconds() / 86400 if self.online is not None else 0.0
             platform_days[need] = np.nan_to_num(scored.days_since_last_offer + since, nan=np.inf)
-        cap = settings.frequency_cap_days
-        if cap > 0:
+        if settings.frequency_cap_days > 0:
             last = self.log.last_offers(sorted(set(ids)))
             ours = np.array([(at - last[p]).total_seconds() / 86400 if p in last else np.inf for p in ids])
-            days = np.fmin(platform_days, ours)
-            capped = (blocked == "") & (days < cap)
-            blocked[capped] = [f"frequency cap: last offer {d:.2f} days ago, fewer than {cap}" for d in days[capped]]
+            capped = frequency_capped(platform_days, ours, settings.frequency_cap_days)
+            blocked = np.where(blocked == "", capped, blocked)
         frame = None if scored is None else True  # whether the model's predictions are there
         point = ArmPredictions(model.scorer.arms, p_re, dep, cost)
         names = arm_names(model.scorer.arms)

@@ -100,6 +100,17 @@ def holdout_draw(player_id: np.ndarray, salt: str) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+def frequency_capped(platform_days: np.ndarray, logged_days: np.ndarray, cap_days: int) -> np.ndarray:
+    """Why each row gets no offer under the frequency cap ("" when it may): its last offer on the platform or in
+    the decision log, days ago (NaN or inf: none), was fewer than ``cap_days`` days ago."""
+    days = np.fmin(np.nan_to_num(platform_days, nan=np.inf), np.nan_to_num(logged_days, nan=np.inf))
+    out = np.full(len(days), "", dtype=object)
+    if cap_days > 0:
+        capped = days < cap_days
+        out[capped] = [f"frequency cap: last offer {d:.2f} days ago, fewer than {cap_days}" for d in days[capped]]
+    return out
+
+
 def rule_mask(arms: pd.DataFrame, segment: np.ndarray, settings: PolicySettings) -> np.ndarray:
     """Rows x arms: the arms the business rules allow each row (no offer always)."""
     event_type = arms["event_type"].astype(str).to_numpy()

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,6 @@ class Served:
     url: str
     caller: str
     admin: str
-    pid: int
 
     def post(self, path: str, body: object, key: str | None = "caller", **kw: object) -> httpx.Response:
         headers = (
@@ -77,6 +77,38 @@ def create_key(home: Path, configs: Path, role: str) -> str:
     return result.output.strip().splitlines()[-1]
 
 
+@contextmanager
+def server(home: Path, configs: Path, log_path: Path, workers: int) -> Iterator[str]:
+    """`rekindle serve` in its own process group, ready (GET /ready 200); yields its URL; stopped by its pid."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [REKINDLE, "--home", str(home), "--config", str(configs), "serve", "--port", str(port),
+             "--workers", str(workers)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the server did not become ready:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the pid it was started with
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("serving")
@@ -87,35 +119,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = root / "home"
     run_main_job(home, configs)
     caller, admin = create_key(home, configs, "caller"), create_key(home, configs, "admin")
-    port = free_port()
-    log = (root / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [REKINDLE, "--home", str(home), "--config", str(configs), "serve", "--port", str(port), "--workers", "2"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not become ready:\n{(root / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Served(home, configs, url, caller, admin, proc.pid)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the pid it was started with
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with server(home, configs, root / "serve.log", workers=2) as url:
+        yield Served(home, configs, url, caller, admin)
 
 
 def candidates(s: Served, n: int) -> list[int]:
@@ -272,27 +277,10 @@ def test_an_unreadable_online_store_degrades_to_segment_decisions_and_recovers(s
     raw = yaml.safe_load((configs / "rekindle.yaml").read_text())
     raw["serving"].update({"prefetch": False, "feature_cache_seconds": 0})
     (configs / "rekindle.yaml").write_text(yaml.safe_dump(raw))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [REKINDLE, "--home", str(served.home), "--config", str(configs), "serve", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     store = served.home / "feast" / "online.db"
     original = store.read_bytes()
     pids = candidates(served, 900)[600:900]
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+    with server(served.home, configs, tmp_path / "serve.log", workers=1) as url:
         headers = {"X-API-Key": served.caller}
 
         def ask(chunk: list[int]) -> list[dict]:
@@ -303,30 +291,24 @@ def test_an_unreadable_online_store_degrades_to_segment_decisions_and_recovers(s
 
         before = ask(pids[:50])
         assert not any(d["fallback"] for d in before)
-        with store.open("r+b") as f:  # the store breaks under the running server
-            f.write(b"\0" * min(len(original), 1 << 20))
-        broken = ask(pids[50:150])
-        live = [d for d in broken if not d["reason"].startswith(("frequency cap", "holdout"))]
-        assert live and all(d["fallback"] for d in live)
-        assert all("segment-level decision" in d["reason"] for d in live)
-        assert all(d["propensity"] == 1.0 and not d["explored"] for d in live)  # no exploration on fallbacks
-        ready = httpx.get(url + "/ready", timeout=10).json()
-        assert ready["ready"] and "online_store" in ready["degraded"]
-        store.write_bytes(original)
-        again = ask(pids[150:250])
-        assert not any(d["fallback"] for d in again)
-        assert "online_store" not in httpx.get(url + "/ready", timeout=10).json()["degraded"]
-        logged = set(served.log()["decision_id"])
-        assert {d["decision_id"] for d in before + broken + again} <= logged  # nothing lost while degraded
-    finally:
-        store.write_bytes(original)
-        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            with store.open("r+b") as f:  # the store breaks under the running server
+                f.write(b"\0" * min(len(original), 1 << 20))
+            broken = ask(pids[50:150])
+            live = [d for d in broken if not d["reason"].startswith(("frequency cap", "holdout"))]
+            assert live and all(d["fallback"] for d in live)
+            assert all("segment-level decision" in d["reason"] for d in live)
+            assert all(d["propensity"] == 1.0 and not d["explored"] for d in live)  # no exploration on fallbacks
+            ready = httpx.get(url + "/ready", timeout=10).json()
+            assert ready["ready"] and "online_store" in ready["degraded"]
+            store.write_bytes(original)
+            again = ask(pids[150:250])
+            assert not any(d["fallback"] for d in again)
+            assert "online_store" not in httpx.get(url + "/ready", timeout=10).json()["degraded"]
+            logged = set(served.log()["decision_id"])
+            assert {d["decision_id"] for d in before + broken + again} <= logged  # nothing lost while degraded
+        finally:
+            store.write_bytes(original)  # the file back, whatever failed
 
 
 def test_schemathesis_finds_no_server_error(served: Served) -> None:

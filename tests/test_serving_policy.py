@@ -143,3 +143,14 @@ def test_settings_naming_unknown_arms_are_refused() -> None:
         check_settings(PolicySettings(pins={"a": "cashback@99"}), ARMS)
     with pytest.raises(PolicyError, match=r"\['sms'\] are not event types"):
         check_settings(PolicySettings(disabled_event_types=["sms"]), ARMS)
+
+
+def test_the_frequency_cap_takes_the_latest_offer_from_either_source() -> None:
+    from serving.policy import frequency_capped
+
+    platform = np.array([1.0, 5.0, np.nan, np.inf, 2.99])
+    logged = np.array([np.inf, 0.5, 4.0, np.nan, np.inf])
+    out = frequency_capped(platform, logged, 3)
+    assert [bool(r) for r in out] == [True, True, False, False, True]
+    assert out[1] == "frequency cap: last offer 0.50 days ago, fewer than 3"
+    assert not frequency_capped(platform, logged, 0).any()
