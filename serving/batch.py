@@ -23,7 +23,9 @@ from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from serving.export import export_by_event_type
 from serving.policy import PolicyError, Rows, check_settings, decide, frequency_capped
+from serving.webhook import DeliveryReport, send_campaign
 from system_db.decision_log import DecisionLog, new_decision_id
+from system_db.deliveries import Deliveries
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
 from training.policy import Choice, Objective
@@ -44,6 +46,7 @@ class BatchResult:
     campaign: str
     lp_gap: float | None  # with a budget: (LP bound - knapsack value) / LP bound
     files: list[Path]  # with split: the campaign's file per event type
+    delivery: DeliveryReport | None = None  # with a webhook: what was sent to it
 
 
 def write_atomic(frame: pd.DataFrame, out: Path) -> Path:
@@ -93,12 +96,15 @@ def run_batch(
     arm: ArmRule | None = None,
     replace: bool = False,
     split: bool = False,
+    webhook: str | None = None,
+    chunk_size: int = 1000,
     progress: Progress = SILENT,
 ) -> BatchResult:
     """One decision per candidate at ``as_of`` under the serving policy (rules, overrides, exploration, holdout,
     budget; ``arm``: the fallback rule instead of the model's choice), written to ``out`` and to the decision
-    log; ``split``: also a file per event type for the event system (:mod:`serving.export`). A batch already
-    logged for that as-of is refused unless ``replace``."""
+    log; ``split``: also a file per event type for the event system (:mod:`serving.export`); ``webhook``: its
+    offers POSTed there in chunks (:mod:`serving.webhook`). A batch already logged for that as-of is refused
+    unless ``replace``, and always once any of it was sent to a webhook."""
     if out.suffix not in (".csv", ".parquet"):  # before minutes of work
         raise BatchError(f"--out must end in .csv or .parquet, got {out.name!r}")
     if arm is not None and budget is not None:
@@ -128,6 +134,14 @@ def run_batch(
         raise BatchError(
             f"the decision log already holds {earlier:,} decisions of the batch at {t:%Y-%m-%dT%H:%M} ({campaign}): "
             "pass --replace to replace them"
+        )
+    ledger = Deliveries(store)
+    sent = ledger.sent_anywhere(campaign) if earlier else {}
+    if sent:
+        where = ", ".join(f"{n:,} offers to {u}" for u, n in sent.items())
+        raise BatchError(
+            f"{campaign} was already sent ({where}): an event system has those decisions, so they are not replaced; "
+            f"resume its export with `rekindle campaign send {campaign}`"
         )
     progress.note(f"candidates and features at {t:%Y-%m-%dT%H:%M} (snapshot {snap:%Y-%m-%dT%H:%M})")
     frame = candidate_features(cfg, t, snap)
@@ -163,11 +177,16 @@ def run_batch(
     path = write_atomic(decisions, out)
     files = export_by_event_type(decisions, out) if split else []
     seconds["log"] = time.perf_counter() - t2
+    delivery = None
+    if webhook is not None:  # after the log: what is sent is what was logged, and a failure here loses nothing
+        progress.note(f"sending the offers to {webhook}")
+        delivery = send_campaign(campaign, decisions, webhook, ledger, chunk_size=chunk_size, progress=progress)
+        seconds["webhook"] = delivery.seconds
     seconds["total"] = time.perf_counter() - t0
     gap = None
     if d.lp_bound is not None and d.knapsack_value is not None and d.lp_bound > 0:
         gap = (d.lp_bound - d.knapsack_value) / d.lp_bound
-    return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files)
+    return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files, delivery)
 
 
 def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime) -> pd.DataFrame:

@@ -205,6 +205,14 @@ class DecisionLog:
             query = sa.select(sa.func.count()).where(t.c.caller == "batch", t.c.request_id.like(f"{campaign}:%"))
             return int(conn.execute(query).scalar() or 0)
 
+    def campaign_offers(self, campaign: str) -> pd.DataFrame:
+        """A logged batch's offers: decision_id, player_id, event_type, reward (no-offer rows left out)."""
+        t = self.table
+        query = sa.select(t.c.decision_id, t.c.player_id, t.c.event_type, t.c.reward).where(
+            t.c.caller == "batch", t.c.request_id.like(f"{campaign}:%"), t.c.event_type != NO_OFFER
+        )
+        return read_sql(self.engine, query)
+
     def write_batch(self, campaign: str, frame: pd.DataFrame, *, replace: bool = False) -> int:
         """A batch's decisions in one transaction; ``replace``: its earlier decisions are deleted in the same one."""
         self.store.ensure()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from core.config import load_config
+from tests.test_webhook import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -267,6 +269,27 @@ def test_tune_train_evaluate_batch(home) -> None:
         home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@10000", "--budget", "5"
     )
     assert code == 2 and "takes no --budget" in out
+    # the campaign to an event system's webhook: every offer once; resumable; no longer replaceable
+    receiver = Receiver()
+    try:
+        fallback = (
+            "batch", "--model", "challenger", "--out", str(h / "w.csv"), "--arm", "cashback@10000", "--replace",
+        )  # fmt: skip
+        code, out = cli(home, *fallback, "--webhook", receiver.url, "--chunk-size", "50")
+        assert code == 0, out
+        w = pd.read_csv(h / "w.csv")
+        assert sorted(receiver.offers()) == sorted(w.loc[w["event_type"] != "none", "decision_id"])
+        campaign = re.search(r"logged as (batch-\S+)", out).group(1)  # type: ignore[union-attr]
+        assert f"all {-(-len(receiver.offers()) // 50)} chunks of {campaign} delivered" in " ".join(out.split())
+        code, out = cli(home, *fallback)
+        assert code == 2 and "was already sent" in out and f"rekindle campaign send {campaign}" in " ".join(out.split())
+        code, out = cli(home, "campaign", "send", campaign, "--webhook", receiver.url)
+        assert code == 0 and "0 chunks sent" in out and "had been delivered before" in out, out
+        assert len(receiver.received) == -(-len(receiver.offers()) // 50)  # nothing sent twice
+        code, out = cli(home, "campaign", "send", "batch-nope", "--webhook", receiver.url)
+        assert code == 2 and "no batch 'batch-nope'" in out
+    finally:
+        receiver.server.shutdown()
 
 
 def local_versions(home: tuple[Path, Path]) -> list:

@@ -17,6 +17,7 @@ from core.config import Config
 
 if TYPE_CHECKING:
     from serving.batch import BatchResult
+    from serving.webhook import DeliveryReport
     from training.policy import Objective
     from training.scorer import ArmRule
     from training.train import TrainResult
@@ -147,6 +148,10 @@ def evaluate(obj: Context, model: str | None, truth: Path | None, business: dict
 )
 @click.option("--replace", is_flag=True, help="Replace the decisions an earlier batch at the same as-of logged.")
 @click.option("--split", is_flag=True, help="Also write the campaign as one file per event type (OUT.<type>.csv).")
+@click.option("--webhook", metavar="URL", help="Also POST the offers to this event system's webhook, in chunks.")
+@click.option(
+    "--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Offers per webhook POST."
+)
 @click.pass_obj
 @friendly_errors
 def batch(
@@ -160,6 +165,8 @@ def batch(
     arm: str | None,
     replace: bool,
     split: bool,
+    webhook: str | None,
+    chunk_size: int,
 ) -> None:
     """Decide for every dormant candidate at a time: one row each with event_type, reward (none/0 for no offer),
     expected values, interval, confidence and propensity, under the serving policy (rules, overrides,
@@ -176,6 +183,8 @@ def batch(
         arm=arm,
         replace=replace,
         split=split,
+        webhook=webhook,
+        chunk_size=chunk_size,
     )
 
 
@@ -191,6 +200,8 @@ def run_decisions(
     arm: ArmRule | None = None,
     replace: bool = False,
     split: bool = False,
+    webhook: str | None = None,
+    chunk_size: int = 1000,
 ) -> BatchResult:
     from serving.batch import run_batch
     from training import registry
@@ -219,6 +230,8 @@ def run_decisions(
             arm=arm,
             replace=replace,
             split=split,
+            webhook=webhook,
+            chunk_size=chunk_size,
             progress=progress,
         )
     d = result.decisions
@@ -243,7 +256,17 @@ def run_decisions(
         sent = d.loc[d["event_type"] != "none", "event_type"].value_counts()
         for f, (event_type, n) in zip(result.files, sorted(sent.items()), strict=True):
             console.print(f"  campaign file for {event_type}: {f} ({n:,} players)")
+    if result.delivery is not None:
+        print_delivery(result.delivery)
     return result
+
+
+def print_delivery(r: DeliveryReport) -> None:
+    console.print(
+        f"webhook {r.url}: {r.offers:,} offers in {r.sent} chunks sent ({r.attempts} requests, {r.seconds:,.1f} s)"
+        + (f"; {r.skipped} chunks had been delivered before" if r.skipped else "")
+        + f"; all {r.chunks} chunks of {r.campaign} delivered"
+    )
 
 
 COMMANDS = (tune, train, evaluate, batch)

@@ -137,4 +137,39 @@ def overrides_show(obj: Context) -> None:
     console.print(o.history().to_string(index=False))
 
 
-COMMANDS = (serve, keys, overrides)
+@click.group("campaign")
+def campaign() -> None:
+    """A logged batch's campaign for an event system: send it to a webhook, resume a send."""
+
+
+@campaign.command("send")
+@click.argument("name")
+@click.option("--webhook", "url", metavar="URL", required=True, help="The event system's webhook.")
+@click.option(
+    "--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True,
+    help="Offers per POST (a resumed send keeps the size it started with).",
+)  # fmt: skip
+@click.pass_obj
+@friendly_errors
+def campaign_send(obj: Context, name: str, url: str, chunk_size: int) -> None:
+    """POST the offers of batch NAME (e.g. batch-20261005T100000, as `rekindle batch` printed it) to a webhook,
+    one chunk per request, skipping the chunks it already acknowledged: resumes an interrupted send."""
+    from app.cli.models import print_delivery
+    from app.progress import RichProgress
+    from core.errors import RekindleError
+    from serving.webhook import send_campaign
+    from system_db.decision_log import DecisionLog
+    from system_db.deliveries import Deliveries
+    from system_db.store import SystemStore
+
+    store = SystemStore(obj.config().system_db_url)
+    log = DecisionLog(store)
+    if not log.count_batch(name):
+        raise RekindleError(f"the decision log holds no batch {name!r}: expected a name like batch-20261005T100000")
+    with RichProgress(console) as progress:
+        report = send_campaign(name, log.campaign_offers(name), url, Deliveries(store), chunk_size=chunk_size,
+                               progress=progress)  # fmt: skip
+    print_delivery(report)
+
+
+COMMANDS = (serve, keys, overrides, campaign)
