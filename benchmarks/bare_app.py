@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from core.config import load_config
 from serving.batcher import Batcher
-from serving.engine import Engine
+from serving.engine import Ask, Engine
 from system_db.access import check
 
 engine = Engine(load_config(os.environ.get("REKINDLE_CONFIG") or None))
@@ -29,7 +29,7 @@ async def recommend(request: Request) -> JSONResponse:
     if key is None:
         return JSONResponse({"detail": "unknown or revoked API key"}, status_code=401)
     body = await request.json()
-    asked = [(int(body["player_id"]), body.get("request_id"), key.key_id)]
+    asked = [Ask(int(body["player_id"]), body.get("request_id"), key.key_id)]
     decision = (await run_in_threadpool(batcher.submit, asked))[0]  # blocking, as FastAPI runs it
     if isinstance(decision, BaseException):
         return JSONResponse({"detail": str(decision)}, status_code=404)

@@ -174,16 +174,16 @@ end
 
 def profile(home: Path, players: list[int]) -> str:
     from core.config import load_config
-    from serving.engine import Engine
+    from serving.engine import Ask, Engine
 
     e = Engine(load_config(home=home))
     e.settings = e.settings.model_copy(update={"frequency_cap_days": 0})
     for p in players[:30]:
-        e.recommend([(p, None, "profile")])
+        e.recommend([Ask(p, None, "profile")])
     pr = cProfile.Profile()
     pr.enable()
     for p in players[30:330]:
-        e.recommend([(p, None, "profile")])
+        e.recommend([Ask(p, None, "profile")])
     pr.disable()
     buf = io.StringIO()
     pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(
@@ -306,7 +306,8 @@ def main() -> None:
         stop(bento)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    bare_env = {**env, "REKINDLE_HOME": str(home), **({"REKINDLE_CONFIG": str(args.config)} if args.config else {})}
+    bare_env = {**env, "REKINDLE_HOME": str(home), "OMP_NUM_THREADS": "1",  # as `rekindle serve` sets it
+                **({"REKINDLE_CONFIG": str(args.config)} if args.config else {})}  # fmt: skip
     bare = start([UVICORN, "benchmarks.bare_app:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
                   "--no-access-log"], bare_env, url + "/ready", logs / "bare.log")  # fmt: skip
     try:

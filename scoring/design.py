@@ -140,8 +140,11 @@ class Design:
     def input_columns(self) -> list[str]:
         """The columns of the input frame this design reads (``player_id`` first)."""
         cols = ["player_id", *self.player_numeric, *self.categorical_levels]
-        cols += [src for t in self.event_types for src in self.per_type_columns.get(t, {}).values()]
-        return list(dict.fromkeys(cols))
+        return list(dict.fromkeys([*cols, *self.source_columns()]))
+
+    def source_columns(self) -> list[str]:
+        """The input frame's per-event-type history columns the arm columns read."""
+        return list(dict.fromkeys(src for t in self.event_types for src in self.per_type_columns.get(t, {}).values()))
 
     # ----------------------------------------------------------------- player block --
     def player_block(self, frame: pd.DataFrame) -> np.ndarray:
@@ -162,9 +165,10 @@ class Design:
         return out
 
     # -------------------------------------------------------------------- arm block --
-    def arm_block(self, frame: pd.DataFrame, event_type: Any, reward: Any) -> np.ndarray:
-        """The arm columns for arm ``(event_type[i], reward[i])`` of row ``i`` (arrays, or one value broadcast)."""
-        n = len(frame)
+    def arm_block(self, frame: pd.DataFrame | Columns, event_type: Any, reward: Any) -> np.ndarray:
+        """The arm columns for arm ``(event_type[i], reward[i])`` of row ``i`` (arrays, or one value broadcast);
+        ``frame``: the input frame, or its per-type history columns as arrays (:meth:`source_columns`)."""
+        n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
         event_type = np.broadcast_to(np.asarray(event_type, dtype=object), (n,))
         reward = np.broadcast_to(np.asarray(reward, dtype=np.float64), (n,))
         names = self.arm_columns
@@ -190,14 +194,21 @@ class Design:
             out[m, col["arm_payout"]] = prices[inv]
             for arm_col, src in self.per_type_columns.get(str(t), {}).items():
                 if arm_col in col and src in frame:
-                    out[m, col[arm_col]] = frame[src].to_numpy(np.float32, na_value=np.nan)[m]
+                    values = frame[src]
+                    values = values.to_numpy(np.float32, na_value=np.nan) if isinstance(values, pd.Series) else values
+                    out[m, col[arm_col]] = np.asarray(values, np.float32)[m]
         return out
 
     def matrix(
-        self, frame: pd.DataFrame, event_type: Any, reward: Any, player: np.ndarray | None = None
+        self, frame: pd.DataFrame | Columns, event_type: Any, reward: Any, player: np.ndarray | None = None
     ) -> np.ndarray:
-        """The full model matrix; pass ``player`` (from :meth:`player_block`) to reuse it across arms."""
-        block = self.player_block(frame) if player is None else player
+        """The full model matrix; pass ``player`` (from :meth:`player_block`) to reuse it across arms (then
+        ``frame`` may be the per-type history columns as arrays)."""
+        if player is None:
+            if not isinstance(frame, pd.DataFrame):
+                raise DesignError("the player block is needed when the frame is given as history columns only")
+            player = self.player_block(frame)
+        block = player
         return np.hstack([block, self.arm_block(frame, event_type, reward)])
 
     @property

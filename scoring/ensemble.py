@@ -10,6 +10,7 @@ cost at about ``1 + 2 (K - 1) / arms`` point-model scorings instead of ``K``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scoring.design import NONE, Design
-from scoring.heads import ArmPredictions, ResponseHeads
+from scoring.heads import STACKED_ROWS, ArmPredictions, ResponseHeads, Stacked
 
 ARM_TABLE_COLUMNS = ("arm", "event_type", "reward", "support", "claims", "payout", "source", "supported")
 
@@ -65,6 +66,44 @@ class ResponseEnsemble:
     def predict_arms(self, X: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
         """Every arm of every row, by the point model."""
         return self.point.predict_arms(self.design, X, self.arms, num_iteration=num_iteration)
+
+    def predict_all_arms_with_spread(
+        self, X: pd.DataFrame, margin: float, player: np.ndarray | None = None
+    ) -> tuple[ArmPredictions, Spread]:
+        """Every arm of every row by the point model, with the members' spread of every arm's incremental
+        gains ((n, k) each): one stacked matrix per slice of rows, read by every member (the matrix, not the
+        boosters, is what costs on a few rows: the online service's cold path)."""
+        n, k = len(X), len(self.arms)
+        step = max(1, STACKED_ROWS // k)
+        point, net, re = [], [], []
+        player = self.design.player_block(X) if player is None else player
+        for start in range(0, max(n, 1), step):
+            part = X.iloc[start : start + step]
+            st = Stacked.build(self.design, part, self.arms, player[start : start + step])
+            preds = [m.evaluate_stacked(st) for m in self.members]
+            point.append(preds[0])
+            if len(preds) > 1:
+                net.append(np.std([p.incremental_net(margin) for p in preds], axis=0, ddof=1))
+                re.append(np.std([p.incremental_reengage() for p in preds], axis=0, ddof=1))
+            else:
+                net.append(np.zeros((len(part), k)))
+                re.append(np.zeros((len(part), k)))
+        joined = ArmPredictions(
+            self.arms, *(np.vstack([getattr(p, f) for p in point]) for f in ("p_reengage", "deposits", "cost"))
+        )
+        return joined, Spread(np.vstack(net), np.vstack(re))
+
+    def uplift_contributions(
+        self, player: np.ndarray, sources: Mapping[str, np.ndarray], column: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, every model column's contribution to the point model's re-engagement log-odds of arm
+        ``column[i]`` against no offer (:meth:`ResponseHeads.uplift_contributions`), and the offer's model
+        rows; ``player``: the rows' player block, ``sources``: their per-event-type history columns."""
+        event = self.arms["event_type"].to_numpy(object)[column]
+        reward = self.arms["reward"].to_numpy(np.float64)[column]
+        offer = self.design.matrix(sources, event, reward, player=player)
+        none = self.design.matrix(sources, NONE, 0.0, player=player)
+        return self.point.uplift_contributions(offer, none), offer
 
     def spread(self, X: pd.DataFrame, column: np.ndarray, margin: float, point: ArmPredictions) -> Spread:
         """The members' spread of the incremental gains of arm ``column[i]`` (a column of the arm table) for

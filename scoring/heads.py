@@ -15,7 +15,7 @@ by name (``<head>/<group>``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
@@ -71,6 +71,7 @@ class ResponseHeads:
     boosters: dict[str, lgb.Booster]
     deposit_scale: float = 1.0
     deposit_factors: dict[str, float] | None = None
+    _factors: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.learner not in LEARNERS:
@@ -100,6 +101,14 @@ class ResponseHeads:
     def factor(self, event_type: np.ndarray, reward: np.ndarray) -> np.ndarray:
         """Each arm's deposit-size factor (1 without factors)."""
         return arm_factors(self.deposit_factors or {}, event_type, reward)
+
+    def arm_table_factors(self, arms: pd.DataFrame) -> np.ndarray:
+        """:meth:`factor` of every arm of an arm table, remembered (the online path asks for it on every call)."""
+        key = tuple(arms["arm"])
+        got = self._factors.get(key)
+        if got is None:
+            got = self._factors[key] = self.factor(arms["event_type"].to_numpy(), arms["reward"].to_numpy())
+        return got
 
     @staticmethod
     def neutral(mat: np.ndarray, design: Design) -> np.ndarray:
@@ -140,30 +149,44 @@ class ResponseHeads:
     ) -> ArmPredictions:
         """:meth:`predict_arms` with every (row, arm) pair in one matrix and one call per booster: the same
         numbers, several times faster for the few rows of an online call (a booster call costs ~0.1 ms)."""
-        n, k = len(X), len(arms)
-        event = np.tile(arms["event_type"].to_numpy(object), n)
-        reward = np.tile(arms["reward"].to_numpy(np.float64), n)
-        rows = np.repeat(np.arange(n), k)
-        mat = np.hstack([player[rows], design.arm_block(X.iloc[rows], event, reward)])
-        offer = event != NONE
-        p = np.zeros(n * k)
+        return self.evaluate_stacked(Stacked.build(design, X, arms, player), num_iteration)
+
+    def evaluate_stacked(self, st: Stacked, num_iteration: int | None = None) -> ArmPredictions:
+        """This member's predictions on a stacked matrix (built once, shared by the members of an ensemble)."""
+        p = np.zeros(len(st.mat))
         for flag in (False, True):
-            m = offer == flag
+            m = st.offer == flag
             if m.any():
-                p[m] = self._reengage(mat[m], flag, num_iteration)
+                p[m] = self._reengage(st.mat[m], flag, num_iteration)
         if self.deposit_factors is not None:
-            blank = self.neutral(np.hstack([player, design.arm_block(X, NONE, 0.0)]), design)
-            size = self._deposits(blank, num_iteration)[rows]
-            size = size * np.tile(self.factor(arms["event_type"].to_numpy(), arms["reward"].to_numpy()), n)
+            size = self._deposits(st.blank, num_iteration)[st.rows]
+            size = size * np.tile(self.arm_table_factors(st.arms), st.n)
         else:
-            size = self._deposits(mat, num_iteration)
-        cost = np.zeros(n * k)
-        if offer.any():
-            cost[offer] = (
-                self._claim(mat[offer], num_iteration) * np.tile(arms["payout"].to_numpy(np.float64), n)[offer]
+            size = self._deposits(st.mat, num_iteration)
+        cost = np.zeros(len(st.mat))
+        if st.offer.any():
+            cost[st.offer] = (
+                self._claim(st.mat[st.offer], num_iteration)
+                * np.tile(st.arms["payout"].to_numpy(np.float64), st.n)[st.offer]
             )
-        shape = (n, k)
-        return ArmPredictions(arms, p.reshape(shape), (p * size).reshape(shape), cost.reshape(shape))
+        shape = (st.n, len(st.arms))
+        return ArmPredictions(st.arms, p.reshape(shape), (p * size).reshape(shape), cost.reshape(shape))
+
+    def uplift_contributions(self, offer: np.ndarray, none: np.ndarray) -> np.ndarray:
+        """Per row, each column's contribution (LightGBM's ``pred_contrib``, TreeSHAP) to the log-odds of
+        re-engaging under the offer (model matrix ``offer``) minus under no offer (``none``, the same player):
+        which of the player's features and the arm's make the offer lift (or lower) re-engagement."""
+        contrib = {"pred_contrib": True}
+        if self.learner == "s":
+            head = self.boosters["reengage/all"]
+            diff = np.asarray(head.predict(offer, **contrib)) - np.asarray(head.predict(none, **contrib))
+        else:
+            control, treated = self.boosters["reengage/control"], self.boosters["reengage/treated"]
+            with_offer = np.asarray(treated.predict(offer, **contrib))
+            if self.learner == "offset":
+                with_offer = with_offer + np.asarray(control.predict(offer, **contrib))
+            diff = with_offer - np.asarray(control.predict(none, **contrib))
+        return diff[:, :-1]  # the last column is the expected value (the bias), not a feature's
 
     def predict_rows(
         self, design: Design, X: pd.DataFrame, event_type: np.ndarray, reward: np.ndarray
@@ -184,3 +207,27 @@ class ResponseHeads:
         if offer.any():
             cost[offer] = self._claim(mat[offer]) * design.payout_of(event_type[offer], reward[offer])
         return p, dep, cost
+
+
+@dataclass
+class Stacked:
+    """Every (row, arm) pair of some rows in one model matrix: what each head reads, built once."""
+
+    arms: pd.DataFrame
+    n: int
+    mat: np.ndarray  # (n * k, columns), row-major: row i's arms are rows i*k .. i*k+k-1
+    offer: np.ndarray  # (n * k,) whether the pair's arm is an offer
+    rows: np.ndarray  # (n * k,) the input row of each pair
+    blank: np.ndarray  # (n, columns) the player's columns with the arm's blanked (a factor model's deposits)
+
+    @classmethod
+    def build(cls, design: Design, X: pd.DataFrame, arms: pd.DataFrame, player: np.ndarray | None = None) -> Stacked:
+        player = design.player_block(X) if player is None else player
+        n, k = len(X), len(arms)
+        event = np.tile(arms["event_type"].to_numpy(object), n)
+        reward = np.tile(arms["reward"].to_numpy(np.float64), n)
+        rows = np.repeat(np.arange(n), k)
+        sources = X[[c for c in design.source_columns() if c in X]]  # all the arm columns read of the frame
+        mat = np.hstack([player[rows], design.arm_block(sources.iloc[rows], event, reward)])
+        blank = ResponseHeads.neutral(np.hstack([player, design.arm_block(sources, NONE, 0.0)]), design)
+        return cls(arms, n, mat, event != NONE, rows, blank)

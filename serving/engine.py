@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,16 @@ class UnknownSegmentError(RekindleError, LookupError):
     pass
 
 
+class Ask(NamedTuple):
+    """One player to decide for: the caller's request id (None: not idempotent), the caller (its key id),
+    and whether to explain an offer with the top feature contributions (about a millisecond a player)."""
+
+    player_id: int
+    request_id: str | None
+    caller: str
+    explain: bool = True
+
+
 @dataclass
 class LoadedModel:
     scorer: Scorer
@@ -78,27 +88,55 @@ def now_utc() -> datetime:
 
 @dataclass
 class Scored:
-    """The model's per-arm predictions for some players (rows x arms) and their days since the last offer
-    on the platform (at the online store's as-of)."""
+    """The model's per-arm predictions for some players (rows x arms), the ensemble's spread of each arm's
+    incremental gains, their days since the last offer on the platform (at the online store's as-of), and
+    what explaining an offer needs (their player block and per-event-type history columns)."""
 
     p_reengage: np.ndarray
     deposits: np.ndarray
     cost: np.ndarray
     days_since_last_offer: np.ndarray
+    sd_net: np.ndarray
+    sd_reengage: np.ndarray
+    player: np.ndarray
+    sources: np.ndarray
 
     def rows(self) -> np.ndarray:
-        """One compact float32 row per player (about 0.5 KB in the cache with 15 arms)."""
+        """One compact float32 row per player (about 0.6 KB in the cache with 15 arms)."""
         return np.hstack(
-            [self.p_reengage, self.deposits, self.cost, self.days_since_last_offer[:, None]], dtype=np.float32
-        )
+            [self.p_reengage, self.deposits, self.cost, self.days_since_last_offer[:, None], self.sd_net,
+             self.sd_reengage, self.player, self.sources],
+            dtype=np.float32,
+        )  # fmt: skip
 
     @classmethod
-    def from_rows(cls, rows: np.ndarray, k: int) -> Scored:
+    def from_rows(cls, rows: np.ndarray, k: int, n_player: int) -> Scored:
         r = rows.astype(np.float64)
-        return cls(r[:, :k], r[:, k : 2 * k], r[:, 2 * k : 3 * k], r[:, 3 * k])
+        at = 3 * k + 1
+        return cls(
+            r[:, :k], r[:, k : 2 * k], r[:, 2 * k : 3 * k], r[:, 3 * k], r[:, at : at + k], r[:, at + k : at + 2 * k],
+            rows[:, at + 2 * k : at + 2 * k + n_player], rows[:, at + 2 * k + n_player :],
+        )  # fmt: skip
+
+    @classmethod
+    def of_frame(cls, scorer: Scorer, frame: pd.DataFrame) -> Scored:
+        """Score an online frame: every arm, with the members' spread (one stacked matrix for all members)."""
+        model = scorer.model
+        player = model.design.player_block(frame)
+        pred, spread = model.predict_all_arms_with_spread(frame, scorer.margin, player)
+        days = (
+            frame["days_since_last_offer"].to_numpy(np.float64)
+            if "days_since_last_offer" in frame
+            else np.full(len(frame), np.nan)
+        )
+        sources = model.design.source_columns()
+        return cls(
+            pred.p_reengage, pred.deposits, pred.cost, days, spread.net, spread.reengage, player,
+            frame.reindex(columns=sources).to_numpy(np.float32, na_value=np.nan),
+        )  # fmt: skip
 
 
-Row = np.ndarray  # float32: p_reengage, deposits, cost per arm, then days since the last offer
+Row = np.ndarray  # float32: a player's row of Scored
 
 
 class ScoreCache:
@@ -300,9 +338,7 @@ class Engine:
                 frame = online.model_frame(part, online.as_of)
             except Exception:  # the store went away: calls read it themselves (or degrade) until it is back
                 return
-            pred = model.scorer.model.predict_arms(frame)
-            days = frame["days_since_last_offer"].to_numpy(np.float64)
-            self.cache.put(part, model.version, Scored(pred.p_reengage, pred.deposits, pred.cost, days))
+            self.cache.put(part, model.version, Scored.of_frame(model.scorer, frame))
             self.prefetched += len(part)
             time.sleep(0.01)  # let the calls in
 
@@ -375,7 +411,10 @@ class Engine:
         all the misses). None, and why, when the online store cannot be read."""
         k = len(model.scorer.arms)
         if not ids:
-            return Scored(np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k)), np.zeros(0)), ""
+            empty = np.zeros(
+                (0, len(model.scorer.arms) * 5 + 1 + n_player(model) + len(model.scorer.design.source_columns()))
+            )
+            return Scored.from_rows(empty, k, n_player(model)), ""
         hit, miss = self.cache.get(ids, model.version)
         if miss:
             if self.online is None:
@@ -386,17 +425,13 @@ class Engine:
             except Exception as exc:
                 self.degraded["online_store"] = f"cannot read the online store: {str(exc).splitlines()[0]}"
                 return None, self.degraded["online_store"]
-            pred = model.scorer.model.predict_arms(frame)
-            days = frame["days_since_last_offer"].to_numpy(np.float64) if "days_since_last_offer" in frame else None
-            fresh = Scored(
-                pred.p_reengage, pred.deposits, pred.cost, days if days is not None else np.full(len(miss), np.nan)
-            )
+            fresh = Scored.of_frame(model.scorer, frame)
             self.cache.put(miss, model.version, fresh)
             hit.update(zip(miss, fresh.rows(), strict=True))
-        return Scored.from_rows(np.stack([hit[p] for p in ids]), k), ""
+        return Scored.from_rows(np.stack([hit[p] for p in ids]), k, n_player(model)), ""
 
-    def recommend(self, requests: list[tuple[int, str | None, str]]) -> list[dict[str, Any] | Exception]:
-        """One decision per (player id, request id, caller), logged before it is returned; a request id its
+    def recommend(self, requests: list[Ask]) -> list[dict[str, Any] | Exception]:
+        """One decision per request, logged before it is returned; a request id its
         caller already used returns the stored decision; a player the platform does not have gets an
         :class:`UnknownPlayersError` in its place (the others are decided)."""
         self.poll()
@@ -404,9 +439,9 @@ class Engine:
         if model is None:
             raise RekindleError("no model is loaded")
         answers: dict[int, dict[str, Any] | Exception] = {}
-        found = self.log.find_many([(caller, rid) for _, rid, caller in requests if rid is not None])
+        found = self.log.find_many([(a.caller, a.request_id) for a in requests if a.request_id is not None])
         todo = []
-        for i, (_pid, rid, caller) in enumerate(requests):
+        for i, (_pid, rid, caller, _explain) in enumerate(requests):
             if rid is not None and (caller, rid) in found:
                 answers[i] = _stored(found[(caller, rid)])
             else:
@@ -421,13 +456,14 @@ class Engine:
 
     def _decide(
         self,
-        requests: list[tuple[int, str | None, str]],
+        requests: list[Ask],
         status: pd.Series,
         model: LoadedModel,
         answers: dict[int, dict[str, Any] | Exception],
         slots: list[int],
     ) -> None:
         ids = [int(r[0]) for r in requests]
+        explain = np.array([r.explain for r in requests], bool)
         at = now_utc()
         settings = self.settings
         roster = self.roster.reindex(ids)
@@ -443,9 +479,11 @@ class Engine:
         scored, why = self._scores([ids[j] for j in need], model, at)
         k = len(model.scorer.arms)
         p_re, dep, cost = np.zeros((len(ids), k)), np.zeros((len(ids), k)), np.zeros((len(ids), k))
+        sd = np.zeros((len(ids), k))
         platform_days = np.full(len(ids), np.inf)
         if scored is not None:
             p_re[need], dep[need], cost[need] = scored.p_reengage, scored.deposits, scored.cost
+            sd[need] = scored.sd_net if self.objective == "net_value" else scored.sd_reengage
             since = (at - self.online.as_of).total_seconds() / 86400 if self.online is not None else 0.0
             platform_days[need] = np.nan_to_num(scored.days_since_last_offer + since, nan=np.inf)
         if settings.frequency_cap_days > 0:
@@ -494,6 +532,8 @@ class Engine:
         arms = model.scorer.arms
         event = arms["event_type"].astype(str).to_numpy()
         reward = arms["reward"].to_numpy(np.int64)
+        sure = self._confidence(shown, sd, d.arm, d.runners_up, fallback | (blocked != ""))
+        reasons = self._reasons(model, scored, need, d.arm, fallback, explain)
         made: list[dict[str, Any]] = []
         rows_log: list[dict[str, Any]] = []
         for n_, _slot in enumerate(slots):
@@ -514,13 +554,22 @@ class Engine:
                     "incremental_net_value": round(net_a),
                     "roi": round(net_a / cost_a, 3) if cost_a > 0 else None,
                 },
+                "confidence": None if np.isnan(sure[n_, 0]) else round(float(sure[n_, 0]), 4),
+                "reasons": reasons.get(n_, []),
                 "runners_up": [
                     {
                         "arm": names[r],
                         "expected_gain": round(float(shown[n_, r]), 2),
                         "lost_by": round(float(shown[n_, a] - shown[n_, r]), 2),
+                        "expected": {
+                            "incremental_reengage": round(float(inc_re[n_, r]), 5),
+                            "cost": round(float(cost[n_, r])),
+                            "incremental_net_value": round(float(inc_net[n_, r])),
+                            "roi": round(float(inc_net[n_, r] / cost[n_, r]), 3) if cost[n_, r] > 0 else None,
+                        },
+                        "confidence": None if np.isnan(sure[n_, 1 + i_]) else round(float(sure[n_, 1 + i_]), 4),
                     }
-                    for r in d.runners_up[n_]
+                    for i_, r in enumerate(d.runners_up[n_])
                     if r >= 0 and not fallback[n_] and not blocked[n_]
                 ],
                 "propensity": round(float(d.propensity[n_]), 6),
@@ -547,6 +596,53 @@ class Engine:
                 answers[i] = _stored(done.row)
             else:
                 answers[i] = cut if done.row["event_type"] != decision["event_type"] else decision
+
+    @staticmethod
+    def _confidence(
+        gain: np.ndarray, sd: np.ndarray, chosen: np.ndarray, runners_up: np.ndarray, unscored: np.ndarray
+    ) -> np.ndarray:
+        """Per row, the confidence of the chosen arm and of each runner-up (columns 1..): P(the arm's expected
+        gain is right in sign) under the ensemble's spread; for no offer, P(the best offer would lose). NaN
+        where the model did not judge (a blocked or segment-level decision)."""
+        from training.ensemble import confidence
+
+        n, k = gain.shape
+        rows = np.arange(n)
+        best_offer = gain[:, 1:].argmax(axis=1) + 1 if k > 1 else np.zeros(n, np.int64)
+        out = np.full((n, 1 + runners_up.shape[1]), np.nan)
+        for c, arm in enumerate([chosen, *runners_up.T]):
+            arm = np.asarray(arm, np.int64)
+            valid = arm >= 0
+            judged = np.where(arm > 0, arm, best_offer)
+            got = confidence(gain[rows, judged], sd[rows, judged], arm > 0)
+            out[:, c] = np.where(valid & ~unscored, got, np.nan)
+        return out
+
+    @staticmethod
+    def _reasons(
+        model: LoadedModel,
+        scored: Scored | None,
+        need: np.ndarray,
+        chosen: np.ndarray,
+        fallback: np.ndarray,
+        explain: np.ndarray,
+    ) -> dict[int, list[dict[str, Any]]]:
+        """The top feature contributions to the offer's lift in re-engagement, for the offers the model made
+        (:mod:`serving.reasons`), for the rows asked to be explained."""
+        from serving.reasons import top_contributions
+
+        if scored is None or not len(need):
+            return {}
+        pick = chosen[need]
+        keep = (pick > 0) & ~fallback[need] & explain[need]
+        if not keep.any():
+            return {}
+        ensemble = model.scorer.model
+        kept = scored.sources[keep]
+        sources = {c: kept[:, j] for j, c in enumerate(ensemble.design.source_columns())}
+        contrib, matrix = ensemble.uplift_contributions(scored.player[keep], sources, pick[keep])
+        explained = top_contributions(ensemble.design, contrib, matrix)
+        return dict(zip(need[keep].tolist(), explained, strict=True))
 
     @staticmethod
     def _log_row(
@@ -585,6 +681,11 @@ class Engine:
             "fallback_rule": model.rule is not None,
             "model_version": model.version,
         }
+
+
+def n_player(model: LoadedModel) -> int:
+    d = model.scorer.design
+    return len(d.columns) - len(d.arm_columns)
 
 
 def preflight(cfg: Config) -> str:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from core.config import load_config
 from core.errors import RekindleError
 from serving.batcher import Batcher
-from serving.engine import Engine, UnknownPlayersError, UnknownSegmentError
+from serving.engine import Ask, Engine, UnknownPlayersError, UnknownSegmentError
 from system_db.access import Key, check
 from system_db.overrides import OverrideError
 
@@ -53,6 +53,9 @@ class RecommendationRequest(BaseModel):
 
 class BatchRequest(BaseModel):
     requests: list[RecommendationRequest] = Field(min_length=1, max_length=1000)
+    explain: bool = Field(
+        False, description="Whether each offer carries its reasons (top feature contributions; ~1 ms a player)"
+    )
 
 
 class Expected(BaseModel):
@@ -63,10 +66,26 @@ class Expected(BaseModel):
     roi: float | None
 
 
+class RunnerUpExpected(BaseModel):
+    incremental_reengage: float
+    cost: int
+    incremental_net_value: int
+    roi: float | None
+
+
 class RunnerUp(BaseModel):
     arm: str
     expected_gain: float
-    lost_by: float
+    lost_by: float = Field(description="How much less expected gain than the chosen arm (why it lost)")
+    expected: RunnerUpExpected
+    confidence: float | None
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | str | None = Field(description="The feature's value in the offer's model row")
+    effect: float = Field(description="Contribution to the log-odds of re-engaging: offer minus no offer (TreeSHAP)")
+    direction: str = Field(description="raises or lowers")
 
 
 class Decision(BaseModel):
@@ -77,6 +96,11 @@ class Decision(BaseModel):
     reward: int = Field(description="KRW; 0 with event_type 'none' (no offer)")
     offer: bool
     expected: Expected
+    confidence: float | None = Field(
+        description="P(the decision is right in sign) under the bootstrap ensemble's spread; null when the "
+        "model did not judge (a rule or a segment-level decision)"
+    )
+    reasons: list[Reason] = Field(description="Why the offer: its top feature contributions (empty: no offer)")
     runners_up: list[RunnerUp]
     propensity: float = Field(description="The probability the policy had of choosing this arm")
     explored: bool
@@ -147,8 +171,8 @@ class Rekindle:
             arm = "none" if d["event_type"] == "none" else f"{d['event_type']}@{d['reward']}"
             self.decisions.labels(arm=arm, fallback=str(d["fallback"]), explored=str(d["explored"])).inc()
 
-    def _decide(self, items: list[RecommendationRequest], caller: Key) -> list[dict[str, Any]]:
-        out = self.batcher.submit([(r.player_id, r.request_id, caller.key_id) for r in items], timeout=60)
+    def _decide(self, items: list[RecommendationRequest], caller: Key, *, explain: bool) -> list[dict[str, Any]]:
+        out = self.batcher.submit([Ask(r.player_id, r.request_id, caller.key_id, explain) for r in items], timeout=60)
         unknown = sorted({i for o in out if isinstance(o, UnknownPlayersError) for i in o.ids})
         if unknown:
             self.errors.labels(status="404").inc()
@@ -164,12 +188,12 @@ class Rekindle:
     @app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
     def recommend(self, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
         """The decision for one player: event type and reward (or none), expected values, reasons."""
-        return JSONResponse(self._decide([body], key)[0])  # built by the engine: no second validation
+        return JSONResponse(self._decide([body], key, explain=True)[0])  # built by the engine: no second validation
 
     @app.post("/v1/recommendations:batch", response_model=BatchResponse, responses={404: {}, 401: {}, 403: {}})
     def recommend_batch(self, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
         """Decisions for up to 1,000 players, in the order asked."""
-        return JSONResponse({"decisions": self._decide(body.requests, key)})
+        return JSONResponse({"decisions": self._decide(body.requests, key, explain=body.explain)})
 
     @app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}})
     def segment(self, segment: str, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:

@@ -167,6 +167,28 @@ def test_a_candidate_gets_a_logged_decision_with_everything_the_caller_needs(ser
     assert logged["propensity"] == pytest.approx(d["propensity"])
 
 
+def test_offers_carry_their_confidence_reasons_and_why_the_runners_up_lost(served: Served) -> None:
+    ids = candidates(served, 60)[10:60]
+    asked = {"requests": [{"player_id": p} for p in ids[:25]], "explain": True}
+    out = served.post("/v1/recommendations:batch", asked).json()["decisions"]
+    offers = [d for d in out if d["offer"]]
+    assert offers
+    for d in offers:
+        assert 0 <= d["confidence"] <= 1
+        assert 1 <= len(d["reasons"]) <= 3 and all(r["direction"] in ("raises", "lowers") for r in d["reasons"])
+        effects = [abs(r["effect"]) for r in d["reasons"]]
+        assert effects == sorted(effects, reverse=True)  # the strongest first
+        assert len(d["runners_up"]) == 2
+        for r in d["runners_up"]:
+            assert r["arm"] != f"{d['event_type']}@{d['reward']}" and 0 <= r["confidence"] <= 1
+            assert set(r["expected"]) == {"incremental_reengage", "cost", "incremental_net_value", "roi"}
+    assert all(d["reasons"] == [] for d in out if not d["offer"])
+    plain = served.post("/v1/recommendations:batch", {"requests": [{"player_id": p} for p in ids[25:]]}).json()
+    assert all(d["reasons"] == [] for d in plain["decisions"])  # the batch call explains only when asked
+    one = served.post("/v1/recommendations", {"player_id": offers[0]["player_id"]}).json()  # frequency-capped now
+    assert not one["offer"] and one["reasons"] == [] and one["confidence"] is None
+
+
 def test_players_who_are_not_candidates_get_no_offer_and_the_reason(served: Served) -> None:
     excluded = served.platform("SELECT id, status FROM players WHERE status != 'active'")
     assert {"self_excluded", "blocked"} <= set(excluded["status"])

@@ -620,3 +620,86 @@ def test_the_factor_deposit_model_scores_each_arm_with_its_factor_and_stays_bala
     assert (own[1][returners] / own[0][returners]).sum() == pytest.approx(
         frame.loc[returners, "deposits"].sum(), rel=1e-6
     )
+
+
+# ------------------------------------------------------------- online scoring and reasons --
+@pytest.mark.parametrize("learner", ["s", "t", "offset"])
+def test_the_reasons_name_what_drives_the_uplift(cfg, learner: str) -> None:
+    """Players with ``sessions_7d > 0`` respond five times as strongly to the reward: the offer's uplift
+    contributions (TreeSHAP, offer minus no offer) must credit sessions_7d with raising it for them and
+    lowering it for the rest; for the S-learner they add up exactly to the log-odds difference."""
+    from scoring.ensemble import ResponseEnsemble
+    from serving.reasons import top_contributions
+    from training.design import fit_design
+    from training.response import ResponseModel
+
+    def strong_half(f: pd.DataFrame) -> np.ndarray:
+        return np.where(f["sessions_7d"] > 0, 0.4, 0.02)
+
+    frame = synthetic_decisions(cfg, 20_000, 11, uplift=strong_half)
+    arms = discover_arms(frame, None, min_support=10).table
+    design = fit_design(cfg, frame, arms, use_match=False)
+    heads = ResponseModel(design, learner=learner, n_estimators=60, min_child_samples=300).fit(frame, frame).heads_
+    model = ResponseEnsemble(design, arms.reset_index(drop=True), [heads])
+    test = synthetic_decisions(cfg, 2000, 12, uplift=strong_half)
+    sources = {c: test[c].to_numpy(np.float32) for c in design.source_columns() if c in test}
+    player = design.player_block(test)
+    column = np.full(len(test), len(arms) - 1)  # login_reward@5000
+    contrib, matrix = model.uplift_contributions(player, sources, column)
+    assert contrib.shape == (len(test), len(design.columns))
+    j = design.columns.index("sessions_7d")
+    strong = test["sessions_7d"].to_numpy() > 0
+    assert contrib[strong, j].mean() > 0.1 > -0.1 > contrib[~strong, j].mean()
+    if learner == "s":
+        pred = model.predict_arms(test)
+        logit = np.log(pred.p_reengage / (1 - pred.p_reengage))
+        assert np.allclose(contrib.sum(axis=1), logit[:, -1] - logit[:, 0], atol=1e-6)
+    top = top_contributions(design, contrib, matrix)
+    assert all(len(r) <= 3 for r in top)
+    named = [{c["feature"] for c in r} for r in top]
+    assert np.mean(["sessions_7d" in r for r in named]) > 0.8  # with the reward itself, the main reasons
+    noise = [c for c in design.player_numeric if c not in ("sessions_7d", "sessions_30d")]  # drive nothing
+    assert max(np.mean([c in r for r in named]) for c in noise) < 0.3
+    first = next(r for r in top if r and r[0]["feature"] == "sessions_7d")[0]
+    assert first["direction"] == ("raises" if first["effect"] > 0 else "lowers")
+
+
+def test_top_contributions_read_levels_and_leave_out_what_contributes_nothing() -> None:
+    from scoring.design import Design
+    from serving.reasons import top_contributions
+
+    design = Design(["a", "b"], {"channel": ["ads", "organic"]}, ["none", "cashback"], {}, {}, {}, use_match=False)
+    contrib = np.zeros((2, len(design.columns)))
+    contrib[0, [0, 2, design.columns.index("arm_event")]] = [0.1, -0.5, 0.3]
+    matrix = np.zeros((2, len(design.columns)), np.float32)
+    matrix[0, 2], matrix[0, design.columns.index("arm_event")], matrix[0, 0] = 1, 1, np.nan
+    top = top_contributions(design, contrib, matrix)
+    assert [(r["feature"], r["value"], r["direction"]) for r in top[0]] == [
+        ("channel", "organic", "lowers"), ("arm_event", "cashback", "raises"), ("a", None, "raises"),
+    ]  # fmt: skip
+    assert top[1] == []
+    with pytest.raises(ValueError, match="contributions for a design of"):
+        top_contributions(design, contrib[:, :3], matrix)
+
+
+def test_one_stacked_matrix_for_all_members_gives_the_same_numbers(cfg) -> None:
+    """The online path's scoring (every arm, with the members' spread, one matrix shared by the members)
+    equals the batch's (each member arm by arm, the spread of one arm at a time)."""
+    from training.design import fit_design
+    from training.ensemble import BootstrapEnsemble
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 4000, 8)
+    frame["player_id"] = np.arange(len(frame)) // 2
+    arms = discover_arms(frame, None, min_support=10).table
+    base = ResponseModel(fit_design(cfg, frame, arms), n_estimators=20, min_child_samples=50)
+    model = BootstrapEnsemble(base, n_members=3, seed=1).fit(frame, frame).to_model(arms)
+    rows = frame.head(700)  # 700 x 4 arms: more than one stacked slice
+    point, spread = model.predict_all_arms_with_spread(rows, margin=0.3)
+    want = model.predict_arms(rows)
+    for field in ("p_reengage", "deposits", "cost"):
+        assert np.allclose(getattr(point, field), getattr(want, field), rtol=1e-6, atol=1e-9), field
+    for j in range(1, len(arms)):
+        one = model.spread(rows, np.full(len(rows), j), 0.3, want)
+        assert np.allclose(spread.net[:, j], one.net, rtol=1e-6) and np.allclose(spread.reengage[:, j], one.reengage)
+    assert (spread.net[:, 1:] > 0).all()
