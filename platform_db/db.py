@@ -64,7 +64,8 @@ def connect(url: str, *, must_exist: bool = True) -> Engine:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = sa.create_engine(url)
+        # a server's connections are checked before use: after a database restart the pool reconnects
+        engine = sa.create_engine(url, pool_pre_ping=path is None)
     except Exception as exc:  # unknown dialect or driver
         raise DatabaseError(f"cannot use database URL {safe_url(url)}: {exc}") from exc
     try:

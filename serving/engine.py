@@ -63,6 +63,10 @@ class UnknownSegmentError(RekindleError, LookupError):
     pass
 
 
+class DecisionLogError(RekindleError, RuntimeError):
+    """The decision log (system store) cannot be read or written: nothing is decided, so nothing is lost."""
+
+
 class Ask(NamedTuple):
     """One player to decide for: the caller's request id (None: not idempotent), the caller (its key id),
     and whether to explain an offer with the top feature contributions (about a millisecond a player)."""
@@ -438,6 +442,18 @@ class Engine:
         model = self.model
         if model is None:
             raise RekindleError("no model is loaded")
+        try:
+            answers = self._recommend(requests, model)
+        except sa.exc.DBAPIError as exc:  # a decision is announced only once it is logged: none this time
+            self.degraded["decision_log"] = f"cannot use the decision log: {str(exc.orig).splitlines()[0]}"
+            raise DecisionLogError(
+                f"the decision log cannot be written ({str(exc.orig).splitlines()[0]}); nothing was decided: "
+                "retry with the same request_id"
+            ) from None
+        self.degraded.pop("decision_log", None)
+        return [answers[i] for i in range(len(requests))]
+
+    def _recommend(self, requests: list[Ask], model: LoadedModel) -> dict[int, dict[str, Any] | Exception]:
         answers: dict[int, dict[str, Any] | Exception] = {}
         found = self.log.find_many([(a.caller, a.request_id) for a in requests if a.request_id is not None])
         todo = []
@@ -452,7 +468,7 @@ class Engine:
         todo = [i for i in todo if i not in answers]
         if todo:
             self._decide([requests[i] for i in todo], status, model, answers, todo)
-        return [answers[i] for i in range(len(requests))]
+        return answers
 
     def _decide(
         self,

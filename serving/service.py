@@ -9,7 +9,7 @@ Endpoints (docs/serving.md, OpenAPI in docs/openapi.json):
 - ``GET /v1/segments/{segment}/recommendation`` a segment's best arms with expected values;
 - ``GET /v1/overrides``, ``PUT /v1/overrides/{field}`` the marketers' overrides (admin);
 - ``GET /health`` (alive), ``GET /ready`` (model loaded; what is degraded), ``GET /metrics`` (Prometheus,
-  BentoML's request histograms plus decisions by arm, fallbacks and errors).
+  BentoML's request histograms plus decisions by arm, fallbacks by segment and errors).
 
 Every call but /health, /ready and /metrics needs an API key (``Authorization: Bearer rk_...`` or
 ``X-API-Key``): missing or unknown 401, wrong role 403.
@@ -165,11 +165,18 @@ class Rekindle:
         self.errors = bentoml.metrics.Counter(
             name="rekindle_errors", documentation="Failed calls by status", labelnames=["status"]
         )
+        self.fallbacks = bentoml.metrics.Counter(
+            name="rekindle_fallbacks",
+            documentation="Segment-level decisions: the player's features could not be read",
+            labelnames=["segment"],
+        )
 
     def _count(self, decisions: list[dict[str, Any]]) -> None:
         for d in decisions:
             arm = "none" if d["event_type"] == "none" else f"{d['event_type']}@{d['reward']}"
             self.decisions.labels(arm=arm, fallback=str(d["fallback"]), explored=str(d["explored"])).inc()
+            if d["fallback"]:
+                self.fallbacks.labels(segment=d["segment"]).inc()
 
     def _decide(self, items: list[RecommendationRequest], caller: Key, *, explain: bool) -> list[dict[str, Any]]:
         out = self.batcher.submit([Ask(r.player_id, r.request_id, caller.key_id, explain) for r in items], timeout=60)
