@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from tests.test_cli import run_main_job, small_model_configs
+from tests.throwaway import free_port
 
 pytestmark = pytest.mark.slow
 REKINDLE = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "rekindle")
@@ -60,12 +60,6 @@ class Served:
         engine = sa.create_engine(f"sqlite:///{self.home / 'platform.db'}")
         with engine.connect() as conn:
             return pd.read_sql(sql, conn)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def create_key(home: Path, configs: Path, role: str) -> str:
