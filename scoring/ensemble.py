@@ -117,9 +117,14 @@ class ResponseEnsemble:
         event = self.arms["event_type"].to_numpy(object)[column]
         reward = self.arms["reward"].to_numpy(np.float64)[column]
         none_e, none_r = np.full(n, NONE, dtype=object), np.zeros(n)
+        player = self.design.player_block(X)  # the matrices once, read by every member
+        mat = self.design.matrix(X, event, reward, player=player)
+        mat0 = self.design.matrix(X, none_e, none_r, player=player)
+        neutral = ResponseHeads.neutral(mat, self.design)
         for m in self.members[1:]:
-            p, dep, cost = m.predict_rows(self.design, X, event, reward)
-            p0, dep0, _ = m.predict_rows(self.design, X, none_e, none_r)
+            base = m._deposits(neutral) if m.deposit_factors is not None else None
+            p, dep, cost = m.predict_rows(self.design, X, event, reward, mat=mat, base_size=base)
+            p0, dep0, _ = m.predict_rows(self.design, X, none_e, none_r, mat=mat0, base_size=base)
             net.append(margin * (dep - dep0) - cost)
             re.append(p - p0)
         return Spread(np.std(net, axis=0, ddof=1), np.std(re, axis=0, ddof=1))

@@ -49,11 +49,17 @@ def factor_key(event_type: object, reward: object = None) -> str:
 
 
 def arm_factors(factors: dict[str, float], event_type: np.ndarray, reward: np.ndarray) -> np.ndarray:
-    """The factor of arm ``(event_type[i], reward[i])``: by arm, else by event type, else 1."""
+    """The factor of arm ``(event_type[i], reward[i])``: by arm, else by event type, else 1 (looked up once
+    per distinct arm: a batch asks for millions of rows of a few arms)."""
     event_type, reward = np.atleast_1d(event_type), np.atleast_1d(reward)
-    keys = pd.Series([factor_key(e, r) for e, r in zip(event_type, reward, strict=True)], dtype=object)
-    by_type = pd.Series([factors.get(factor_key(e), 1.0) for e in event_type], dtype=np.float64)
-    return keys.map(factors).astype(np.float64).fillna(by_type).to_numpy(np.float64)
+    if not len(event_type):
+        return np.zeros(0)
+    pairs = pd.MultiIndex.from_arrays([pd.Index(event_type, dtype=object), pd.Index(reward)])
+    codes, uniq = pd.factorize(pairs)
+    values = np.array(
+        [factors.get(factor_key(e, r), factors.get(factor_key(e), 1.0)) for e, r in uniq], dtype=np.float64
+    )
+    return values[codes]
 
 
 STACKED_ROWS = 20_000  # (row, arm) pairs scored in one matrix; larger inputs go arm by arm
@@ -189,16 +195,27 @@ class ResponseHeads:
         return diff[:, :-1]  # the last column is the expected value (the bias), not a feature's
 
     def predict_rows(
-        self, design: Design, X: pd.DataFrame, event_type: np.ndarray, reward: np.ndarray
+        self,
+        design: Design,
+        X: pd.DataFrame,
+        event_type: np.ndarray,
+        reward: np.ndarray,
+        *,
+        mat: np.ndarray | None = None,
+        base_size: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected (re-engagement, deposits, cost) of arm ``(event_type[i], reward[i])`` for row ``i``."""
+        """Expected (re-engagement, deposits, cost) of arm ``(event_type[i], reward[i])`` for row ``i``.
+        ``mat``: the model matrix of those rows and arms, when the caller built it (once for several
+        members); ``base_size``: a factor model's deposits head on the rows' neutral matrix (the same for
+        every arm of a row)."""
         event_type = np.asarray(event_type, dtype=object)
         reward = np.asarray(reward, dtype=np.float64)
-        mat = design.matrix(X, event_type, reward)
+        mat = design.matrix(X, event_type, reward) if mat is None else mat
         offer = event_type != NONE
         p, dep, cost = np.zeros(len(X)), np.zeros(len(X)), np.zeros(len(X))
         if self.deposit_factors is not None:
-            size = self._deposits(self.neutral(mat, design)) * self.factor(event_type, reward)
+            base = self._deposits(self.neutral(mat, design)) if base_size is None else base_size
+            size = base * self.factor(event_type, reward)
         for flag in (False, True):
             m = offer == flag
             if m.any():
