@@ -464,6 +464,8 @@ class Serving(_Strict):
     feature_cache_seconds: float = Field(86_400.0, ge=0)
     cache_players: int = Field(1_000_000, ge=0)  # players a worker keeps (least recently stored out first)
     prefetch: bool = True  # read every candidate's features ahead, in the background, after each load
+    # a batch of at least this many candidates runs the model compiled (lleaves; compiled once, cached)
+    compile_min_candidates: int = Field(100_000, ge=0)
     model_poll_seconds: float = Field(30.0, gt=0)  # how often a worker looks where the champion alias points
     overrides_poll_seconds: float = Field(2.0, gt=0)  # how often it reads the marketers' overrides and keys
     access_log: bool = False  # a console line per HTTP call (BentoML's access log; costs ~15% of throughput)

@@ -10,8 +10,9 @@ cost at about ``1 + 2 (K - 1) / arms`` point-model scorings instead of ``K``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,19 @@ class ResponseEnsemble:
         if arm not in names:
             raise ValueError(f"unknown arm {arm!r}; this model's arms are {names}")
         return names.index(arm)
+
+    def boosters(self) -> int:
+        return sum(len(m.boosters) for m in self.members)
+
+    def compile(self, cache: Path, threads: int = 2, each: Callable[[str], None] | None = None) -> None:
+        """Compile every member's boosters (:mod:`scoring.compiled`; cached under ``cache``): large
+        predictions then run compiled, with the same numbers. ``each(name)`` after each booster."""
+        from scoring.compiled import compile_all
+
+        boosters = {f"m{i}:{h}": b for i, m in enumerate(self.members) for h, b in m.boosters.items()}
+        done = compile_all(boosters, cache, threads, done=each)
+        for i, m in enumerate(self.members):
+            m.compiled.update({h: done[f"m{i}:{h}"] for h in m.boosters})
 
     def predict_arms(self, X: pd.DataFrame, num_iteration: int | None = None) -> ArmPredictions:
         """Every arm of every row, by the point model."""

@@ -21,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from scoring.compiled import CompiledBooster
 from scoring.design import NONE, Design
 
 LEARNERS = ("s", "t", "offset")
@@ -63,6 +64,7 @@ def arm_factors(factors: dict[str, float], event_type: np.ndarray, reward: np.nd
 
 
 STACKED_ROWS = 20_000  # (row, arm) pairs scored in one matrix; larger inputs go arm by arm
+COMPILED_MIN_ROWS = 20_000  # fewer rows: LightGBM's own call (a compiled call's set-up is not worth it)
 
 
 @dataclass
@@ -78,6 +80,8 @@ class ResponseHeads:
     deposit_scale: float = 1.0
     deposit_factors: dict[str, float] | None = None
     _factors: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # head -> the same booster compiled (scoring.compiled), used for large predictions once compiled
+    compiled: dict[str, CompiledBooster] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.learner not in LEARNERS:
@@ -88,21 +92,27 @@ class ResponseHeads:
         if missing:
             raise ValueError(f"a {self.learner}-learner needs the heads {missing} too (has {sorted(self.boosters)})")
 
+    def _predict(self, head: str, mat: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+        """One head's predictions: compiled when it is and the rows are many, else LightGBM's."""
+        fast = self.compiled.get(head)
+        if fast is not None and num_iteration is None and len(mat) >= COMPILED_MIN_ROWS:
+            return fast.predict(mat)
+        return np.asarray(self.boosters[head].predict(mat, num_iteration=num_iteration))
+
     def _reengage(self, mat: np.ndarray, offer: bool, num_iteration: int | None = None) -> np.ndarray:
         """P(re-engage); the offset learner's offer head adds to the control head's log-odds."""
         if self.learner == "s":
-            return np.asarray(self.boosters["reengage/all"].predict(mat, num_iteration=num_iteration))
+            return self._predict("reengage/all", mat, num_iteration)
         if self.learner == "offset" and offer:
             heads = (self.boosters["reengage/control"], self.boosters["reengage/treated"])
             raw = sum(np.asarray(h.predict(mat, num_iteration=num_iteration, raw_score=True)) for h in heads)
             return np.asarray(1.0 / (1.0 + np.exp(-raw)))
-        head = self.boosters["reengage/treated" if offer else "reengage/control"]
-        return np.asarray(head.predict(mat, num_iteration=num_iteration))
+        return self._predict("reengage/treated" if offer else "reengage/control", mat, num_iteration)
 
     def _deposits(self, mat: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
         """E[deposits | re-engaged] from the deposits head, balanced on the training returners (with factors:
         ``mat`` holds the player's columns and NaN arm columns, and the arm's factor is applied after)."""
-        return np.asarray(self.boosters["deposits/all"].predict(mat, num_iteration=num_iteration)) * self.deposit_scale
+        return self._predict("deposits/all", mat, num_iteration) * self.deposit_scale
 
     def factor(self, event_type: np.ndarray, reward: np.ndarray) -> np.ndarray:
         """Each arm's deposit-size factor (1 without factors)."""
@@ -124,7 +134,7 @@ class ResponseHeads:
         return out
 
     def _claim(self, mat: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
-        return np.asarray(self.boosters["claim"].predict(mat, num_iteration=num_iteration))
+        return self._predict("claim", mat, num_iteration)
 
     def predict_arms(
         self, design: Design, X: pd.DataFrame, arms: pd.DataFrame, num_iteration: int | None = None

@@ -703,3 +703,30 @@ def test_one_stacked_matrix_for_all_members_gives_the_same_numbers(cfg) -> None:
         one = model.spread(rows, np.full(len(rows), j), 0.3, want)
         assert np.allclose(spread.net[:, j], one.net, rtol=1e-6) and np.allclose(spread.reengage[:, j], one.reengage)
     assert (spread.net[:, 1:] > 0).all()
+
+
+def test_the_compiled_model_gives_lightgbms_numbers_and_is_cached(cfg, tmp_path: Path) -> None:
+    """The batch's compiled boosters (lleaves) against LightGBM's own, on a call large enough to use them."""
+    from scoring.heads import COMPILED_MIN_ROWS
+    from training.design import fit_design
+    from training.ensemble import BootstrapEnsemble
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 3000, 8)
+    frame["player_id"] = np.arange(len(frame)) // 2
+    arms = discover_arms(frame, None, min_support=10).table
+    base = ResponseModel(fit_design(cfg, frame, arms), n_estimators=15, min_child_samples=50)
+    model = BootstrapEnsemble(base, n_members=2, seed=1).fit(frame, frame).to_model(arms)
+    rows = synthetic_decisions(cfg, COMPILED_MIN_ROWS + 500, 9)
+    want = model.predict_arms(rows)
+    names: list[str] = []
+    model.compile(tmp_path / "compiled", each=names.append)
+    assert sorted(names) == sorted(f"m{i}:{h}" for i, m in enumerate(model.members) for h in m.boosters)
+    assert all(m.compiled for m in model.members)
+    got = model.predict_arms(rows)
+    for field in ("p_reengage", "deposits", "cost"):
+        assert np.allclose(getattr(got, field), getattr(want, field), rtol=1e-9, atol=1e-12), field
+    assert len(list((tmp_path / "compiled").glob("*.o"))) == len(names)  # one object file per booster
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "compiled").glob("*.o")}
+    model.compile(tmp_path / "compiled")  # from the cache: nothing compiled again
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "compiled").glob("*.o")} == stamps
