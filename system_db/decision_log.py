@@ -100,6 +100,11 @@ class DecisionLog:
         self.table = decisions_table(store.metadata)
         self.spend = spend_table(store.metadata)
         store.ensure()
+        self._insert_once = (
+            _insert(self.table, self.engine.dialect.name)
+            .on_conflict_do_nothing(index_elements=["caller", "request_id"])
+            .returning(self.table.c.decision_id)
+        )
 
     def find(self, caller: str, request_id: str) -> dict[str, Any] | None:
         t = self.table
@@ -147,7 +152,6 @@ class DecisionLog:
         expected cost in ``day``'s spend, or becomes no offer (reason ``over_budget``, stored response
         ``cut_responses[i]``) when the budget cannot take it. A (caller, request id) already logged, also by a
         call racing this one, writes nothing and returns the stored row."""
-        dialect = self.engine.dialect.name
         out: list[Logged | None] = [None] * len(rows)
         retried: list[int] = []
         with self.engine.begin() as conn:
@@ -164,10 +168,9 @@ class DecisionLog:
                             incremental_reengage=0.0, reason=over_budget, explored=False, propensity=1.0,
                         )  # fmt: skip
                         row["response"] = cut_responses[i] if cut_responses else None
-                stmt = _insert(self.table, dialect).values(**row)
-                if row.get("request_id") is not None:  # RETURNING, not rowcount: psycopg reports -1 here
-                    stmt = stmt.on_conflict_do_nothing(index_elements=["caller", "request_id"])
-                if conn.execute(stmt.returning(self.table.c.decision_id)).scalar_one_or_none() is None:
+                # one statement for every row, compiled once (a NULL request id never conflicts); RETURNING,
+                # not rowcount: psycopg reports -1 here
+                if conn.execute(self._insert_once, row).scalar_one_or_none() is None:
                     if reserved:  # the retry's twin was logged: give its reservation back
                         self._reserve(conn, when, -cost, float("inf"))
                     retried.append(i)

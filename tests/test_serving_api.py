@@ -181,6 +181,11 @@ def test_offers_carry_their_confidence_reasons_and_why_the_runners_up_lost(serve
     assert all(d["reasons"] == [] for d in plain["decisions"])  # the batch call explains only when asked
     one = served.post("/v1/recommendations", {"player_id": offers[0]["player_id"]}).json()  # frequency-capped now
     assert not one["offer"] and one["reasons"] == [] and one["confidence"] is None
+    fresh = candidates(served, 100)[60:100]
+    explained = [served.post("/v1/recommendations", {"player_id": p, "explain": True}).json() for p in fresh[:8]]
+    assert any(d["offer"] for d in explained) and all(bool(d["reasons"]) == d["offer"] for d in explained)
+    quiet = [served.post("/v1/recommendations", {"player_id": p}).json() for p in fresh[8:16]]
+    assert any(d["offer"] for d in quiet) and all(d["reasons"] == [] for d in quiet)  # explained when asked
 
 
 def test_players_who_are_not_candidates_get_no_offer_and_the_reason(served: Served) -> None:
