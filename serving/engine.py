@@ -69,12 +69,13 @@ class DecisionLogError(RekindleError, RuntimeError):
 
 class Ask(NamedTuple):
     """One player to decide for: the caller's request id (None: not idempotent), the caller (its key id),
-    and whether to explain an offer with the top feature contributions (about a millisecond a player)."""
+    and whether to explain an offer with the top feature contributions (a few milliseconds a player: asked for,
+    as the API does)."""
 
     player_id: int
     request_id: str | None
     caller: str
-    explain: bool = True
+    explain: bool = False
 
 
 @dataclass
