@@ -151,7 +151,14 @@ def run_batch(
         n = scorer.model.boosters()
         progress.note(f"compiling the model's {n} boosters (once per model: cached under {cfg.path('cache')})")
         progress.start("compile", n)
-        scorer.model.compile(cfg.path("cache", "compiled"), each=lambda name: progress.advance("compile", detail=name))
+        try:
+            scorer.model.compile(
+                cfg.path("cache", "compiled"), each=lambda name: progress.advance("compile", detail=name)
+            )
+        except Exception as exc:  # a booster lleaves cannot compile: LightGBM scores it, with the same numbers
+            for member in scorer.model.members:
+                member.compiled.clear()
+            progress.note(f"could not compile the model ({str(exc).splitlines()[0][:200]}); scoring with LightGBM")
         seconds["compile"] = time.perf_counter() - t1
         t1 = time.perf_counter()
     progress.note(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ensure_package(package: str, present: Callable[[], bool]) -> None:
+    """Install the Debian ``package`` when ``present()`` says it is missing; fail, naming it, when that does
+    not help (these tests never skip quietly)."""
+    if present():
+        return
+    subprocess.run(["apt-get", "install", "-y", "-q", package], capture_output=True, timeout=600, check=False)
+    if not present():
+        pytest.fail(f"the Debian package {package!r} is missing and `apt-get install -y {package}` did not install it")
 
 
 def _wait(ok, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -42,8 +53,7 @@ class Redis:
     """redis-server on a free port, persisting to its folder (append-only file): a restart keeps the data."""
 
     def __init__(self, folder: Path) -> None:
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
+        ensure_package("redis-server", lambda: shutil.which("redis-server") is not None)
         self.folder, self.port = folder, free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,9 +80,8 @@ class Postgres:
     initdb refuses), trust auth, on a free port."""
 
     def __init__(self, folder: Path) -> None:
+        ensure_package("postgresql", lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")))
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not found:
-            pytest.skip("PostgreSQL's server binaries (initdb) are not installed")
         self.bin = Path(found[-1]).parent
         self.folder, self.port = folder, free_port()
         self.data = folder / "data"
