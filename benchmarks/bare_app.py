@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -30,7 +29,7 @@ async def recommend(request: Request) -> JSONResponse:
         return JSONResponse({"detail": "unknown or revoked API key"}, status_code=401)
     body = await request.json()
     asked = [Ask(int(body["player_id"]), body.get("request_id"), key.key_id)]
-    decision = (await run_in_threadpool(batcher.submit, asked))[0]  # blocking, as FastAPI runs it
+    decision = (await batcher.asubmit(asked, timeout=60))[0]  # as the service's handlers wait for it
     if isinstance(decision, BaseException):
         return JSONResponse({"detail": str(decision)}, status_code=404)
     return JSONResponse(decision)

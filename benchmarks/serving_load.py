@@ -7,8 +7,9 @@
 2. open loop: an asyncio client that schedules requests on a clock at --rate per second for --seconds and
    measures each from its scheduled time (no coordinated omission); p50 / p99, late starts, errors, and the
    decision log counted afterwards: every answered request id logged once;
-3. saturation: wrk (closed loop, --connections) against the BentoML service, then against a bare Starlette
-   app running the same engine (benchmarks/bare_app.py), one after the other in this run; the ratio;
+3. saturation: wrk (closed loop, --connections) against the BentoML service and a bare Starlette app running
+   the same engine (benchmarks/bare_app.py), both up at once and loaded in turns (--rounds); the ratio of
+   their mean throughputs;
 4. where the time goes: a profile of the engine in this process.
 
 The single client runs twice: against a server with ``serving.prefetch`` off (every call reads the player's
@@ -245,7 +246,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--wrk-seconds", type=int, default=30)
+    ap.add_argument("--wrk-seconds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3, help="wrk runs against each app, in turns")
     ap.add_argument("--saturation-only", action="store_true", help="only wrk against both apps")
     args = ap.parse_args()
     home = args.home.resolve()
@@ -293,6 +295,7 @@ def main() -> None:
         url + "/ready",
         logs / "bento.log",
     )
+    bare = None
     try:
         waited = wait_prefetched(url, len(players))
         print(f"prefetch of {len(players):,} candidates done in both workers after {waited:.0f} s", flush=True)
@@ -300,24 +303,33 @@ def main() -> None:
             results["one client, prefetched"] = one_client(url, key, players[: args.one_client])
             print("one client, prefetched:", results["one client, prefetched"], flush=True)
             open_loop_phase(url, key, players, args, engine, results, table)
-        results["wrk bentoml"] = wrk(url, key, players, args.connections, args.wrk_seconds)
-        print("wrk bentoml:", results["wrk bentoml"], flush=True)
+        bare_port = free_port()
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        bare_env = {**env, "REKINDLE_HOME": str(home), "OMP_NUM_THREADS": "1",  # as `rekindle serve` sets it
+                    **({"REKINDLE_CONFIG": str(args.config)} if args.config else {})}  # fmt: skip
+        bare = start([UVICORN, "benchmarks.bare_app:app", "--workers", "2", "--host", "127.0.0.1", "--port",
+                      str(bare_port), "--no-access-log"], bare_env, bare_url + "/ready", logs / "bare.log")  # fmt: skip
+        wait_prefetched(bare_url, len(players))  # the state the BentoML service is in
+        # both up, loaded in turns: a drift of the machine's speed (or of the log's size) falls on both alike
+        runs: dict[str, list[dict[str, float | str]]] = {"bentoml": [], "bare starlette": []}
+        for r in range(args.rounds):
+            for name, target in (("bentoml", url), ("bare starlette", bare_url)):
+                got = wrk(target, key, players, args.connections, args.wrk_seconds)
+                runs[name].append(got)
+                print(f"round {r + 1}, wrk {name}:", got, flush=True)
+        for name, each_run in runs.items():
+            results[f"wrk {name}"] = {
+                key_: float(np.mean([float(g[key_]) for g in each_run])) for key_ in ("rps", "p50_ms", "p99_ms")
+            } | {"non_2xx": sum(int(g["non_2xx"]) for g in each_run)}
+            print(f"wrk {name}, {args.rounds} rounds:", results[f"wrk {name}"], flush=True)
+        each = [b["rps"] / s["rps"] for b, s in zip(runs["bentoml"], runs["bare starlette"], strict=True)]  # type: ignore[operator]
     finally:
         stop(bento)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    bare_env = {**env, "REKINDLE_HOME": str(home), "OMP_NUM_THREADS": "1",  # as `rekindle serve` sets it
-                **({"REKINDLE_CONFIG": str(args.config)} if args.config else {})}  # fmt: skip
-    bare = start([UVICORN, "benchmarks.bare_app:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-                  "--no-access-log"], bare_env, url + "/ready", logs / "bare.log")  # fmt: skip
-    try:
-        wait_prefetched(url, len(players))  # the state the BentoML service was measured in
-        results["wrk bare starlette"] = wrk(url, key, players, args.connections, args.wrk_seconds)
-        print("wrk bare starlette:", results["wrk bare starlette"], flush=True)
-    finally:
-        stop(bare)
+        if bare is not None:
+            stop(bare)
     ratio = results["wrk bentoml"]["rps"] / results["wrk bare starlette"]["rps"]  # type: ignore[index]
-    print(f"saturation: BentoML / bare Starlette = {ratio:.2f}", flush=True)
+    print(f"saturation: BentoML / bare Starlette = {ratio:.2f} (per round: {', '.join(f'{x:.2f}' for x in each)})",
+          flush=True)  # fmt: skip
     cli(home, cfg_args, env, "overrides", "set", "frequency_cap_days", "null", "--who", "benchmark")
     print("\nwhere the time goes (the engine in this process, 300 calls, features read from the online store):")
     print(profile(home, players[-400:]))

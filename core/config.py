@@ -469,6 +469,9 @@ class Serving(_Strict):
     model_poll_seconds: float = Field(30.0, gt=0)  # how often a worker looks where the champion alias points
     overrides_poll_seconds: float = Field(2.0, gt=0)  # how often it reads the marketers' overrides and keys
     access_log: bool = False  # a console line per HTTP call (BentoML's access log; costs ~15% of throughput)
+    # OpenTelemetry spans on the decision routes (BentoML's tracing): worth it only with an exporter configured
+    # (BENTOML_CONFIG's tracing section); without one every call still builds a span that goes nowhere
+    trace_decisions: bool = False
 
 
 # ------------------------------------------------------------------- root --

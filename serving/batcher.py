@@ -4,10 +4,14 @@ One thread takes whatever requests are waiting, hands them to the engine as one 
 lookup, one online-store read, one model call for all of them) and answers each. A lone request waits for
 nothing: it is a batch of one. Under load, requests pile up while a batch runs and the next batch is larger,
 so the cost per request falls as the load rises. It also keeps the engine on a single thread.
+
+An async caller (the service's handlers) awaits its answers on the event loop (:meth:`Batcher.asubmit`):
+no thread of a pool is taken, and woken, per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
@@ -24,13 +28,22 @@ class Batcher(Generic[T, R]):
         self.queue: queue.Queue[tuple[T, Future[R]]] = queue.Queue()
         threading.Thread(target=self._loop, name="rekindle-batcher", daemon=True).start()
 
-    def submit(self, items: list[T], timeout: float | None = None) -> list[R | BaseException]:
-        """The answers to ``items``, in order: each its result, or the exception deciding it raised."""
+    def _enqueue(self, items: list[T]) -> list[Future[R]]:
         futures: list[Future[R]] = []
         for item in items:
             f: Future[R] = Future()
             self.queue.put((item, f))
             futures.append(f)
+        return futures
+
+    async def asubmit(self, items: list[T], timeout: float | None = None) -> list[R | BaseException]:
+        """:meth:`submit` for a caller on an event loop: awaits the answers without blocking the loop."""
+        waiting = asyncio.gather(*(asyncio.wrap_future(f) for f in self._enqueue(items)), return_exceptions=True)
+        return list(await asyncio.wait_for(waiting, timeout))
+
+    def submit(self, items: list[T], timeout: float | None = None) -> list[R | BaseException]:
+        """The answers to ``items``, in order: each its result, or the exception deciding it raised."""
+        futures = self._enqueue(items)
         out: list[R | BaseException] = []
         for f in futures:
             exc = f.exception(timeout)

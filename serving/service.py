@@ -34,10 +34,14 @@ from system_db.access import Key, check
 from system_db.overrides import OverrideError
 
 API_VERSION = "1"
+DECISION_ROUTES = ["/v1/recommendations", "/v1/recommendations:batch"]
 app = FastAPI(
     title="Rekindle recommendations",
     version=API_VERSION,
     description="Which re-engagement event and reward to send a dormant player, or nothing. See docs/serving.md.",
+    # FastAPI's own OpenTelemetry spans and metrics find BentoML's tracer and would run on every call: BentoML
+    # already measures the calls (Prometheus) and traces them when an exporter is configured
+    telemetry={"tracing": False, "metrics": False, "logs": False},
 )
 
 
@@ -131,25 +135,34 @@ API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API k
 BEARER = HTTPBearer(auto_error=False, description="The same key as a bearer token")
 
 
-def _key(
+async def _key(
     request: Request,
     header: Annotated[str | None, Depends(API_KEY)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
 ) -> Key:
-    engine: Engine = request.app.state.engine
     given = header or (bearer.credentials if bearer is not None else None)
     if not given:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer rk_...' or 'X-API-Key'")
-    key = check(given, engine.key_hashes())
+    key = check(given, _service(request).engine.key_hashes())
     if key is None:
         raise HTTPException(401, "unknown or revoked API key")
     return key
 
 
-def _admin(key: Annotated[Key, Depends(_key)]) -> Key:
+async def _admin(key: Annotated[Key, Depends(_key)]) -> Key:
     if key.role != "admin":
         raise HTTPException(403, f"key {key.key_id} has role {key.role!r}; this call needs 'admin'")
     return key
+
+
+def _service(request: Request) -> Rekindle:
+    """The worker's service instance. The routes are plain functions that find it here, not methods of the
+    class: BentoML gives a method its ``self`` through a synchronous dependency, which FastAPI runs on a pool
+    thread, one hop per call."""
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise HTTPException(503, "the service is starting: no model is loaded yet")
+    return service  # type: ignore[no-any-return]
 
 
 @bentoml.service(
@@ -157,6 +170,8 @@ def _admin(key: Annotated[Key, Depends(_key)]) -> Key:
     workers=int(os.environ.get("REKINDLE_WORKERS", "2")),
     traffic={"timeout": 30},
     logging={"access": {"enabled": os.environ.get("REKINDLE_ACCESS_LOG") == "1"}},  # a line per call costs ~15%
+    # BentoML wraps every call in an OpenTelemetry span; with no exporter configured the decision routes skip it
+    tracing={} if os.environ.get("REKINDLE_TRACE_DECISIONS") == "1" else {"excluded_urls": DECISION_ROUTES},
 )
 @bentoml.asgi_app(app, path="/")
 class Rekindle:
@@ -164,7 +179,7 @@ class Rekindle:
         cfg = load_config(os.environ.get("REKINDLE_CONFIG") or None)
         self.engine = Engine(cfg)
         self.batcher = Batcher(self.engine.recommend)  # concurrent calls share one pass through the engine
-        app.state.engine = self.engine
+        app.state.service = self
         self.decisions = bentoml.metrics.Counter(
             name="rekindle_decisions", documentation="Decisions by arm", labelnames=["arm", "fallback", "explored"]
         )
@@ -184,9 +199,11 @@ class Rekindle:
             if d["fallback"]:
                 self.fallbacks.labels(segment=d["segment"]).inc()
 
-    def _decide(self, items: list[RecommendationRequest], caller: Key, *, explain: bool) -> list[dict[str, Any]]:
+    async def decide(self, items: list[RecommendationRequest], caller: Key, *, explain: bool) -> list[dict[str, Any]]:
+        """The engine's decisions for these requests (through the batcher), counted; HTTP errors for unknown
+        players (404) and for a decision that could not be made or logged (503)."""
         asked = [Ask(r.player_id, r.request_id, caller.key_id, explain or r.explain) for r in items]
-        out = self.batcher.submit(asked, timeout=60)
+        out = await self.batcher.asubmit(asked, timeout=60)
         unknown = sorted({i for o in out if isinstance(o, UnknownPlayersError) for i in o.ids})
         if unknown:
             self.errors.labels(status="404").inc()
@@ -199,64 +216,71 @@ class Rekindle:
         self._count(decisions)
         return decisions
 
-    @app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
-    def recommend(self, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
-        """The decision for one player: event type and reward (or none), expected values, reasons."""
-        return JSONResponse(
-            self._decide([body], key, explain=body.explain)[0]
-        )  # built by the engine: no second validation
 
-    @app.post("/v1/recommendations:batch", response_model=BatchResponse, responses={404: {}, 401: {}, 403: {}})
-    def recommend_batch(self, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
-        """Decisions for up to 1,000 players, in the order asked."""
-        return JSONResponse({"decisions": self._decide(body.requests, key, explain=body.explain)})
+@app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
+async def recommend(request: Request, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
+    """The decision for one player: event type and reward (or none), expected values, reasons."""
+    decided = await _service(request).decide([body], key, explain=body.explain)
+    return JSONResponse(decided[0])  # built by the engine: no second validation
 
-    @app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}})
-    def segment(self, segment: str, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
-        """A segment's best arms by mean expected gain over a sample of its candidates."""
-        try:
-            return self.engine.segment_recommendation(segment)
-        except UnknownSegmentError as exc:
-            raise HTTPException(404, str(exc)) from None
 
-    @app.get("/v1/overrides", responses={401: {}, 403: {}})
-    def overrides(self, key: Annotated[Key, Depends(_admin)]) -> dict[str, Any]:
-        """The settings in force, the overrides behind them, and the audit trail."""
-        e = self.engine
-        e.poll(force=True)
-        history = e.overrides.history().tail(50)
-        return {
-            "settings": e.settings.model_dump(),
-            "overrides": e.overrides.read(),
-            "policy_version": e.policy_version,
-            "audit": history.astype(object).where(history.notna(), None).to_dict("records"),
-        }
+@app.post("/v1/recommendations:batch", response_model=BatchResponse, responses={404: {}, 401: {}, 403: {}})
+async def recommend_batch(request: Request, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
+    """Decisions for up to 1,000 players, in the order asked."""
+    return JSONResponse({"decisions": await _service(request).decide(body.requests, key, explain=body.explain)})
 
-    @app.put("/v1/overrides/{field}", responses={401: {}, 403: {}, 422: {}})
-    def set_override(self, field: str, body: OverrideBody, key: Annotated[Key, Depends(_admin)]) -> dict[str, Any]:
-        """Override one policy setting (``value`` null clears it); in force in every worker within seconds."""
-        from serving.policy import PolicyError, check_settings
 
-        e = self.engine
-        try:
-            if e.model is not None:
-                from system_db.overrides import merged
+@app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}})
+def segment(request: Request, segment: str, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
+    """A segment's best arms by mean expected gain over a sample of its candidates."""
+    try:
+        return _service(request).engine.segment_recommendation(segment)
+    except UnknownSegmentError as exc:
+        raise HTTPException(404, str(exc)) from None
 
-                check_settings(merged(e.settings, {field: body.value}) if body.value is not None else e.settings,
-                               e.model.scorer.arms)  # fmt: skip
-            settings = e.overrides.set(field, body.value, who=f"{key.name} ({key.key_id})", base=e.cfg.serving.policy)
-        except (OverrideError, PolicyError) as exc:
-            raise HTTPException(422, str(exc)) from None
-        e.poll(force=True)
-        return {"field": field, "settings": settings.model_dump(), "policy_version": e.policy_version}
 
-    @app.get("/health")
-    def health(self) -> dict[str, str]:
-        """Alive."""
-        return {"status": "ok"}
+@app.get("/v1/overrides", responses={401: {}, 403: {}})
+def overrides(request: Request, key: Annotated[Key, Depends(_admin)]) -> dict[str, Any]:
+    """The settings in force, the overrides behind them, and the audit trail."""
+    e = _service(request).engine
+    e.poll(force=True)
+    history = e.overrides.history().tail(50)
+    return {
+        "settings": e.settings.model_dump(),
+        "overrides": e.overrides.read(),
+        "policy_version": e.policy_version,
+        "audit": history.astype(object).where(history.notna(), None).to_dict("records"),
+    }
 
-    @app.get("/ready", responses={503: {}})
-    def ready(self) -> JSONResponse:
-        """Ready to decide (a model is loaded), and what is degraded."""
-        state = self.engine.readiness()
-        return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+@app.put("/v1/overrides/{field}", responses={401: {}, 403: {}, 422: {}})
+def set_override(
+    request: Request, field: str, body: OverrideBody, key: Annotated[Key, Depends(_admin)]
+) -> dict[str, Any]:
+    """Override one policy setting (``value`` null clears it); in force in every worker within seconds."""
+    from serving.policy import PolicyError, check_settings
+    from system_db.overrides import merged
+
+    e = _service(request).engine
+    try:
+        if e.model is not None:
+            check_settings(merged(e.settings, {field: body.value}) if body.value is not None else e.settings,
+                           e.model.scorer.arms)  # fmt: skip
+        settings = e.overrides.set(field, body.value, who=f"{key.name} ({key.key_id})", base=e.cfg.serving.policy)
+    except (OverrideError, PolicyError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    e.poll(force=True)
+    return {"field": field, "settings": settings.model_dump(), "policy_version": e.policy_version}
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    """Alive."""
+    return {"status": "ok"}
+
+
+@app.get("/ready", responses={503: {}})
+async def ready(request: Request) -> JSONResponse:
+    """Ready to decide (a model is loaded), and what is degraded."""
+    state = _service(request).engine.readiness()
+    return JSONResponse(state, status_code=200 if state["ready"] else 503)

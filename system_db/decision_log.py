@@ -24,6 +24,7 @@ from platform_db.db import bulk_insert, read_sql
 from system_db.store import SystemStore
 
 NO_OFFER = "none"
+OFFERED = sa.text(f"event_type != '{NO_OFFER}'")
 
 
 def decisions_table(md: sa.MetaData) -> sa.Table:
@@ -53,6 +54,9 @@ def decisions_table(md: sa.MetaData) -> sa.Table:
         sa.Column("response", sa.Text, nullable=True),  # the JSON answered online, returned again on a retry
         sa.UniqueConstraint("caller", "request_id", name="decisions_caller_request_id"),
         sa.Index("decisions_player_time", "player_id", "decided_at"),
+        # the offers alone: the frequency cap's "last offer" of a player does not walk the no-offer rows that
+        # every call for a capped player logs (SQLite uses a partial index for the literal term only)
+        sa.Index("decisions_offers", "player_id", "decided_at", sqlite_where=OFFERED, postgresql_where=OFFERED),
         keep_existing=True,
     )
 
@@ -100,6 +104,8 @@ class DecisionLog:
         self.table = decisions_table(store.metadata)
         self.spend = spend_table(store.metadata)
         store.ensure()
+        for index in self.table.indexes:  # also on a log made before an index existed
+            index.create(store.engine, checkfirst=True)
         self._insert_once = (
             _insert(self.table, self.engine.dialect.name)
             .on_conflict_do_nothing(index_elements=["caller", "request_id"])
@@ -246,7 +252,7 @@ class DecisionLog:
         t = self.table
         query = (
             sa.select(t.c.player_id, sa.func.max(t.c.decided_at))
-            .where(t.c.player_id.in_(player_ids), t.c.event_type != NO_OFFER)
+            .where(t.c.player_id.in_(player_ids), OFFERED)
             .group_by(t.c.player_id)
         )
         with self.engine.connect() as conn:

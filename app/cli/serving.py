@@ -42,6 +42,7 @@ def serve(obj: Context, host: str | None, port: int | None, workers: int | None,
         "REKINDLE_DB_URL": cfg.db_url,
         "REKINDLE_WORKERS": str(workers or cfg.serving.workers),
         "REKINDLE_ACCESS_LOG": "1" if cfg.serving.access_log else "0",
+        "REKINDLE_TRACE_DECISIONS": "1" if cfg.serving.trace_decisions else "0",
         "BENTOML_HOME": str(cfg.path("bentoml")),
         "BENTOML_DO_NOT_TRACK": "True",
         # one OpenMP thread per worker: the workers already fill the cores, and LightGBM's threads on a few
