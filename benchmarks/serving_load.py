@@ -93,13 +93,15 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def one_client(url: str, key: str, players: list[int]) -> dict[str, float]:
+    """Each player asked once (first), then again (cached), then a third of them with ``explain`` (reasons)."""
     out: dict[str, float] = {}
     with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as c:
-        for label, ids in (("cold", players), ("cached", players)):
+        passes = (("first", players, False), ("cached", players, False), ("explained", players[::3], True))
+        for label, ids, explain in passes:
             lat = []
             for p in ids:
                 t0 = time.perf_counter()
-                r = c.post("/v1/recommendations", json={"player_id": int(p)})
+                r = c.post("/v1/recommendations", json={"player_id": int(p), "explain": explain})
                 lat.append(time.perf_counter() - t0)
                 assert r.status_code == 200, r.text
             out[f"{label}_p50_ms"], out[f"{label}_p99_ms"] = pct(lat, 50), pct(lat, 99)
