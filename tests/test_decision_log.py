@@ -11,7 +11,7 @@ import pytest
 
 from core.config import PolicySettings
 from system_db.access import AccessError, KeyRing, check
-from system_db.decision_log import DecisionLog, new_decision_id, response_json
+from system_db.decision_log import OFFERED, DecisionLog, new_decision_id, response_json
 from system_db.overrides import OverrideError, Overrides
 from system_db.store import SystemStore
 
@@ -88,6 +88,29 @@ def test_last_offers_are_per_player_and_ignore_no_offer(empty_db_url: str) -> No
     log.write(row(1, cost=100.0))
     log.write(row(2))
     assert log.last_offers([1, 2, 3]) == {1: DAY}
+
+
+def test_the_last_offer_is_read_from_the_offers_index_also_on_a_log_made_before_it(empty_db_url: str) -> None:
+    """A capped player's every call logs a no-offer row: the frequency cap's query must not walk them. The
+    partial index of offers is created on an existing log that lacks it, and the query is planned on it."""
+    import sqlalchemy as sa
+
+    store = SystemStore(empty_db_url)
+    log = DecisionLog(store)
+    log.write_all([row(7, cost=100.0)] + [row(7) for _ in range(50)])
+    qualified = f'"{store.schema}".' if store.schema else ""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX {qualified}decisions_offers")  # a log from before the index
+    log = DecisionLog(SystemStore(empty_db_url))
+    assert "decisions_offers" in {i["name"] for i in sa.inspect(log.engine).get_indexes("decisions", store.schema)}
+    assert log.last_offers([7, 8]) == {7: DAY}
+    if log.engine.dialect.name == "sqlite":  # the planner picks the partial index for the query as written
+        t = log.table
+        query = sa.select(t.c.player_id, sa.func.max(t.c.decided_at)).where(t.c.player_id.in_([7]), OFFERED)
+        sql = str(query.group_by(t.c.player_id).compile(log.engine, compile_kwargs={"literal_binds": True}))
+        with log.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "USING INDEX decisions_offers" in plan, plan
 
 
 def test_api_keys_are_stored_hashed_and_checked_with_their_role(empty_db_url: str) -> None:
