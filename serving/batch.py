@@ -10,6 +10,7 @@ interval and the confidence, and the model version that decided.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.config import Config
 from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
+from scoring.ensemble import ResponseEnsemble
 from serving.export import export_by_event_type
 from serving.policy import PolicyError, Rows, check_settings, decide, frequency_capped
 from serving.webhook import DeliveryReport, send_campaign
@@ -47,6 +49,19 @@ class BatchResult:
     lp_gap: float | None  # with a budget: (LP bound - knapsack value) / LP bound
     files: list[Path]  # with split: the campaign's file per event type
     delivery: DeliveryReport | None = None  # with a webhook: what was sent to it
+
+
+def compile_model(model: ResponseEnsemble, cache: Path, each: Callable[[str], None] | None = None) -> str | None:
+    """Compile the model's boosters for a large batch (cached under ``cache``). None when done; else why not,
+    and the model scores with LightGBM, with the same numbers (a booster lleaves cannot compile must not stop
+    the campaign)."""
+    try:
+        model.compile(cache, each=each)
+    except Exception as exc:
+        for member in model.members:
+            member.compiled.clear()
+        return str(exc).splitlines()[0][:200]
+    return None
 
 
 def write_atomic(frame: pd.DataFrame, out: Path) -> Path:
@@ -151,14 +166,11 @@ def run_batch(
         n = scorer.model.boosters()
         progress.note(f"compiling the model's {n} boosters (once per model: cached under {cfg.path('cache')})")
         progress.start("compile", n)
-        try:
-            scorer.model.compile(
-                cfg.path("cache", "compiled"), each=lambda name: progress.advance("compile", detail=name)
-            )
-        except Exception as exc:  # a booster lleaves cannot compile: LightGBM scores it, with the same numbers
-            for member in scorer.model.members:
-                member.compiled.clear()
-            progress.note(f"could not compile the model ({str(exc).splitlines()[0][:200]}); scoring with LightGBM")
+        failed = compile_model(
+            scorer.model, cfg.path("cache", "compiled"), lambda name: progress.advance("compile", detail=name)
+        )
+        if failed is not None:
+            progress.note(f"could not compile the model ({failed}); scoring with LightGBM")
         seconds["compile"] = time.perf_counter() - t1
         t1 = time.perf_counter()
     progress.note(f"scoring {len(frame):,} candidates x {len(scorer.arms)} arms")

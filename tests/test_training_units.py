@@ -730,3 +730,36 @@ def test_the_compiled_model_gives_lightgbms_numbers_and_is_cached(cfg, tmp_path:
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "compiled").glob("*.o")}
     model.compile(tmp_path / "compiled")  # from the cache: nothing compiled again
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "compiled").glob("*.o")} == stamps
+
+
+def test_a_model_lleaves_cannot_compile_is_scored_by_lightgbm_with_the_same_numbers(
+    cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch compiles a large model; when the compiler refuses a booster, the batch says why and scores
+    with LightGBM (nothing half-compiled is left to score with)."""
+    import scoring.compiled
+    from scoring.heads import COMPILED_MIN_ROWS
+    from serving.batch import compile_model
+    from training.design import fit_design
+    from training.ensemble import BootstrapEnsemble
+    from training.response import ResponseModel
+
+    frame = synthetic_decisions(cfg, 2000, 3)
+    frame["player_id"] = np.arange(len(frame)) // 2
+    arms = discover_arms(frame, None, min_support=10).table
+    base = ResponseModel(fit_design(cfg, frame, arms), n_estimators=10, min_child_samples=50)
+    model = BootstrapEnsemble(base, n_members=2, seed=2).fit(frame, frame).to_model(arms)
+    rows = synthetic_decisions(cfg, COMPILED_MIN_ROWS + 100, 4)
+    want = model.predict_arms(rows)
+    model.members[0].compiled["stale"] = object()  # what an earlier, partial compile could have left
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("lleaves: unsupported decision type in tree 3\nmore detail")
+
+    monkeypatch.setattr(scoring.compiled, "compile_all", refuse)
+    assert compile_model(model, tmp_path / "compiled") == "lleaves: unsupported decision type in tree 3"
+    assert not any(m.compiled for m in model.members)
+    got = model.predict_arms(rows)
+    for field in ("p_reengage", "deposits", "cost"):
+        assert np.array_equal(getattr(got, field), getattr(want, field)), field
+    assert compile_model(model, tmp_path / "compiled") is not None  # and again: no state from the first try
