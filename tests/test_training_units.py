@@ -705,18 +705,24 @@ def test_one_stacked_matrix_for_all_members_gives_the_same_numbers(cfg) -> None:
     assert (spread.net[:, 1:] > 0).all()
 
 
-def test_the_compiled_model_gives_lightgbms_numbers_and_is_cached(cfg, tmp_path: Path) -> None:
-    """The batch's compiled boosters (lleaves) against LightGBM's own, on a call large enough to use them."""
-    from scoring.heads import COMPILED_MIN_ROWS
+def small_ensemble(cfg, n: int, *, seed: int, trees: int):  # type: ignore[no-untyped-def]
+    """A two-member bootstrap ensemble fitted on ``n`` synthetic decisions (two per player)."""
     from training.design import fit_design
     from training.ensemble import BootstrapEnsemble
     from training.response import ResponseModel
 
-    frame = synthetic_decisions(cfg, 3000, 8)
+    frame = synthetic_decisions(cfg, n, seed)
     frame["player_id"] = np.arange(len(frame)) // 2
     arms = discover_arms(frame, None, min_support=10).table
-    base = ResponseModel(fit_design(cfg, frame, arms), n_estimators=15, min_child_samples=50)
-    model = BootstrapEnsemble(base, n_members=2, seed=1).fit(frame, frame).to_model(arms)
+    base = ResponseModel(fit_design(cfg, frame, arms), n_estimators=trees, min_child_samples=50)
+    return BootstrapEnsemble(base, n_members=2, seed=seed % 7 or 1).fit(frame, frame).to_model(arms)
+
+
+def test_the_compiled_model_gives_lightgbms_numbers_and_is_cached(cfg, tmp_path: Path) -> None:
+    """The batch's compiled boosters (lleaves) against LightGBM's own, on a call large enough to use them."""
+    from scoring.heads import COMPILED_MIN_ROWS
+
+    model = small_ensemble(cfg, 3000, seed=8, trees=15)
     rows = synthetic_decisions(cfg, COMPILED_MIN_ROWS + 500, 9)
     want = model.predict_arms(rows)
     names: list[str] = []
@@ -740,15 +746,8 @@ def test_a_model_lleaves_cannot_compile_is_scored_by_lightgbm_with_the_same_numb
     import scoring.compiled
     from scoring.heads import COMPILED_MIN_ROWS
     from serving.batch import compile_model
-    from training.design import fit_design
-    from training.ensemble import BootstrapEnsemble
-    from training.response import ResponseModel
 
-    frame = synthetic_decisions(cfg, 2000, 3)
-    frame["player_id"] = np.arange(len(frame)) // 2
-    arms = discover_arms(frame, None, min_support=10).table
-    base = ResponseModel(fit_design(cfg, frame, arms), n_estimators=10, min_child_samples=50)
-    model = BootstrapEnsemble(base, n_members=2, seed=2).fit(frame, frame).to_model(arms)
+    model = small_ensemble(cfg, 2000, seed=3, trees=10)
     rows = synthetic_decisions(cfg, COMPILED_MIN_ROWS + 100, 4)
     want = model.predict_arms(rows)
     model.members[0].compiled["stale"] = object()  # what an earlier, partial compile could have left
