@@ -58,6 +58,11 @@ class Batcher(Generic[T, R]):
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            # a caller that gave up while queued (a client gone, a timeout) is dropped here, undecided; the
+            # others' futures can no longer be cancelled, so answering them cannot fail
+            batch = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 out = self.run([item for item, _ in batch])
             except Exception as exc:  # the whole batch failed: every caller gets the error

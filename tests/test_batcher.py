@@ -69,3 +69,22 @@ def test_a_whole_pass_that_fails_fails_each_of_its_callers() -> None:
     assert all(isinstance(o, RuntimeError) and "the log is down" in str(o) for o in out)
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(Batcher(Doubler(delay=0.5)).asubmit([1], timeout=0.05))
+
+
+def test_a_caller_that_gives_up_while_queued_is_dropped_and_the_batcher_goes_on() -> None:
+    """A client gone or timed out cancels its wait: its item is not decided, and later callers are answered
+    (answering a cancelled future used to kill the batcher's thread, and every call after it hung)."""
+    work = Doubler(delay=0.2)
+    batcher = Batcher(work)
+
+    async def scenario() -> tuple[list, list]:
+        first = asyncio.ensure_future(batcher.asubmit([1]))
+        await asyncio.sleep(0.05)  # the first pass is running
+        gone = asyncio.ensure_future(batcher.asubmit([2]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        return await first, await asyncio.wait_for(batcher.asubmit([3]), 5)
+
+    first, later = asyncio.run(scenario())
+    assert first == [2] and later == [6]
+    assert sum(work.passes) == 2  # the cancelled item was never decided
