@@ -234,8 +234,9 @@ class Engine:
         self.roster_as_of = pd.Timestamp(seg["as_of"].iloc[0]).to_pydatetime()
         roster = seg.set_index("player_id")[["segment", "is_candidate", "status"]].sort_index()
         self._roster_ids = roster.index.to_numpy(np.int64)  # sorted: a call looks its players up by bisection
-        codes, self._segment_names = pd.factorize(roster["segment"].fillna("unknown").astype(str))
+        codes, names = pd.factorize(roster["segment"].fillna("unknown").astype(str))
         self._roster_segment = codes
+        self._segment_names = np.append(np.asarray(names, dtype=object), "unknown")  # the last: not segmented
         self._roster_candidate = roster["is_candidate"].fillna(False).astype(bool).to_numpy()
         return roster
 
@@ -244,7 +245,7 @@ class Engine:
         want = np.asarray(ids, np.int64)
         at = np.minimum(np.searchsorted(self._roster_ids, want), max(len(self._roster_ids) - 1, 0))
         known = self._roster_ids[at] == want if len(self._roster_ids) else np.zeros(len(want), bool)
-        names = np.append(np.asarray(self._segment_names, dtype=object), "unknown")
+        names = self._segment_names
         segment = names[np.where(known, self._roster_segment[at], len(names) - 1)]
         return segment, known & self._roster_candidate[at]
 

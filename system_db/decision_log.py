@@ -104,8 +104,9 @@ class DecisionLog:
         self.table = decisions_table(store.metadata)
         self.spend = spend_table(store.metadata)
         store.ensure()
-        for index in self.table.indexes:  # also on a log made before an index existed
-            index.create(store.engine, checkfirst=True)
+        with store.engine.begin() as conn:  # also on a log made before an index existed; IF NOT EXISTS, as
+            for index in self.table.indexes:  # the service's workers start at once
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         self._insert_once = (
             _insert(self.table, self.engine.dialect.name)
             .on_conflict_do_nothing(index_elements=["caller", "request_id"])
