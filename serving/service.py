@@ -22,8 +22,8 @@ from typing import Annotated, Any
 
 import bentoml
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from core.config import load_config
@@ -35,6 +35,9 @@ from system_db.overrides import OverrideError
 
 API_VERSION = "1"
 DECISION_ROUTES = ["/v1/recommendations", "/v1/recommendations:batch"]
+# a call not answered by then gets 504 and is dropped undecided if still queued. BentoML keeps a timer per call
+# for this long: a longer timeout only keeps more of them alive (1,000 players with reasons take ~3 s)
+CALL_TIMEOUT_S = 10
 app = FastAPI(
     title="Rekindle recommendations",
     version=API_VERSION,
@@ -131,16 +134,32 @@ class OverrideBody(BaseModel):
     value: Any = Field(description="The new value of the setting (null clears the override)")
 
 
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (rekindle keys create)")
-BEARER = HTTPBearer(auto_error=False, description="The same key as a bearer token")
+# the two ways to send a key, as the OpenAPI document declares them; :func:`_key` reads the headers itself
+# (FastAPI's security dependencies would be two more dependencies to resolve on every call, ~5% of a worker)
+KEY_SCHEMES = {
+    "APIKeyHeader": {"type": "apiKey", "description": "An API key (rekindle keys create)", "in": "header",
+                     "name": "X-API-Key"},
+    "HTTPBearer": {"type": "http", "description": "The same key as a bearer token", "scheme": "bearer"},
+}  # fmt: skip
+KEYED: dict[str, Any] = {"security": [{name: []} for name in KEY_SCHEMES]}  # a route's openapi_extra: it needs a key
 
 
-async def _key(
-    request: Request,
-    header: Annotated[str | None, Depends(API_KEY)] = None,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
-) -> Key:
-    given = header or (bearer.credentials if bearer is not None else None)
+def _openapi() -> dict[str, Any]:
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        doc.setdefault("components", {})["securitySchemes"] = KEY_SCHEMES
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+app.openapi = _openapi  # type: ignore[method-assign]
+
+
+async def _key(request: Request) -> Key:
+    given = request.headers.get("x-api-key")
+    if not given:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        given = credentials.strip() if scheme.lower() == "bearer" else None
     if not given:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer rk_...' or 'X-API-Key'")
     key = check(given, _service(request).engine.key_hashes())
@@ -168,7 +187,7 @@ def _service(request: Request) -> Rekindle:
 @bentoml.service(
     name="rekindle",
     workers=int(os.environ.get("REKINDLE_WORKERS", "2")),
-    traffic={"timeout": 30},
+    traffic={"timeout": CALL_TIMEOUT_S},
     logging={"access": {"enabled": os.environ.get("REKINDLE_ACCESS_LOG") == "1"}},  # a line per call costs ~15%
     # BentoML wraps every call in an OpenTelemetry span; with no exporter configured the decision routes skip it
     tracing={} if os.environ.get("REKINDLE_TRACE_DECISIONS") == "1" else {"excluded_urls": DECISION_ROUTES},
@@ -183,6 +202,7 @@ class Rekindle:
         self.decisions = bentoml.metrics.Counter(
             name="rekindle_decisions", documentation="Decisions by arm", labelnames=["arm", "fallback", "explored"]
         )
+        self._decided: dict[tuple[str, str, str], Any] = {}  # the counter of each (arm, fallback, explored)
         self.errors = bentoml.metrics.Counter(
             name="rekindle_errors", documentation="Failed calls by status", labelnames=["status"]
         )
@@ -195,7 +215,11 @@ class Rekindle:
     def _count(self, decisions: list[dict[str, Any]]) -> None:
         for d in decisions:
             arm = "none" if d["event_type"] == "none" else f"{d['event_type']}@{d['reward']}"
-            self.decisions.labels(arm=arm, fallback=str(d["fallback"]), explored=str(d["explored"])).inc()
+            labels = (arm, str(d["fallback"]), str(d["explored"]))
+            counter = self._decided.get(labels)
+            if counter is None:  # prometheus_client's labels() costs more than the increment
+                counter = self._decided[labels] = self.decisions.labels(*labels)
+            counter.inc()
             if d["fallback"]:
                 self.fallbacks.labels(segment=d["segment"]).inc()
 
@@ -203,7 +227,7 @@ class Rekindle:
         """The engine's decisions for these requests (through the batcher), counted; HTTP errors for unknown
         players (404) and for a decision that could not be made or logged (503)."""
         asked = [Ask(r.player_id, r.request_id, caller.key_id, explain or r.explain) for r in items]
-        out = await self.batcher.asubmit(asked, timeout=60)
+        out = await self.batcher.asubmit(asked, timeout=CALL_TIMEOUT_S)
         unknown = sorted({i for o in out if isinstance(o, UnknownPlayersError) for i in o.ids})
         if unknown:
             self.errors.labels(status="404").inc()
@@ -217,20 +241,25 @@ class Rekindle:
         return decisions
 
 
-@app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}})
+@app.post("/v1/recommendations", response_model=Decision, responses={404: {}, 401: {}, 403: {}}, openapi_extra=KEYED)
 async def recommend(request: Request, body: RecommendationRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
     """The decision for one player: event type and reward (or none), expected values, reasons."""
     decided = await _service(request).decide([body], key, explain=body.explain)
     return JSONResponse(decided[0])  # built by the engine: no second validation
 
 
-@app.post("/v1/recommendations:batch", response_model=BatchResponse, responses={404: {}, 401: {}, 403: {}})
+@app.post(
+    "/v1/recommendations:batch",
+    response_model=BatchResponse,
+    responses={404: {}, 401: {}, 403: {}},
+    openapi_extra=KEYED,
+)
 async def recommend_batch(request: Request, body: BatchRequest, key: Annotated[Key, Depends(_key)]) -> JSONResponse:
     """Decisions for up to 1,000 players, in the order asked."""
     return JSONResponse({"decisions": await _service(request).decide(body.requests, key, explain=body.explain)})
 
 
-@app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}})
+@app.get("/v1/segments/{segment}/recommendation", responses={404: {}, 401: {}, 403: {}}, openapi_extra=KEYED)
 def segment(request: Request, segment: str, key: Annotated[Key, Depends(_key)]) -> dict[str, Any]:
     """A segment's best arms by mean expected gain over a sample of its candidates."""
     try:
@@ -239,7 +268,7 @@ def segment(request: Request, segment: str, key: Annotated[Key, Depends(_key)]) 
         raise HTTPException(404, str(exc)) from None
 
 
-@app.get("/v1/overrides", responses={401: {}, 403: {}})
+@app.get("/v1/overrides", responses={401: {}, 403: {}}, openapi_extra=KEYED)
 def overrides(request: Request, key: Annotated[Key, Depends(_admin)]) -> dict[str, Any]:
     """The settings in force, the overrides behind them, and the audit trail."""
     e = _service(request).engine
@@ -253,7 +282,7 @@ def overrides(request: Request, key: Annotated[Key, Depends(_admin)]) -> dict[st
     }
 
 
-@app.put("/v1/overrides/{field}", responses={401: {}, 403: {}, 422: {}})
+@app.put("/v1/overrides/{field}", responses={401: {}, 403: {}, 422: {}}, openapi_extra=KEYED)
 def set_override(
     request: Request, field: str, body: OverrideBody, key: Annotated[Key, Depends(_admin)]
 ) -> dict[str, Any]:
