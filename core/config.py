@@ -44,6 +44,13 @@ class Business(_Strict):
     margin: float = Field(0.3, gt=0, le=1)
 
 
+class Feedback(_Strict):
+    """``rekindle feedback``: how decisions are matched to what the platform did (docs/feedback.md)."""
+
+    send_within_hours: float = Field(48, gt=0)  # an offer sent later than this after its decision is not its send
+    chunk_decisions: int = Field(200_000, ge=1)  # decisions measured (and committed) at a time
+
+
 # ---------------------------------------------------------------- catalog --
 def _unique_names(items: list[Any], what: str) -> None:
     names = [e.name for e in items]
@@ -486,6 +493,7 @@ class Config(_Strict):
     features: Features = Features()
     training: Training = Training()
     serving: Serving = Serving()
+    feedback: Feedback = Feedback()
     catalog: Catalog | None = None  # the user's catalog of the platform's event types; None: its history alone
 
     def require_simulatable(self) -> None:

@@ -41,8 +41,8 @@ _PLAYERS = {
 _PROMOS = {"id": ("id", _INT), "type": ("type", pa.string())}
 _SESSIONS = {"player": ('"playerId"', _INT), "at": ('"startedAt"', _TS)}
 _DEPOSITS = {"player": ('"playerId"', _INT), "amount": ("amount", _FLOAT), "at": ('"createdAt"', _TS)}
+_OFFER_BONUS = "type = 'bonus' AND \"promotionPlayerId\" IS NOT NULL"
 _BONUSES = {"offer": ('"promotionPlayerId"', _INT), "amount": ("amount", _FLOAT), "at": ('"createdAt"', _TS)}
-
 
 
 class NoDecisionsError(RekindleError, ValueError):
@@ -178,7 +178,7 @@ def read_money(
     deposits = Timeline(bounds, pos[known], d["at"][known], np.rint(d["amount"][known]).astype(np.int64))
     latest = int(d["at"].max(initial=sent[-1]))
     del d, pos, known
-    b = _read(db, "money_flows", _BONUSES, period, "type = 'bonus' AND \"promotionPlayerId\" IS NOT NULL")
+    b = _read(db, "money_flows", _BONUSES, period, _OFFER_BONUS)
     latest = max(latest, int(b["at"].max(initial=sent[-1])))
     # the reward cost of an offer: bonus paid for it (promotionPlayerId) inside its own window
     pos, known = lookup(offers.columns["id"], b["offer"])
@@ -197,3 +197,30 @@ def default_as_of(engine: Engine, filters: dict[str, str], latest: int) -> datet
     if withdrawn is not None and not pd.isna(withdrawn):
         last = max(last, pd.Timestamp(withdrawn).to_pydatetime())
     return last.replace(microsecond=0) + timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The platform's rows in a period, as numpy columns (times int64 microseconds): offers with their event
+    type, session starts, deposits and bonus payouts of offers. What the feedback of decisions reads."""
+
+    offers: dict[str, np.ndarray]  # id, promo, player, reward, sent, event (object)
+    sessions: dict[str, np.ndarray]  # player, at
+    deposits: dict[str, np.ndarray]  # player, amount, at
+    bonuses: dict[str, np.ndarray]  # offer, amount, at
+
+
+def read_activity(db: Snapshot, since: datetime, until: datetime) -> Activity:
+    """Every offer, session start, deposit and offer bonus with its time in ``[since, until)``."""
+    period = (since, until)
+    offers = _read(db, "promotion_players", _OFFERS, ("sent", *period))
+    promos = db.table("promotions", _PROMOS).to_pandas()
+    pos, found = lookup(promos["id"].to_numpy(dtype=np.int64), offers["promo"])
+    types = promos["type"].to_numpy(dtype=object)
+    offers["event"] = np.where(found, types[pos] if len(types) else UNKNOWN_EVENT, UNKNOWN_EVENT)
+    return Activity(
+        offers=offers,
+        sessions=_read(db, "player_sessions", _SESSIONS, ("at", *period)),
+        deposits=_read(db, "money_flows", _DEPOSITS, ("at", *period), "type = 'deposit'"),
+        bonuses=_read(db, "money_flows", _BONUSES, ("at", *period), _OFFER_BONUS),
+    )

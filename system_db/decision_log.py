@@ -82,7 +82,7 @@ def new_decision_id() -> str:
     return uuid.uuid4().hex
 
 
-def _insert(table: sa.Table, dialect: str) -> Any:
+def upsert_insert(table: sa.Table, dialect: str) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT."""
     from sqlalchemy.dialects import postgresql, sqlite
 
@@ -108,7 +108,7 @@ class DecisionLog:
             for index in self.table.indexes:  # the service's workers start at once
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         self._insert_once = (
-            _insert(self.table, self.engine.dialect.name)
+            upsert_insert(self.table, self.engine.dialect.name)
             .on_conflict_do_nothing(index_elements=["caller", "request_id"])
             .returning(self.table.c.decision_id)
         )
@@ -194,7 +194,7 @@ class DecisionLog:
 
     def _reserve(self, conn: sa.Connection, day: date, cost: float, budget: float) -> bool:
         s = self.spend
-        conn.execute(_insert(s, self.engine.dialect.name).values(day=day, spent=0.0).on_conflict_do_nothing())
+        conn.execute(upsert_insert(s, self.engine.dialect.name).values(day=day, spent=0.0).on_conflict_do_nothing())
         done = conn.execute(
             sa.update(s)
             .where(s.c.day == day, s.c.spent + cost <= budget)

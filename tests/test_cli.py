@@ -72,6 +72,7 @@ def test_the_help_covers_every_command() -> None:
         "db init",
         "segment",
         "validate",
+        "feedback",
     ):
         assert expected in names, expected
     assert len(COMMANDS) >= 17  # the group and its 16 commands and subcommands

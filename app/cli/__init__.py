@@ -7,10 +7,17 @@ added here, so no command module imports another's registration.
 
 from __future__ import annotations
 
-from app.cli import data, features, models, pipeline, serving
+from app.cli import data, features, loop, models, pipeline, serving
 from app.cli.root import main
 
-for _command in (*data.COMMANDS, features.features, *models.COMMANDS, *serving.COMMANDS, pipeline.run_all):
+for _command in (
+    *data.COMMANDS,
+    features.features,
+    *models.COMMANDS,
+    *serving.COMMANDS,
+    *loop.COMMANDS,
+    pipeline.run_all,
+):
     main.add_command(_command)
 
 __all__ = ["main"]

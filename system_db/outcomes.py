@@ -1,0 +1,102 @@
+"""The outcomes of decisions: one row per decision whose attribution window has closed, written by
+``rekindle feedback`` (:mod:`monitoring.feedback`) and never changed afterwards.
+
+The primary key is the decision id and rows are inserted with ON CONFLICT DO NOTHING, in one transaction
+per chunk: a second run, or two at once, or a run after a crash, adds each outcome exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from platform_db.db import read_sql
+from system_db.decision_log import DecisionLog, upsert_insert
+from system_db.store import SystemStore
+
+CONTEXT_COLUMNS = ["decision_id", "player_id", "decided_at", "event_type", "reward"]
+
+
+def outcomes_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "outcomes",
+        md,
+        sa.Column("decision_id", sa.String(36), primary_key=True),
+        sa.Column("sent", sa.Boolean, nullable=False),  # an offer the platform sent (False for no offer)
+        sa.Column("offer_id", sa.BigInteger, nullable=True),  # the platform's promotion_players.id
+        sa.Column("measured_from", sa.DateTime, nullable=False),  # the send time, or the decision time
+        sa.Column("window_end", sa.DateTime, nullable=False),
+        sa.Column("reengaged", sa.Boolean, nullable=False),
+        sa.Column("converted", sa.Boolean, nullable=False),
+        sa.Column("deposits", sa.BigInteger, nullable=False),
+        sa.Column("reward_cost", sa.BigInteger, nullable=False),
+        sa.Column("net_value", sa.Float, nullable=False),
+        sa.Column("measured_at", sa.DateTime, nullable=False),  # the platform's as-of time of the run
+        keep_existing=True,
+    )
+
+
+class Outcomes:
+    """The outcomes table, beside the decision log it refers to."""
+
+    def __init__(self, store: SystemStore) -> None:
+        self.store = store
+        self.log = DecisionLog(store)
+        self.table = outcomes_table(store.metadata)
+        store.ensure()
+
+    def pending(self, decided_before: datetime) -> pd.DataFrame:
+        """Decisions made before ``decided_before`` that have no outcome yet (:data:`CONTEXT_COLUMNS`), oldest
+        first."""
+        d, o = self.log.table, self.table
+        query = (
+            sa.select(*(d.c[c] for c in CONTEXT_COLUMNS))
+            .select_from(d.outerjoin(o, o.c.decision_id == d.c.decision_id))
+            .where(o.c.decision_id.is_(None), d.c.decided_at < decided_before)
+            .order_by(d.c.decided_at, d.c.decision_id)
+        )
+        return _typed(read_sql(self.store.engine, query))
+
+    def count_waiting(self) -> int:
+        """Decisions without an outcome, whatever their time."""
+        d, o = self.log.table, self.table
+        query = sa.select(sa.func.count()).select_from(d.outerjoin(o, o.c.decision_id == d.c.decision_id))
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(query.where(o.c.decision_id.is_(None))).scalar_one())
+
+    def decisions_between(self, since: datetime, until: datetime) -> pd.DataFrame:
+        """Every decision made in ``[since, until)`` (:data:`CONTEXT_COLUMNS`): the neighbours an event is
+        attributed among."""
+        d = self.log.table
+        query = sa.select(*(d.c[c] for c in CONTEXT_COLUMNS)).where(d.c.decided_at >= since, d.c.decided_at < until)
+        return _typed(read_sql(self.store.engine, query))
+
+    def write(self, frame: pd.DataFrame, measured_at: datetime) -> int:
+        """Insert these outcomes in one transaction; those already there are left as they are. Returns how
+        many were new."""
+        if frame.empty:
+            return 0
+        rows = frame.astype(object).where(frame.notna(), None)
+        rows["measured_at"] = measured_at
+        insert = upsert_insert(self.table, self.store.engine.dialect.name).on_conflict_do_nothing(
+            index_elements=["decision_id"]
+        )
+        with self.store.engine.begin() as conn:
+            before = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
+            conn.execute(insert, [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one() - before)
+
+    def read(self) -> pd.DataFrame:
+        """Every outcome with its decision's columns (segment, arm, propensity, predictions, versions)."""
+        d, o = self.log.table, self.table
+        cols = [c for c in d.c if c.name not in ("response", "decision_id")]
+        query = sa.select(o, *cols).select_from(o.join(d, d.c.decision_id == o.c.decision_id))
+        return read_sql(self.store.engine, query.order_by(d.c.decided_at, o.c.decision_id))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype({"player_id": "int64", "reward": "int64", "event_type": object}).assign(
+        decided_at=pd.to_datetime(frame["decided_at"])
+    )
