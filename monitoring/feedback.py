@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,8 @@ from core.timeutil import utc_now
 from features.decision_reads import Activity, read_activity
 from features.timeline import as_datetime64
 from monitoring.attribution import attribute, match_sends
+from monitoring.roi import CELL_COLUMNS, pooled_accuracy, roi_cells, weekly
+from monitoring.roi_plot import plot_roi
 from platform_db.bulk import snapshot
 from platform_db.db import connect, read_sql
 from platform_db.filters import valid_rows
@@ -42,8 +45,12 @@ class FeedbackRun:
     as_of: datetime  # the platform's clock the run measured against
     measured: int  # outcomes this run added
     offers_not_sent: int  # of them, offer decisions the platform has no matching send for
-    waiting: int  # decisions whose window has not closed yet (or whose neighbours' sends may still come)
+    waiting: int  # decisions whose window has not closed yet (or whose send may still come)
     chunks: int
+    cells: pd.DataFrame  # realised against predicted per (segment, arm) cell over every outcome (monitoring.roi)
+    accuracy: float | None  # pooled over the reliable cells
+    weeks: pd.DataFrame
+    plot: Path | None
 
 
 def platform_clock(cfg: Config, filters: dict[str, str] | None = None) -> datetime:
@@ -119,4 +126,10 @@ def run_feedback(
         not_sent += int((is_offer.reindex(got["decision_id"]).to_numpy() & ~got["sent"].to_numpy()).sum())
         chunks += 1
         progress.advance(task, len(chunk))
-    return FeedbackRun(as_of, measured, not_sent, outcomes.count_waiting(), chunks)
+    everything = outcomes.read()
+    cells = roi_cells(everything) if len(everything) else pd.DataFrame(columns=CELL_COLUMNS)
+    weeks = weekly(everything) if len(everything) else pd.DataFrame()
+    outcomes.write_cells(cells, as_of)
+    plot = plot_roi(cells, weeks, cfg.path("feedback", f"roi-{as_of:%Y%m%dT%H%M%S}.png")) if len(cells) else None
+    accuracy = pooled_accuracy(cells[cells["reliable"].astype(bool)]) if len(cells) else None
+    return FeedbackRun(as_of, measured, not_sent, outcomes.count_waiting(), chunks, cells, accuracy, weeks, plot)

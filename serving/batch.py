@@ -24,7 +24,7 @@ from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from scoring.ensemble import ResponseEnsemble
 from serving.export import export_by_event_type
-from serving.policy import PolicyError, Rows, check_settings, decide, frequency_capped
+from serving.policy import PolicyError, Rows, arm_names, check_settings, decide, frequency_capped
 from serving.webhook import DeliveryReport, send_campaign
 from system_db.decision_log import DecisionLog, new_decision_id
 from system_db.deliveries import Deliveries
@@ -199,7 +199,8 @@ def run_batch(
     seconds["score"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     progress.note(f"logging {len(decisions):,} decisions ({campaign})")
-    log.write_batch(campaign, batch_log_rows(decisions, campaign, t), replace=replace)
+    would = np.asarray(arm_names(scorer.arms), dtype=object)[d.would]
+    log.write_batch(campaign, batch_log_rows(decisions, campaign, t, would), replace=replace)
     path = write_atomic(decisions, out)
     files = export_by_event_type(decisions, out) if split else []
     seconds["log"] = time.perf_counter() - t2
@@ -215,8 +216,9 @@ def run_batch(
     return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files, delivery)
 
 
-def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime) -> pd.DataFrame:
-    """The decision log's rows of a batch (request id: the campaign and the player)."""
+def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime, would: np.ndarray) -> pd.DataFrame:
+    """The decision log's rows of a batch (request id: the campaign and the player); ``would``: the policy's
+    arm of each row without exploration or the holdout."""
     return pd.DataFrame(
         {
             "decision_id": decisions["decision_id"],
@@ -239,5 +241,6 @@ def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime) -> pd.Da
             "model_version": decisions["model_version"],
             "policy_version": decisions["policy_version"],
             "response": None,
+            "policy_arm": would,
         }
     )

@@ -637,7 +637,8 @@ class Engine:
             }
             inc_re_a = float(inc_re[n_, a]) if a else 0.0
             made.append(decision)
-            rows_log.append(self._log_row(decision, requests[n_][2], cost_a, net_a, inc_re_a, at))
+            would = str(names[d.would[n_]])
+            rows_log.append(self._log_row(decision, requests[n_][2], cost_a, net_a, inc_re_a, at, would))
         over = "no offer: today's reward budget is spent"
         cuts = [_cut(decision, over) for decision in made]
         logged = self.log.write_all(
@@ -699,7 +700,7 @@ class Engine:
 
     @staticmethod
     def _log_row(
-        decision: dict[str, Any], caller: str, cost: float, net: float, inc_re: float, at: datetime
+        decision: dict[str, Any], caller: str, cost: float, net: float, inc_re: float, at: datetime, would: str
     ) -> dict[str, Any]:
         return {
             "decision_id": decision["decision_id"], "caller": caller, "request_id": decision["request_id"],
@@ -708,7 +709,7 @@ class Engine:
             "explored": decision["explored"], "holdout": decision["holdout"], "fallback": decision["fallback"],
             "reason": decision["reason"][:300], "expected_cost": cost, "incremental_net_value": net,
             "incremental_reengage": inc_re, "model_version": decision["model_version"],
-            "policy_version": decision["policy_version"], "response": response_json(decision),
+            "policy_version": decision["policy_version"], "response": response_json(decision), "policy_arm": would,
         }  # fmt: skip
 
     def segment_recommendation(self, segment: str) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class Rows:
 class Decisions:
     arm: np.ndarray  # column of the arm per row (0: no offer)
     greedy: np.ndarray  # the arm the model would pick (0 where not eligible or held out)
+    would: np.ndarray  # the arm the policy would send without exploration or the holdout: its pin or the model's
+    # pick (0 where not eligible); for a held-out row, what the control group is compared with (feedback)
     propensity: np.ndarray  # probability the row had of getting ``arm``
     explored: np.ndarray  # bool: the arm was drawn by exploration
     holdout: np.ndarray  # bool
@@ -183,11 +185,13 @@ def decide(
 
     pinned = np.zeros(n, bool)
     arm = np.zeros(n, np.int64)
+    pin_arm = np.full(n, -1, np.int64)  # the pin of each eligible row's segment (held-out rows too)
     for seg, arm_name in settings.pins.items():
         col = names.index(arm_name)
         here = live & (segment == seg)
         ok = here & allowed[:, col]
         arm[ok] = col
+        pin_arm[eligible & (segment == seg) & allowed[:, col]] = col
         pinned |= ok
         reason[ok] = f"segment {seg} pinned to {arm_name}"
         reason[here & ~ok] = f"pin {arm_name} of segment {seg} is outside the rules; "
@@ -221,13 +225,16 @@ def decide(
         else f"the best gain - {pick.lam:.3g} x cost under the budget"
     )
     model_reason = np.where(greedy > 0, best, "no offer gains enough in expectation").astype(object)
+    model_pick = score.argmax(axis=1)  # held-out rows too
     if forced is not None:
-        ok = allowed[np.arange(n), forced]
-        greedy = np.where(live & ~pinned, np.where(ok, forced, 0), greedy)
+        rule_ok = allowed[np.arange(n), forced]
+        model_pick = np.where(rule_ok, forced, 0)
+        greedy = np.where(live & ~pinned, model_pick, greedy)
         named = np.asarray(names, dtype=object)[forced]
         model_reason = np.where(
-            ok, "the fallback rule: " + named, "the fallback rule's arm " + named + " is outside the rules"
+            rule_ok, "the fallback rule: " + named, "the fallback rule's arm " + named + " is outside the rules"
         )
+    would = np.where(eligible, np.where(pin_arm >= 0, pin_arm, model_pick), 0)
     arm = np.where(free, greedy, arm)
     bound = value = None
     if budget is not None:  # the Lagrangian dual bounds the LP relaxation of the knapsack from above
@@ -252,6 +259,7 @@ def decide(
     return Decisions(
         arm=arm,
         greedy=greedy,
+        would=would,
         propensity=propensity,
         explored=explore,
         holdout=held,

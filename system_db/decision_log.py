@@ -52,6 +52,10 @@ def decisions_table(md: sa.MetaData) -> sa.Table:
         sa.Column("model_version", sa.String(128), nullable=False),
         sa.Column("policy_version", sa.String(64), nullable=False),
         sa.Column("response", sa.Text, nullable=True),  # the JSON answered online, returned again on a retry
+        # the arm the policy would have sent without exploration or the holdout: a held-out row's is what the
+        # offered rows of that arm are compared with (realised against predicted, in feedback); null on logs
+        # written before it was recorded
+        sa.Column("policy_arm", sa.String(130), nullable=True),  # the JSON answered online, returned again on a retry
         sa.UniqueConstraint("caller", "request_id", name="decisions_caller_request_id"),
         sa.Index("decisions_player_time", "player_id", "decided_at"),
         # the offers alone: the frequency cap's "last offer" of a player does not walk the no-offer rows that
@@ -74,7 +78,7 @@ def spend_table(md: sa.MetaData) -> sa.Table:
 LOG_COLUMNS = [
     "decision_id", "caller", "request_id", "player_id", "decided_at", "source", "segment", "event_type", "reward",
     "propensity", "explored", "holdout", "fallback", "reason", "expected_cost", "incremental_net_value",
-    "incremental_reengage", "model_version", "policy_version", "response",
+    "incremental_reengage", "model_version", "policy_version", "response", "policy_arm",
 ]  # fmt: skip
 
 
@@ -104,6 +108,7 @@ class DecisionLog:
         self.table = decisions_table(store.metadata)
         self.spend = spend_table(store.metadata)
         store.ensure()
+        _add_missing_columns(store.engine, self.table)
         with store.engine.begin() as conn:  # also on a log made before an index existed; IF NOT EXISTS, as
             for index in self.table.indexes:  # the service's workers start at once
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
@@ -264,6 +269,24 @@ class DecisionLog:
         if source is not None:
             query = query.where(self.table.c.source == source)
         return read_sql(self.engine, query.order_by(self.table.c.decided_at, self.table.c.decision_id))
+
+
+def _add_missing_columns(engine: sa.Engine, table: sa.Table) -> None:
+    """Columns added to the log after it was created (nullable ones), added to an older log in place."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name, schema=table.schema)}
+    missing = [c for c in table.columns if c.name not in have]
+    if not missing:
+        return
+    name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+    with engine.begin() as conn:
+        for column in missing:
+            kind = column.type.compile(dialect=engine.dialect)
+            exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""
+            try:
+                conn.execute(sa.text(f'ALTER TABLE {name} ADD COLUMN{exists} "{column.name}" {kind}'))
+            except sa.exc.OperationalError as exc:  # SQLite: another worker added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def _sqlite_writer(engine: sa.Engine) -> sa.Engine:

@@ -38,6 +38,27 @@ def outcomes_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def roi_cells_table(md: sa.MetaData) -> sa.Table:
+    """Realised against predicted per (segment, arm) cell, as each feedback run found it (monitoring.roi)."""
+    return sa.Table(
+        "roi_cells",
+        md,
+        sa.Column("measured_at", sa.DateTime, primary_key=True),
+        sa.Column("segment", sa.String(64), primary_key=True),
+        sa.Column("arm", sa.String(130), primary_key=True),
+        sa.Column("n_offered", sa.BigInteger, nullable=False),
+        sa.Column("n_control", sa.BigInteger, nullable=False),
+        sa.Column("predicted", sa.Float, nullable=False),
+        sa.Column("realised", sa.Float, nullable=False),
+        sa.Column("se", sa.Float, nullable=False),
+        sa.Column("predicted_cost", sa.Float, nullable=True),
+        sa.Column("realised_cost", sa.Float, nullable=True),
+        sa.Column("accuracy", sa.Float, nullable=True),
+        sa.Column("reliable", sa.Boolean, nullable=False),
+        keep_existing=True,
+    )
+
+
 class Outcomes:
     """The outcomes table, beside the decision log it refers to."""
 
@@ -45,6 +66,7 @@ class Outcomes:
         self.store = store
         self.log = DecisionLog(store)
         self.table = outcomes_table(store.metadata)
+        self.cells = roi_cells_table(store.metadata)
         store.ensure()
 
     def pending(self, decided_before: datetime) -> pd.DataFrame:
@@ -87,6 +109,23 @@ class Outcomes:
             before = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
             conn.execute(insert, [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one() - before)
+
+    def write_cells(self, cells: pd.DataFrame, measured_at: datetime) -> int:
+        """Replace the cells of ``measured_at`` with these, in one transaction."""
+        rows = cells.assign(measured_at=measured_at)[[c.name for c in self.cells.columns]]
+        rows = rows.astype(object).where(rows.notna(), None)
+        with self.store.engine.begin() as conn:
+            conn.execute(sa.delete(self.cells).where(self.cells.c.measured_at == measured_at))
+            if len(rows):
+                conn.execute(
+                    sa.insert(self.cells), [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
+                )
+        return len(rows)
+
+    def read_cells(self) -> pd.DataFrame:
+        """Every run's cells, oldest first."""
+        c = self.cells
+        return read_sql(self.store.engine, sa.select(c).order_by(c.c.measured_at, c.c.segment, c.c.arm))
 
     def read(self) -> pd.DataFrame:
         """Every outcome with its decision's columns (segment, arm, propensity, predictions, versions)."""

@@ -113,6 +113,22 @@ def test_the_last_offer_is_read_from_the_offers_index_also_on_a_log_made_before_
         assert "USING INDEX decisions_offers" in plan, plan
 
 
+def test_a_log_from_before_the_policy_arm_column_gets_it_and_keeps_its_rows(empty_db_url: str) -> None:
+    import sqlalchemy as sa
+
+    store = SystemStore(empty_db_url)
+    DecisionLog(store).write_all([row(1), row(2, cost=100.0)])
+    qualified = f'"{store.schema}".' if store.schema else ""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {qualified}decisions DROP COLUMN policy_arm")  # a log from before it
+    log = DecisionLog(SystemStore(empty_db_url))
+    assert "policy_arm" in {c["name"] for c in sa.inspect(log.engine).get_columns("decisions", store.schema)}
+    log.write_all([row(3) | {"policy_arm": "cashback@10000"}])
+    got = log.read().set_index("player_id")["policy_arm"]
+    assert got.loc[3] == "cashback@10000" and got.loc[[1, 2]].isna().all() and len(got) == 3
+    DecisionLog(SystemStore(empty_db_url))  # a second start finds it there
+
+
 def test_api_keys_are_stored_hashed_and_checked_with_their_role(empty_db_url: str) -> None:
     ring = KeyRing(SystemStore(empty_db_url))
     key, plain = ring.create("crm", "caller")

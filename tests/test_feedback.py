@@ -33,6 +33,9 @@ def invoke(*args: str) -> str:
 
 def log_rows(players: np.ndarray, arms: list[tuple[str, int]], at: datetime, campaign: str) -> pd.DataFrame:
     event, reward = zip(*(arms[i % len(arms)] for i in range(len(players))), strict=True)
+    arm = [e if e == "none" else f"{e}@{r}" for e, r in zip(event, reward, strict=True)]
+    # every other no-offer row is held out, where the policy would have sent cashback@10000
+    held = [e == "none" and i % 8 == 2 for i, e in enumerate(event)]
     return pd.DataFrame(
         {
             "decision_id": [new_decision_id() for _ in players],
@@ -46,11 +49,14 @@ def log_rows(players: np.ndarray, arms: list[tuple[str, int]], at: datetime, cam
             "reward": reward,
             "propensity": 1.0,
             "explored": False,
-            "holdout": False,
+            "holdout": held,
             "fallback": False,
             "reason": "test",
+            "incremental_net_value": 500.0,
+            "expected_cost": 1000.0,
             "model_version": "m/1",
             "policy_version": "p-1",
+            "policy_arm": np.where(held, "cashback@10000", arm),
         }
     ).reindex(columns=LOG_COLUMNS)
 
@@ -103,6 +109,13 @@ def test_every_decision_gets_one_outcome_as_the_simulator_realised_it(responded)
     assert mine["reengaged"].astype(bool).any() and (mine["reward_cost"] > 0).any()  # not a trivially empty world
     margin = cfg.business.margin
     assert np.allclose(got["net_value"], margin * got["deposits"] - got["reward_cost"])
+    # realised against predicted: the cashback offers against the held-out rows the policy would have sent it
+    cells = Outcomes(SystemStore(cfg.system_db_url)).read_cells()
+    assert list(zip(cells["segment"], cells["arm"], strict=True)) == [("s", "cashback@10000")]
+    assert cells["n_offered"].iloc[0] == (logged["event_type"] == "cashback").sum()
+    assert cells["n_control"].iloc[0] == logged["holdout"].sum() > 0
+    assert "realised against predicted" in out and (home / "feedback").is_dir()
+    assert len(list((home / "feedback").glob("roi-*.png"))) == 1
     # a second run measures nothing new and changes nothing
     again = invoke("--home", str(home), "feedback", "--as-of", closed)
     assert "0 decisions measured" in again and "0 waiting" in again, again

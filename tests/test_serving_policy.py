@@ -70,6 +70,25 @@ def test_holdout_is_a_fixed_share_and_the_same_players_every_time() -> None:
     assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 19_000  # uniform
 
 
+@pytest.mark.parametrize("budget", [None, 2_000_000.0])
+def test_a_held_out_row_logs_the_arm_it_would_have_been_sent(budget: float | None) -> None:
+    """The control group's arm is what the policy would have sent it: the same rows decided with no holdout
+    (and no exploration) send every held-out row the arm its ``would`` names; a pin counts too."""
+    gain, cost, net, rows = world(20_000)
+    base = PolicySettings(exploration=0.0, holdout=0.2, frequency_cap_days=0, pins={"c": "reminder@0"})
+    held = decide(gain, cost, net, ARMS, rows, base, np.random.default_rng(1), budget=budget)
+    free = decide(gain, cost, net, ARMS, rows, base.model_copy(update={"holdout": 0.0}), np.random.default_rng(1),
+                  budget=budget)  # fmt: skip
+    h = held.holdout
+    assert h.sum() > 3_000 and (held.arm[h] == 0).all()
+    if budget is None:  # with a budget the knapsack of the other rows sets a slightly different price
+        assert (held.would == free.arm).all()
+    assert (held.would[h] == free.arm[h]).mean() > (0.999 if budget is None else 0.95)
+    assert (held.would[~h] == held.arm[~h]).all()  # no exploration: the rest were sent what they would be
+    assert set(held.would[h & (rows.segment == "c")]) == {1}  # the pinned segment's arm
+    assert len(set(held.would[h])) > 2  # the model's picks, not one arm
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 10_000),

@@ -263,6 +263,11 @@ def test_tune_train_evaluate_batch(home) -> None:
     # every decision of the batch is in the decision log, once, with its propensity
     logged = pd.read_sql("SELECT * FROM decisions WHERE source = 'batch'", f"sqlite:///{h / 'rekindle.db'}")
     assert len(logged) == len(f) and set(logged["decision_id"]) == set(f["decision_id"])
+    # each row logs the arm the policy would have sent it: the fallback's arm, for the held-out rows too
+    held = logged[logged["holdout"].astype(bool)]
+    assert len(held) > 0 and (held["policy_arm"] == "cashback@10000").all()
+    sent = logged[(logged["event_type"] != "none") & ~logged["explored"].astype(bool)]
+    assert (sent["policy_arm"] == sent["event_type"] + "@" + sent["reward"].astype(str)).all()
     code, out = cli(home, "batch", "--model", "challenger", "--out", str(h / "f.csv"), "--arm", "cashback@7")
     assert code == 2 and "unknown arm 'cashback@7'" in out
     code, out = cli(

@@ -28,6 +28,17 @@ def feedback(obj: Context, as_of: str | None, skip_row_checks: bool) -> None:
         f"platform clock {run.as_of:%Y-%m-%dT%H:%M:%S}: {run.measured:,} decisions measured"
         f" ({run.offers_not_sent:,} offers the platform has no send for), {run.waiting:,} waiting for their window"
     )
+    if run.cells.empty:
+        console.print("realised against predicted: no (segment, arm) cell has both offered and held-out rows yet")
+        return
+    shown = run.cells.sort_values("n_offered", ascending=False).head(20)
+    console.print("\nrealised against predicted incremental net value per offer (KRW), largest cells:")
+    console.print(shown.round({"predicted": 0, "realised": 0, "se": 0, "accuracy": 2}).to_string(index=False))
+    reliable = int(run.cells["reliable"].sum())
+    said = f"{run.accuracy:.2f}" if run.accuracy is not None else "n/a (no cell is reliable yet)"
+    console.print(f"accuracy over the {reliable} reliable cells (s.e. under 10% of the value): {said}")
+    if run.plot is not None:
+        console.print(f"plot: {run.plot}")
 
 
 COMMANDS = (feedback,)
