@@ -49,6 +49,7 @@ class OnlineFeatures:
         if warm_up:
             self.players([0])
             self.arms()
+            fail_fast(self.store)
 
     def players(self, player_ids: Sequence[int]) -> pd.DataFrame:
         """One row per id, in order; features of players not in the online store are null."""
@@ -81,3 +82,16 @@ class OnlineFeatures:
         if self._arms is None:
             self._arms = self.arms()
         return self._arms
+
+
+def fail_fast(store: Any) -> None:
+    """Make the Redis client of a warmed-up store try a read once more at most, without waiting: redis-py's
+    default is three more tries with exponential backoff, ~5-10 s per read while Redis is down, and a
+    serving call has to know at once that it should decide at the segment level. No-op for other stores."""
+    online = getattr(store._get_provider(), "online_store", None)  # Feast has no public handle on its client
+    client = getattr(online, "_client", None)
+    if client is not None and hasattr(client, "set_retry"):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client.set_retry(Retry(NoBackoff(), 1))

@@ -218,6 +218,9 @@ class Engine:
         self._prefetch_generation = 0
         self.prefetched = 0
         self.degraded: dict[str, str] = {}
+        # set when a read of the online store fails: calls decide at the segment level at once instead of
+        # each waiting out the store client's retries (seconds), until the polling thread reads it again
+        self._online_down = False
         self.settings: PolicySettings = cfg.serving.policy
         self._overrides_version = ""
         self._hashes: dict[str, tuple[str, Role, str]] = {}
@@ -394,8 +397,22 @@ class Engine:
             time.sleep(period)
             try:
                 self.poll()
+                self._probe_online()
             except Exception:  # polling again is the handling; poll() records what is degraded
                 continue
+
+    def _probe_online(self) -> None:
+        """While the online store is marked down, read one candidate from it; back once that works."""
+        online = self.online
+        if not self._online_down or online is None or self.roster.empty:
+            return
+        try:
+            online.model_frame([int(self.roster.index[0])], online.as_of)
+        except Exception as exc:
+            self.degraded["online_store"] = f"cannot read the online store: {str(exc).splitlines()[0]}"
+            return
+        self._online_down = False
+        self.degraded.pop("online_store", None)
 
     def _refresh_model(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -459,13 +476,14 @@ class Engine:
             return Scored.from_rows(empty, k, n_player(model)), ""
         hit, miss = self.cache.get(ids, model.version)
         if miss:
-            if self.online is None:
+            if self.online is None or self._online_down:
                 return None, self.degraded.get("online_store", "the online store is not open")
             try:
                 frame = self.online.model_frame(miss, at)
                 self.degraded.pop("online_store", None)
             except Exception as exc:
                 self.degraded["online_store"] = f"cannot read the online store: {str(exc).splitlines()[0]}"
+                self._online_down = True
                 return None, self.degraded["online_store"]
             fresh = Scored.of_frame(model.scorer, frame)
             self.cache.put(miss, model.version, fresh)

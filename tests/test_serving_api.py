@@ -323,9 +323,13 @@ def test_an_unreadable_online_store_degrades_to_segment_decisions_and_recovers(s
             ready = httpx.get(url + "/ready", timeout=10).json()
             assert ready["ready"] and "online_store" in ready["degraded"]
             store.write_bytes(original)
+            # the worker's polling thread reads the store again within seconds; calls do not try it meanwhile
+            deadline = time.monotonic() + 30
+            while "online_store" in httpx.get(url + "/ready", timeout=10).json()["degraded"]:
+                assert time.monotonic() < deadline, "the online store is still marked down 30 s after its repair"
+                time.sleep(0.5)
             again = ask(pids[150:250])
             assert not any(d["fallback"] for d in again)
-            assert "online_store" not in httpx.get(url + "/ready", timeout=10).json()["degraded"]
             logged = set(served.log()["decision_id"])
             assert {d["decision_id"] for d in before + broken + again} <= logged  # nothing lost while degraded
         finally:

@@ -125,7 +125,10 @@ def test_redis_and_postgresql_killed_mid_run_degrade_and_lose_nothing(stack: Sta
         # ---- Redis killed: answered from the segment's decision, logged, marked; /ready says why
         stack.redis.stop()
         down = [c.call() for _ in range(5)]
-        assert all(r.status_code == 200 for r in down), [r.text for r in down]
+        assert all(r.status_code == 200 for r in down), str([(r.status_code, r.elapsed.total_seconds()) for r in down])
+        # no call waits out a Redis client's retries (5-10 s each with redis-py's defaults): the first finds it
+        # down at once, the rest do not try until the polling thread reads it again
+        assert max(r.elapsed.total_seconds() for r in down) < 3, [r.elapsed.total_seconds() for r in down]
         assert all(r.json()["fallback"] and "segment-level decision" in r.json()["reason"] for r in down)
         assert "online_store" in c.ready()["degraded"]
         metrics = httpx.get(url + "/metrics", timeout=30).text
