@@ -1,0 +1,114 @@
+"""Experiments in the policy: which variant a player is in, and what that variant sends. Pure.
+
+A player's variant is fixed by a hash of the player id and the experiment's salt (the same uniform draw as
+the holdout's, :func:`serving.policy.holdout_draw`, with the experiment's own salt) cut at the cumulative
+shares, in the order the experiment lists its variants: the same player is in the same variant on every
+call, online and in batch, for as long as the experiment runs.
+
+Variants (``KINDS``):
+
+- ``policy``: the system's policy, unchanged (its own exploration and holdout included);
+- ``holdout``: no offer;
+- ``random``: an arm drawn uniformly among those the rules allow the player (no offer included),
+  propensity ``1/m``;
+- ``best_arm``: one arm for everyone (the best single arm unless the experiment names another);
+- ``marketers``: the marketers' selection, a segment -> arm table (a segment it does not name: no offer).
+
+Rules still hold in every variant: a player the policy may not offer (status, frequency cap, not a
+candidate) gets no offer, and an arm the rules do not allow the player's segment is not sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from serving.policy import Decisions, holdout_draw
+
+KINDS = ("policy", "holdout", "random", "best_arm", "marketers")
+POLICY, RANDOM = -1, -2  # variant arm codes besides an arm column
+
+
+class ExperimentError(ValueError):
+    """An experiment's definition that cannot run: the message names the value and what was expected."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    salt: str
+    shares: dict[str, float]  # variant -> share, in assignment order
+    best_arm: str | None = None  # best_arm's arm
+    marketers: dict[str, str] = field(default_factory=dict)  # marketers' segment -> arm
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.shares) - set(KINDS))
+        if unknown:
+            raise ExperimentError(f"unknown variants {unknown}; expected some of {list(KINDS)}")
+        if len(self.shares) < 2:
+            raise ExperimentError(f"an experiment needs two variants or more, got {list(self.shares)}")
+        bad = {v: s for v, s in self.shares.items() if not 0 < s <= 1}
+        if bad or abs(sum(self.shares.values()) - 1) > 1e-6:
+            raise ExperimentError(f"variant shares must be in (0, 1] and sum to 1, got {self.shares}")
+        if "best_arm" in self.shares and not self.best_arm:
+            raise ExperimentError("the best_arm variant needs its arm (e.g. cashback@10000)")
+        if "marketers" in self.shares and not self.marketers:
+            raise ExperimentError("the marketers variant needs its segment -> arm table")
+
+
+def assign(player_id: np.ndarray, experiment: Experiment) -> np.ndarray:
+    """Each player's variant name (object array), by hash of the id and the experiment's salt."""
+    u = holdout_draw(np.asarray(player_id, dtype=np.int64), experiment.salt)
+    names = list(experiment.shares)
+    edges = np.cumsum([experiment.shares[v] for v in names])
+    at = np.minimum(np.searchsorted(edges, u, side="right"), len(names) - 1)
+    return np.asarray(names, dtype=object)[at]
+
+
+def variant_arms(variant: np.ndarray, segment: np.ndarray, experiment: Experiment, names: list[str]) -> np.ndarray:
+    """Per row, the arm column its variant sends (0: no offer), :data:`POLICY` or :data:`RANDOM`."""
+    unknown = sorted({a for a in [experiment.best_arm, *experiment.marketers.values()] if a} - set(names))
+    if unknown:
+        raise ExperimentError(f"experiment {experiment.name} names arms {unknown} the model does not know; "
+                              f"expected some of {names}")  # fmt: skip
+    out = np.full(len(variant), POLICY, np.int64)
+    out[variant == "holdout"] = 0
+    out[variant == "random"] = RANDOM
+    if experiment.best_arm:
+        out[variant == "best_arm"] = names.index(experiment.best_arm)
+    table = np.array([names.index(experiment.marketers.get(str(s), names[0])) for s in segment], np.int64)
+    is_m = variant == "marketers"
+    out[is_m] = table[is_m]
+    return out
+
+
+def apply_variants(
+    d: Decisions, variant: np.ndarray, arms_of: np.ndarray, allowed: np.ndarray, eligible: np.ndarray,
+    rng: np.random.Generator, experiment: Experiment, names: list[str],
+) -> Decisions:  # fmt: skip
+    """The policy's decisions ``d`` with every row outside the policy variant decided by its variant
+    (``arms_of`` from :func:`variant_arms`; ``allowed``: rows x arms the rules allow; ``eligible``: rows the
+    policy may offer at all)."""
+    other = eligible & (arms_of != POLICY)
+    arm, propensity, reason = d.arm.copy(), d.propensity.copy(), d.reason.copy()
+    fixed = other & (arms_of >= 0)
+    ok = fixed & allowed[np.arange(len(arm)), np.maximum(arms_of, 0)]
+    arm[fixed] = np.where(ok[fixed], arms_of[fixed], 0)
+    propensity[fixed] = 1.0
+    drawn = other & (arms_of == RANDOM)
+    m = allowed.sum(axis=1)
+    target = np.floor(rng.random(len(arm)) * m).astype(np.int64) + 1
+    pick = (allowed.cumsum(axis=1) >= target[:, None]).argmax(axis=1)
+    arm[drawn] = pick[drawn]
+    propensity[drawn] = 1.0 / m[drawn]
+    label = np.asarray([f"experiment {experiment.name}, variant {v}: " for v in variant], dtype=object)
+    named = np.asarray(names, dtype=object)
+    reason[ok] = label[ok] + named[arm[ok]]
+    reason[fixed & ~ok] = label[fixed & ~ok] + "no offer (" + named[arms_of[fixed & ~ok]] + " is outside the rules)"
+    reason[fixed & (arms_of == 0)] = label[fixed & (arms_of == 0)] + "no offer"
+    reason[drawn] = label[drawn] + "drawn uniformly among the allowed arms: " + named[arm[drawn]]
+    return replace(
+        d, arm=arm, propensity=propensity, reason=reason, explored=d.explored & ~other, holdout=d.holdout & ~other,
+        pinned=d.pinned & ~other,
+    )  # fmt: skip
