@@ -66,10 +66,16 @@ def variant_summary(frame: pd.DataFrame, metrics: list[Metric], shares: dict[str
 
 
 def sample_ratio_pvalue(frame: pd.DataFrame, shares: dict[str, float]) -> float:
-    observed = frame["variant"].value_counts().reindex(list(shares), fill_value=0)
-    unknown = set(frame["variant"]) - set(shares)
+    """The chi-square p-value of the players per variant of ``frame`` against the configured shares."""
+    return counts_ratio_pvalue(frame["variant"].value_counts(), shares)
+
+
+def counts_ratio_pvalue(counts: pd.Series, shares: dict[str, float]) -> float:
+    """The chi-square p-value of players per variant (``counts``, indexed by variant) against the shares."""
+    unknown = set(counts.index[counts > 0]) - set(shares)
     if unknown:
         raise ValueError(f"players in variants {sorted(unknown)} that the experiment does not have: {sorted(shares)}")
+    observed = counts.reindex(list(shares), fill_value=0)
     weights = np.array([shares[v] for v in observed.index], dtype=float)
     expected = weights / weights.sum() * observed.sum()
     return float(scipy.stats.chisquare(observed.to_numpy(), expected).pvalue)

@@ -23,11 +23,13 @@ from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from scoring.ensemble import ResponseEnsemble
+from serving.experiments import Experiment, ExperimentError, apply_variants, assign, from_definition, variant_arms
 from serving.export import export_by_event_type
-from serving.policy import PolicyError, Rows, arm_names, check_settings, decide, frequency_capped
+from serving.policy import PolicyError, Rows, arm_names, check_settings, decide, frequency_capped, rule_mask
 from serving.webhook import DeliveryReport, send_campaign
 from system_db.decision_log import DecisionLog, new_decision_id
 from system_db.deliveries import Deliveries
+from system_db.experiments import ExperimentStore
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
 from training.policy import Choice, Objective
@@ -185,6 +187,23 @@ def run_batch(
         s.gain(objective), s.cost, s.inc_net, scorer.arms, rows, settings, rng,
         objective=objective, budget=budget, forced=forced,
     )  # fmt: skip
+    experiment, variant = _running_experiment(store), None
+    if experiment is not None:
+        if budget is not None:
+            raise BatchError(
+                f"experiment {experiment.name} is running: its fixed variants would spend outside the budget; "
+                "run the batch without --budget, or stop the experiment"
+            )
+        names = arm_names(scorer.arms)
+        variant = assign(rows.player_id, experiment)
+        try:
+            codes = variant_arms(variant, rows.segment, experiment, names)
+        except ExperimentError as exc:
+            raise BatchError(str(exc)) from None
+        allowed = rule_mask(scorer.arms, rows.segment.astype(str), settings)
+        d = apply_variants(d, variant, codes, allowed, blocked == "", rng, experiment, names)
+        progress.note(f"experiment {experiment.name}: " + ", ".join(
+            f"{v} {int((variant == v).sum()):,}" for v in experiment.shares))  # fmt: skip
     pick = Choice(d.arm, s.gain(objective)[np.arange(len(d.arm)), d.arm], s.cost[np.arange(len(d.arm)), d.arm], d.lam)
     decisions = round_money(scorer.describe(frame, s, scorer.judge_arms(frame, s, pick, objective)))
     decisions.insert(1, "segment", rows.segment)
@@ -200,7 +219,8 @@ def run_batch(
     t2 = time.perf_counter()
     progress.note(f"logging {len(decisions):,} decisions ({campaign})")
     would = np.asarray(arm_names(scorer.arms), dtype=object)[d.would]
-    log.write_batch(campaign, batch_log_rows(decisions, campaign, t, would), replace=replace)
+    exposure = (experiment.name if experiment else None, variant)
+    log.write_batch(campaign, batch_log_rows(decisions, campaign, t, would, exposure), replace=replace)
     path = write_atomic(decisions, out)
     files = export_by_event_type(decisions, out) if split else []
     seconds["log"] = time.perf_counter() - t2
@@ -216,9 +236,21 @@ def run_batch(
     return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files, delivery)
 
 
-def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime, would: np.ndarray) -> pd.DataFrame:
+def _running_experiment(store: SystemStore) -> Experiment | None:
+    running = ExperimentStore(store).running()
+    return None if running is None else from_definition(*running)
+
+
+def batch_log_rows(
+    decisions: pd.DataFrame,
+    campaign: str,
+    t: datetime,
+    would: np.ndarray,
+    exposure: tuple[str | None, np.ndarray | None] = (None, None),
+) -> pd.DataFrame:
     """The decision log's rows of a batch (request id: the campaign and the player); ``would``: the policy's
-    arm of each row without exploration or the holdout."""
+    arm of each row without exploration or the holdout; ``exposure``: the running experiment and each row's
+    variant in it."""
     return pd.DataFrame(
         {
             "decision_id": decisions["decision_id"],
@@ -242,5 +274,7 @@ def batch_log_rows(decisions: pd.DataFrame, campaign: str, t: datetime, would: n
             "policy_version": decisions["policy_version"],
             "response": None,
             "policy_arm": would,
+            "experiment": exposure[0],
+            "variant": exposure[1],
         }
     )

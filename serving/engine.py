@@ -42,9 +42,11 @@ import sqlalchemy as sa
 from core.config import Config, PolicySettings
 from core.errors import RekindleError
 from scoring.heads import ArmPredictions
-from serving.policy import NONE, Rows, arm_names, check_settings, decide, frequency_capped
+from serving.experiments import Experiment, ExperimentError, apply_variants, assign, from_definition, variant_arms
+from serving.policy import NONE, Rows, arm_names, check_settings, decide, frequency_capped, rule_mask
 from system_db.access import KeyRing, Role
 from system_db.decision_log import DecisionLog, new_decision_id, response_json
+from system_db.experiments import ExperimentStore
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
 from training.scorer import Scorer, Scores
@@ -211,6 +213,8 @@ class Engine:
         self.log = DecisionLog(self.store)
         self.keys = KeyRing(self.store)
         self.overrides = Overrides(self.store)
+        self.experiments = ExperimentStore(self.store)
+        self.experiment: Experiment | None = None  # the running experiment, as last polled
         from platform_db.db import connect
 
         self.platform = connect(cfg.db_url)
@@ -341,6 +345,8 @@ class Engine:
                         check_settings(settings, self.model.scorer.arms)
                     self.settings, self._overrides_version = settings, version
                 self._hashes = self.keys.hashes()
+                running = self.experiments.running()
+                self.experiment = from_definition(*running) if running is not None else None
                 self.degraded.pop("system_store", None)
             except Exception as exc:
                 self.degraded["system_store"] = f"cannot read overrides and keys: {str(exc).splitlines()[0]}"
@@ -599,6 +605,19 @@ class Engine:
             gain, cost, inc_net, model.scorer.arms, rows, settings, np.random.default_rng(),
             objective=self.objective, forced=forced,
         )  # fmt: skip
+        experiment, variant = self.experiment, np.full(len(ids), None, dtype=object)
+        if experiment is not None:
+            try:
+                codes = variant_arms(assign(rows.player_id, experiment), segment, experiment, names)
+            except ExperimentError as exc:  # made for another model's arms: this one decides alone
+                self.degraded["experiment"] = str(exc)
+                experiment = None
+            else:
+                self.degraded.pop("experiment", None)
+                variant = assign(rows.player_id, experiment)
+                allowed = rule_mask(model.scorer.arms, segment.astype(str), settings)
+                d = apply_variants(d, variant, codes, allowed, blocked == "", np.random.default_rng(), experiment,
+                                   names)  # fmt: skip
 
         arms = model.scorer.arms
         event = arms["event_type"].astype(str).to_numpy()
@@ -646,6 +665,8 @@ class Engine:
                 "propensity": round(float(d.propensity[n_]), 6),
                 "explored": bool(d.explored[n_]),
                 "holdout": bool(d.holdout[n_]),
+                "experiment": experiment.name if experiment is not None else None,
+                "variant": variant[n_],
                 "fallback": bool(fallback[n_]),
                 "reason": str(d.reason[n_]) + (f" (segment-level decision: {why})" if fallback[n_] else ""),
                 "model_version": model.version,
@@ -728,6 +749,7 @@ class Engine:
             "reason": decision["reason"][:300], "expected_cost": cost, "incremental_net_value": net,
             "incremental_reengage": inc_re, "model_version": decision["model_version"],
             "policy_version": decision["policy_version"], "response": response_json(decision), "policy_arm": would,
+            "experiment": decision["experiment"], "variant": decision["variant"],
         }  # fmt: skip
 
     def segment_recommendation(self, segment: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ candidate) gets no offer, and an arm the rules do not allow the player's segment
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,17 @@ class Experiment:
             raise ExperimentError("the best_arm variant needs its arm (e.g. cashback@10000)")
         if "marketers" in self.shares and not self.marketers:
             raise ExperimentError("the marketers variant needs its segment -> arm table")
+
+
+def definition(experiment: Experiment) -> dict[str, Any]:
+    """What the experiments table stores (the variants as a list: their order is the assignment's)."""
+    return {"salt": experiment.salt, "variants": [[v, s] for v, s in experiment.shares.items()],
+            "best_arm": experiment.best_arm, "marketers": experiment.marketers}  # fmt: skip
+
+
+def from_definition(name: str, stored: dict[str, Any]) -> Experiment:
+    return Experiment(name, str(stored["salt"]), {str(v): float(s) for v, s in stored["variants"]},
+                      stored.get("best_arm"), dict(stored.get("marketers") or {}))  # fmt: skip
 
 
 def assign(player_id: np.ndarray, experiment: Experiment) -> np.ndarray:

@@ -118,6 +118,8 @@ class Decision(BaseModel):
     propensity: float = Field(description="The probability the policy had of choosing this arm")
     explored: bool
     holdout: bool
+    experiment: str | None = Field(None, description="The experiment running when the decision was made")
+    variant: str | None = Field(None, description="The player's variant in it (policy, random, holdout, ...)")
     fallback: bool = Field(description="A segment-level decision: the player's features could not be read")
     reason: str
     model_version: str

@@ -55,7 +55,10 @@ def decisions_table(md: sa.MetaData) -> sa.Table:
         # the arm the policy would have sent without exploration or the holdout: a held-out row's is what the
         # offered rows of that arm are compared with (realised against predicted, in feedback); null on logs
         # written before it was recorded
-        sa.Column("policy_arm", sa.String(130), nullable=True),  # the JSON answered online, returned again on a retry
+        sa.Column("policy_arm", sa.String(130), nullable=True),
+        # the experiment running when the decision was made and the player's variant in it (its exposure)
+        sa.Column("experiment", sa.String(64), nullable=True),
+        sa.Column("variant", sa.String(16), nullable=True),  # the JSON answered online, returned again on a retry
         sa.UniqueConstraint("caller", "request_id", name="decisions_caller_request_id"),
         sa.Index("decisions_player_time", "player_id", "decided_at"),
         # the offers alone: the frequency cap's "last offer" of a player does not walk the no-offer rows that
@@ -78,7 +81,7 @@ def spend_table(md: sa.MetaData) -> sa.Table:
 LOG_COLUMNS = [
     "decision_id", "caller", "request_id", "player_id", "decided_at", "source", "segment", "event_type", "reward",
     "propensity", "explored", "holdout", "fallback", "reason", "expected_cost", "incremental_net_value",
-    "incremental_reengage", "model_version", "policy_version", "response", "policy_arm",
+    "incremental_reengage", "model_version", "policy_version", "response", "policy_arm", "experiment", "variant",
 ]  # fmt: skip
 
 

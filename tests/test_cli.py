@@ -73,6 +73,9 @@ def test_the_help_covers_every_command() -> None:
         "segment",
         "validate",
         "feedback",
+        "experiment start",
+        "experiment status",
+        "experiment stop",
     ):
         assert expected in names, expected
     assert len(COMMANDS) >= 17  # the group and its 16 commands and subcommands

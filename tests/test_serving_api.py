@@ -225,6 +225,41 @@ def test_a_segment_recommendation(served: Served) -> None:
     assert unknown.status_code == 404 and "unknown segment 'nobody'" in unknown.json()["detail"]
 
 
+def test_a_running_experiment_assigns_online_decisions_to_variants(served: Served) -> None:
+    """An experiment started while the service runs: within seconds every decision carries it and the
+    player's variant (logged the same), the holdout variant gets no offer; stopped, decisions are the
+    policy's again."""
+    code, out = cli_in(served, "experiment", "start", "online1", "--variants", "policy=0.5,holdout=0.5")
+    assert code == 0, out
+    pids = candidates(served, 700)[300:700]
+    try:
+        time.sleep(2.5)  # two polls
+        got = []
+        for chunk in (pids[:200], pids[200:]):  # both workers, most likely
+            got += served.post("/v1/recommendations:batch", {"requests": [{"player_id": p} for p in chunk]}).json()[
+                "decisions"
+            ]
+        assert {d["experiment"] for d in got} == {"online1"}
+        held = [d for d in got if d["variant"] == "holdout"]
+        assert 0.4 < len(held) / len(got) < 0.6 and not any(d["offer"] for d in held)
+        logged = served.log().set_index("decision_id").loc[[d["decision_id"] for d in got]]
+        assert (logged["variant"] == [d["variant"] for d in got]).all()
+    finally:
+        assert cli_in(served, "experiment", "stop", "online1")[0] == 0
+    time.sleep(2.5)
+    after = served.post("/v1/recommendations:batch", {"requests": [{"player_id": p} for p in pids[:50]]}).json()
+    assert not any(d["experiment"] for d in after["decisions"])
+
+
+def cli_in(s: Served, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    r = CliRunner().invoke(main, ["--home", str(s.home), "--config", str(s.configs), *args])
+    return r.exit_code, r.output
+
+
 def test_overrides_take_effect_in_every_worker_without_a_restart(served: Served) -> None:
     """Disable the event type being sent, pin nothing else: within seconds no worker sends it; the change is
     audited; a bad value is refused with 422 and changes nothing."""

@@ -398,3 +398,44 @@ def test_a_registered_model_is_data_and_loads_without_the_code_that_trained_it(h
     scored = pd.read_parquet(tmp_path / "scored.parquet")
     expected = arm_frame(model, rows, cfg.business.margin)
     pd.testing.assert_frame_equal(scored.reset_index(drop=True), expected, check_exact=True)
+
+
+def test_an_experiment_assigns_every_decision_of_a_batch_to_its_variant(home) -> None:
+    """While an experiment runs, a batch logs each decision with the player's variant, at the shares; each
+    variant sends what it says; one experiment at a time; a budget is refused while it runs."""
+    h = home[0]
+    start = ("experiment", "start", "e1", "--variants", "policy=0.4,random=0.2,best_arm=0.2,holdout=0.2",
+             "--best-arm", "cashback@10000")  # fmt: skip
+    code, out = cli(home, *start)
+    assert code == 0, out
+    code, out = cli(home, "experiment", "start", "e2", "--variants", "policy=0.5,holdout=0.5")
+    assert code != 0 and "'e1' is running" in out
+    code, out = cli(home, "experiment", "start", "e3", "--variants", "policy=0.5,bogus=0.5")
+    assert code != 0 and "unknown variants ['bogus']" in out
+    as_of = pd.Timestamp(json.loads((h / "truth" / "calibration.json").read_text())["as_of"]) - pd.Timedelta(hours=1)
+    batch = ("batch", "--model", "challenger", "--out", str(h / "e1.csv"), "--as-of", as_of.isoformat())
+    code, out = cli(home, *batch, "--budget", "100000")
+    assert code == 2 and "experiment e1 is running" in out
+    code, out = cli(home, *batch)
+    assert code == 0, out
+    logged = pd.read_sql(
+        "SELECT * FROM decisions WHERE experiment = 'e1'", f"sqlite:///{h / 'rekindle.db'}"
+    ).drop_duplicates("player_id")
+    decided = pd.read_csv(h / "e1.csv")
+    assert len(logged) == len(decided) > 500
+    shares = logged["variant"].value_counts(normalize=True)
+    for variant, share in {"policy": 0.4, "random": 0.2, "best_arm": 0.2, "holdout": 0.2}.items():
+        assert abs(shares[variant] - share) < 4 * np.sqrt(share * (1 - share) / len(logged)), (variant, shares)
+    live = logged[~logged["reason"].str.startswith(("frequency cap", "not a candidate", "self", "blocked"))]
+    assert (live.loc[live["variant"] == "holdout", "event_type"] == "none").all()
+    best = live[live["variant"] == "best_arm"]
+    assert ((best["event_type"] == "cashback") & (best["reward"] == 10_000)).mean() > 0.9
+    assert live.loc[live["variant"] == "random", "event_type"].nunique() >= 4
+    code, out = cli(home, "experiment", "status", "e1")
+    assert code == 0 and "running" in out and "sample ratio" in out and "as configured" in out, out
+    code, out = cli(home, "experiment", "stop", "e1")
+    assert code == 0, out
+    code, out = cli(home, "experiment", "stop", "e1")
+    assert code != 0 and "stopped, not running" in out
+    code, out = cli(home, "experiment", "start", "e1", "--variants", "policy=0.5,holdout=0.5")
+    assert code != 0 and "already exists" in out

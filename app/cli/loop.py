@@ -1,4 +1,5 @@
-"""The closed loop's commands: ``rekindle feedback`` (what happened after each decision)."""
+"""The closed loop's commands: ``rekindle feedback`` (what happened after each decision) and ``rekindle
+experiment`` (variants by hash, their exposures)."""
 
 from __future__ import annotations
 
@@ -41,4 +42,122 @@ def feedback(obj: Context, as_of: str | None, skip_row_checks: bool) -> None:
         console.print(f"plot: {run.plot}")
 
 
-COMMANDS = (feedback,)
+@click.group("experiment")
+def experiment() -> None:
+    """Experiments: players assigned by hash to variants (the policy, random assignment, the marketers'
+    selection, the best single arm, a holdout) in every batch and online decision while one runs."""
+
+
+def _shares(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, share = part.partition("=")
+        try:
+            out[name.strip()] = float(share)
+        except ValueError:
+            raise click.BadParameter(
+                f"{part!r} is not VARIANT=SHARE (e.g. policy=0.5)", param_hint="--variants"
+            ) from None
+        if not sep:
+            raise click.BadParameter(f"{part!r} is not VARIANT=SHARE (e.g. policy=0.5)", param_hint="--variants")
+    return out
+
+
+@experiment.command("start")
+@click.argument("name")
+@click.option(
+    "--variants",
+    "variants",
+    required=True,
+    metavar="V=S,...",
+    help="Variants and their shares, summing to 1, e.g. policy=0.5,random=0.2,marketers=0.2,holdout=0.1.",
+)
+@click.option("--best-arm", metavar="ARM", help="The best_arm variant's arm, e.g. cashback@10000.")
+@click.option("--marketers", metavar="JSON", help='The marketers variant\'s table, e.g. {"segment": "arm", ...}.')
+@click.option("--salt", help="The assignment's salt (default: the experiment's name).")
+@click.option("--who", default="cli", show_default=True, help="Who starts it (recorded).")
+@click.pass_obj
+@friendly_errors
+def experiment_start(obj: Context, name: str, variants: str, best_arm: str | None, marketers: str | None,
+                     salt: str | None, who: str) -> None:  # fmt: skip
+    """Start experiment NAME: from now on every decision assigns its player to a variant and logs it."""
+    import json
+
+    from core.timeutil import utc_now
+    from serving.experiments import Experiment, ExperimentError, definition
+    from system_db.experiments import ExperimentStore
+    from system_db.store import SystemStore
+
+    try:
+        table = json.loads(marketers) if marketers else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--marketers") from None
+    try:
+        e = Experiment(name, salt or name, _shares(variants), best_arm, table)
+    except ExperimentError as exc:
+        raise click.UsageError(str(exc)) from None
+    ExperimentStore(SystemStore(obj.config().system_db_url)).start(name, definition(e), who, utc_now())
+    console.print(f"experiment {name} running: " + ", ".join(f"{v} {s:.0%}" for v, s in e.shares.items()))
+
+
+@experiment.command("stop")
+@click.argument("name")
+@click.option("--who", default="cli", show_default=True, help="Who stops it (recorded).")
+@click.pass_obj
+@friendly_errors
+def experiment_stop(obj: Context, name: str, who: str) -> None:
+    """Stop experiment NAME: decisions follow the policy alone again; its exposures stay in the log."""
+    from core.timeutil import utc_now
+    from system_db.experiments import ExperimentStore
+    from system_db.store import SystemStore
+
+    ExperimentStore(SystemStore(obj.config().system_db_url)).stop(name, who, utc_now())
+    console.print(f"experiment {name} stopped")
+
+
+@experiment.command("status")
+@click.argument("name", required=False)
+@click.pass_obj
+@friendly_errors
+def experiment_status(obj: Context, name: str | None) -> None:
+    """The experiments (or NAME's): state, and the players exposed per variant against the shares."""
+    import sqlalchemy as sa
+
+    from monitoring.experiment_stats import SRM_ALPHA, counts_ratio_pvalue
+    from platform_db.db import read_sql
+    from serving.experiments import from_definition
+    from system_db.decision_log import DecisionLog
+    from system_db.experiments import ExperimentStore
+    from system_db.store import SystemStore
+
+    store = SystemStore(obj.config().system_db_url)
+    experiments = ExperimentStore(store)
+    if name is None:
+        listed = experiments.list()
+        if listed.empty:
+            console.print("no experiment yet: start one with `rekindle experiment start NAME --variants ...`")
+            return
+        console.print(listed.drop(columns="definition").to_string(index=False))
+        return
+    row = experiments.get(name)
+    e = from_definition(name, row["definition"])
+    d = DecisionLog(store).table
+    exposed = read_sql(
+        store.engine,
+        sa.select(d.c.variant, sa.func.count(sa.distinct(d.c.player_id)).label("players"))
+        .where(d.c.experiment == name)
+        .group_by(d.c.variant),
+    )
+    console.print(f"experiment {name}: {row['status']} since {row['started_at']} ({row['started_by']})")
+    counts = exposed.set_index("variant")["players"].reindex(list(e.shares), fill_value=0)
+    total = int(counts.sum())
+    for v, share in e.shares.items():
+        got = counts[v] / total if total else 0.0
+        console.print(f"  {v:10s} {int(counts[v]):>9,} players  {got:6.1%}  (configured {share:.0%})")
+    if total:
+        p = counts_ratio_pvalue(counts, e.shares)
+        verdict = "MISMATCH: the assignment or the exposure log is broken" if p < SRM_ALPHA else "as configured"
+        console.print(f"sample ratio: p = {p:.3g} ({verdict})")
+
+
+COMMANDS = (feedback, experiment)
