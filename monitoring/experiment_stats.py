@@ -190,9 +190,14 @@ def _sentences(report: Report, metrics: list[Metric], alpha: float) -> list[str]
             else "NOT significant after Holm's correction: this difference may be chance"
         )
         metric = str(r["metric"])
+        rel = (
+            f" ({r['rel_effect']:+.1%} [{r['rel_lower']:+.1%}, {r['rel_upper']:+.1%}])"
+            if np.isfinite(r["rel_upper"]) and abs(r["rel_upper"]) < 10 and abs(r["rel_lower"]) < 10
+            else ""  # a control mean near zero makes the relative interval meaningless
+        )
         out.append(
-            f"{r['treatment']} vs {r['control']}, {labels.get(metric, metric)}: {r['rel_effect']:+.1%} "
-            f"[{r['rel_lower']:+.1%}, {r['rel_upper']:+.1%}], p = {r['pvalue']:.3g} "
+            f"{r['treatment']} vs {r['control']}, {labels.get(metric, metric)}: {r['effect']:+,.4g} "
+            f"[{r['effect_lower']:+,.4g}, {r['effect_upper']:+,.4g}]{rel}, p = {r['pvalue']:.3g} "
             f"(adjusted {r['pvalue_adj']:.3g}): {verdict}"
         )
     return out

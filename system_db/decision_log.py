@@ -267,10 +267,12 @@ class DecisionLog:
         with self.engine.connect() as conn:
             return {int(p): pd.Timestamp(at).to_pydatetime() for p, at in conn.execute(query)}
 
-    def read(self, *, source: str | None = None) -> pd.DataFrame:
+    def read(self, *, source: str | None = None, experiment: str | None = None) -> pd.DataFrame:
         query = sa.select(self.table)
         if source is not None:
             query = query.where(self.table.c.source == source)
+        if experiment is not None:
+            query = query.where(self.table.c.experiment == experiment)
         return read_sql(self.engine, query.order_by(self.table.c.decided_at, self.table.c.decision_id))
 
 

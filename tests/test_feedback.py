@@ -252,3 +252,52 @@ def test_an_event_counts_once_for_the_latest_sent_offer_whose_window_holds_it() 
     assert got.loc["lost", ["sent", "reengaged", "deposits", "reward_cost"]].tolist() == [False, True, 0, 0]
     assert got.loc["offer2", "net_value"] == pytest.approx(0.5 * 600 - 5_000)
     assert got["deposits"].sum() == 700  # 100 + 600: no deposit counted twice, the two outside every window not at all
+
+
+def test_an_experiment_report_compares_the_measured_variants(tmp_path: Path) -> None:
+    """Decisions logged under an experiment, answered by the simulator, measured by feedback: the report
+    counts every player once in the variant of their first exposure, its unadjusted difference is the
+    plain difference of the variants' mean outcomes, and it writes the HTML with its plots."""
+    from serving.experiments import Experiment, assign, definition
+    from system_db.experiments import ExperimentStore
+
+    home = tmp_path / "home"
+    invoke("--home", str(home), "simulate", "--players", "3000", "--days", "60", "--seed", "7")
+    as_of = datetime.fromisoformat(json.loads((home / "truth" / "calibration.json").read_text())["as_of"])
+    cfg = load_config(CONFIGS, home=home)
+    store = SystemStore(cfg.system_db_url)
+    e = Experiment("x1", "x1", {"policy": 0.5, "random": 0.25, "holdout": 0.25})
+    ExperimentStore(store).start("x1", definition(e), "test", as_of)
+    truth = pd.read_parquet(home / "truth" / "truth.parquet")
+    players = truth["player_id"].drop_duplicates().to_numpy()  # every candidate of the world
+    variant = assign(players, e)
+    rng = np.random.default_rng(0)
+    random_arms = [("free_spins", 15_000), ("cashback", 10_000), ("login_reward", 3_000), ("none", 0)]
+    arms = [
+        ("cashback", 10_000) if v == "policy" else ("none", 0) if v == "holdout" else random_arms[rng.integers(4)]
+        for v in variant
+    ]
+    logged = log_rows(players, arms, as_of, "x1").assign(experiment="x1", variant=variant)
+    logged["holdout"] = False
+    DecisionLog(store).write_batch("x1", logged)
+    path = home / "sent.parquet"
+    logged.assign(sent_at=as_of)[["player_id", "event_type", "reward", "sent_at"]].to_parquet(path)
+    invoke("--home", str(home), "simulate", "respond", "--decisions", str(path))
+    closed = (pd.Timestamp(as_of) + WEEK + pd.Timedelta(minutes=5)).isoformat()
+    invoke("--home", str(home), "feedback", "--as-of", closed)
+    out = invoke("--home", str(home), "experiment", "report", "x1")
+    assert f"{len(players):,} players measured, 0 waiting" in out and len(players) > 800, out
+    assert "policy vs holdout" in out and "policy vs random" in out and "Holm" in out
+    report = home / "experiments" / "x1" / "report.html"
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") == 2 and "Comparisons" in page
+    # the unadjusted difference is the plain difference of the variants' means of the measured outcomes
+    from monitoring.experiment_report import build_report
+
+    outcomes = Outcomes(store).read()
+    built = build_report("x1", e.shares, outcomes, DecisionLog(store).read(experiment="x1"), cfg)
+    c = built.stats.comparisons.set_index(["control", "metric"])
+    means = outcomes.groupby("variant")["net_value"].mean()
+    assert c.loc[("holdout", "net_value"), "effect"] == pytest.approx(means["policy"] - means["holdout"])
+    assert built.players["variant"].value_counts().to_dict() == pd.Series(variant).value_counts().to_dict()
+    assert built.players["net_value_pre"].gt(0).any()  # the pre-period was read from the platform

@@ -3,6 +3,8 @@ experiment`` (variants by hash, their exposures)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from app.cli.root import Context, console, friendly_errors, parse_time
@@ -158,6 +160,51 @@ def experiment_status(obj: Context, name: str | None) -> None:
         p = counts_ratio_pvalue(counts, e.shares)
         verdict = "MISMATCH: the assignment or the exposure log is broken" if p < SRM_ALPHA else "as configured"
         console.print(f"sample ratio: p = {p:.3g} ({verdict})")
+
+
+@experiment.command("report")
+@click.argument("name")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="The HTML report (default: under the home)."
+)
+@click.pass_obj
+@friendly_errors
+def experiment_report(obj: Context, name: str, out: Path | None) -> None:
+    """Experiment NAME's players and outcomes (measured by `rekindle feedback`) per variant, the policy
+    against each control with CUPED, Holm's correction, the sample-ratio check and the detectable effect;
+    printed, and written as HTML with plots."""
+    from monitoring.experiment_report import build_report, write_html
+    from serving.experiments import from_definition
+    from system_db.decision_log import DecisionLog
+    from system_db.experiments import ExperimentStore
+    from system_db.outcomes import Outcomes
+    from system_db.store import SystemStore
+
+    cfg = obj.config()
+    store = SystemStore(cfg.system_db_url)
+    e = from_definition(name, ExperimentStore(store).get(name)["definition"])
+    exposed = DecisionLog(store).read(experiment=name)
+    outcomes = Outcomes(store).read()
+    outcomes = outcomes[outcomes["experiment"] == name]
+    if outcomes.empty:
+        console.print(
+            f"experiment {name}: {exposed['player_id'].nunique():,} players exposed, none measured yet: run "
+            "`rekindle feedback` once their attribution windows have closed"
+        )
+        return
+    report = build_report(name, e.shares, outcomes, exposed, cfg)
+    v = report.stats.variants
+    console.print(f"experiment {name}: {len(report.players):,} players measured, {report.waiting:,} waiting")
+    cols = ["variant", "players", "share", "expected_share", "reengaged", "converted", "net_value", "reward_cost"]
+    console.print(v[cols].round(4).to_string(index=False))
+    for sentence in report.stats.sentences:
+        console.print("- " + sentence)
+    p = report.stats.power
+    if len(p):
+        console.print("\ndetectable relative effect at this size (80% power), and players needed for 15%:")
+        console.print(p.round(4).to_string(index=False))
+    path = write_html(report, out or cfg.path("experiments", name, "report.html"))
+    console.print(f"\nreport: {path}")
 
 
 COMMANDS = (feedback, experiment)

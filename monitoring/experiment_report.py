@@ -1,0 +1,153 @@
+"""``rekindle experiment report NAME``: the experiment's players, their outcomes and their behaviour before
+it, through :mod:`monitoring.experiment_stats`; printed, and written as HTML with plots.
+
+- **Players**: every player with a decision logged in the experiment; the variant of the first one, the
+  outcomes of all of them (feedback's outcome rows, summed: re-engaged or converted once = yes). A player
+  whose decisions are not all measured yet waits, and the report says how many.
+- **Pre-period**: the player's own behaviour in the ``pre_period_days`` before the first exposure, read from
+  the platform: whether they played (sessions) and margin x deposits, the CUPED covariates of
+  re-engagement and net value.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.config import Config
+from features.decision_reads import read_activity
+from features.timeline import as_datetime64
+from monitoring.experiment_stats import Metric, Report, analyse
+from platform_db.bulk import snapshot
+from platform_db.db import connect
+
+METRICS = [
+    Metric("reengaged", "re-engagement rate", covariate="sessions_pre", primary=True),
+    Metric("converted", "conversion rate"),
+    Metric("deposits", "deposits per player (KRW)"),
+    Metric("reward_cost", "reward cost per player (KRW)"),
+    Metric("net_value", "net value per player (KRW)", covariate="net_value_pre", primary=True),
+]
+CONTROLS = ["holdout", "random", "marketers", "best_arm"]
+PRE_PERIOD_DAYS = 90
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    name: str
+    players: pd.DataFrame  # one row per measured player
+    waiting: int  # exposed players not all of whose decisions are measured yet
+    stats: Report
+
+
+def players_of(outcomes: pd.DataFrame, exposed: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per player whose every decision in the experiment is measured (``outcomes``: the experiment's
+    outcome rows with their decisions; ``exposed``: every decision of it), and how many players wait."""
+    first = exposed.sort_values("decided_at").drop_duplicates("player_id").set_index("player_id")
+    measured = outcomes.groupby("player_id").size()
+    decided = exposed.groupby("player_id").size()
+    done = decided.index[decided.reindex(decided.index).to_numpy() == measured.reindex(decided.index).fillna(0)]
+    o = outcomes[outcomes["player_id"].isin(done)]
+    per = o.groupby("player_id").agg(
+        reengaged=("reengaged", "max"), converted=("converted", "max"), deposits=("deposits", "sum"),
+        reward_cost=("reward_cost", "sum"), net_value=("net_value", "sum"),
+    )  # fmt: skip
+    per = per.astype(float)
+    per["variant"] = first["variant"].reindex(per.index)
+    per["first_decided_at"] = pd.to_datetime(first["decided_at"].reindex(per.index))
+    return per.reset_index(), int(len(decided) - len(done))
+
+
+def add_pre_period(cfg: Config, players: pd.DataFrame, days: int = PRE_PERIOD_DAYS) -> pd.DataFrame:
+    """``sessions_pre`` (sessions in the ``days`` before the first exposure) and ``net_value_pre`` (margin x
+    deposits then), from the platform."""
+    out = players.assign(sessions_pre=0.0, net_value_pre=0.0)
+    if players.empty:
+        return out
+    t = players.set_index("player_id")["first_decided_at"]
+    since, until = t.min() - timedelta(days=days), t.max()
+    with snapshot(connect(cfg.db_url)) as db:
+        a = read_activity(db, since.to_pydatetime(), until.to_pydatetime())
+    for events, column, weight in ((a.sessions, "sessions_pre", None), (a.deposits, "net_value_pre", "amount")):
+        e = pd.DataFrame({"player_id": events["player"], "at": as_datetime64(events["at"])})
+        e["value"] = 1.0 if weight is None else events[weight] * cfg.business.margin
+        start = t.reindex(e["player_id"]).to_numpy()
+        inside = (e["at"].to_numpy() < start) & (e["at"].to_numpy() >= start - np.timedelta64(days, "D"))
+        got = e[inside].groupby("player_id")["value"].sum()
+        values = got.reindex(out["player_id"]).fillna(0.0).to_numpy()
+        out[column] = values
+    return out
+
+
+def build_report(
+    name: str, shares: dict[str, float], outcomes: pd.DataFrame, exposed: pd.DataFrame, cfg: Config
+) -> ExperimentReport:
+    players, waiting = players_of(outcomes, exposed)
+    players = add_pre_period(cfg, players)
+    stats = analyse(
+        players, shares, treatments=["policy"], controls=[c for c in CONTROLS if c in shares], metrics=METRICS
+    )
+    return ExperimentReport(name, players, waiting, stats)
+
+
+def _png(fig: object) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)  # type: ignore[attr-defined]
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_html(report: ExperimentReport, out: Path) -> Path:
+    """The report as one HTML file (plots embedded), written to a temporary name and moved."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = report.stats.variants
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    shown = (("reengaged", "re-engagement rate"), ("net_value", "net value per player (KRW)"))
+    for ax, (col, label) in zip(axes, shown, strict=True):
+        ax.bar(v["variant"], v[col], yerr=[v[col] - v[f"{col}_lower"], v[f"{col}_upper"] - v[col]], capsize=4)
+        ax.set(title=f"{label}, 95% interval", ylabel=label)
+    fig.tight_layout()
+    bars = _png(fig)
+    plt.close(fig)
+    c = report.stats.comparisons
+    primary = (c[c["primary"]] if len(c) else c).to_dict("records")
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * max(len(primary), 1)))
+    for i, r in enumerate(primary):
+        mid, lo, hi = float(r["rel_effect"]), float(r["rel_lower"]), float(r["rel_upper"])
+        ax.errorbar(mid, i, xerr=[[mid - lo], [hi - mid]], fmt="o", capsize=3,
+                    color="tab:green" if r["significant"] else "tab:gray")  # fmt: skip
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(primary)), [f"{r['treatment']} vs {r['control']}: {r['metric']}" for r in primary])
+    ax.set(xlabel="relative difference (95% interval); green: significant after Holm's correction")
+    fig.tight_layout()
+    forest = _png(fig)
+    plt.close(fig)
+    tables = "".join(
+        f"<h2>{html.escape(title)}</h2>{frame.to_html(index=False, float_format=lambda x: f'{x:,.4g}')}"
+        for title, frame in (("Variants", v), ("Comparisons", c), ("Power", report.stats.power))
+    )
+    said = "".join(f"<li>{html.escape(s)}</li>" for s in report.stats.sentences)
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Experiment {html.escape(report.name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>"
+        f"<h1>Experiment {html.escape(report.name)}</h1><p>{len(report.players):,} players measured, "
+        f"{report.waiting:,} waiting for their windows. Sample ratio p = {report.stats.srm_pvalue:.3g}.</p>"
+        f"<ul>{said}</ul><img src='data:image/png;base64,{bars}'><img src='data:image/png;base64,{forest}'>"
+        f"{tables}</body></html>"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out
