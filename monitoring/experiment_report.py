@@ -120,15 +120,20 @@ def write_html(report: ExperimentReport, out: Path) -> Path:
     bars = _png(fig)
     plt.close(fig)
     c = report.stats.comparisons
-    primary = (c[c["primary"]] if len(c) else c).to_dict("records")
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * max(len(primary), 1)))
-    for i, r in enumerate(primary):
-        mid, lo, hi = float(r["rel_effect"]), float(r["rel_lower"]), float(r["rel_upper"])
-        ax.errorbar(mid, i, xerr=[[mid - lo], [hi - mid]], fmt="o", capsize=3,
-                    color="tab:green" if r["significant"] else "tab:gray")  # fmt: skip
-    ax.axvline(0, color="k", lw=1)
-    ax.set_yticks(range(len(primary)), [f"{r['treatment']} vs {r['control']}: {r['metric']}" for r in primary])
-    ax.set(xlabel="relative difference (95% interval); green: significant after Holm's correction")
+    primary = c[c["primary"]] if len(c) else c
+    metrics = list(dict.fromkeys(primary["metric"])) if len(primary) else []
+    # absolute differences, a panel per metric: a relative interval explodes where a control's mean is near 0
+    fig, axes = plt.subplots(max(len(metrics), 1), 1, figsize=(8, 1.2 + 1.3 * max(len(metrics), 1)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics, strict=False):
+        rows = primary[primary["metric"] == metric].to_dict("records")
+        for i, r in enumerate(rows):
+            mid, lo, hi = float(r["effect"]), float(r["effect_lower"]), float(r["effect_upper"])
+            ax.errorbar(mid, i, xerr=[[mid - lo], [hi - mid]], fmt="o", capsize=3,
+                        color="tab:green" if r["significant"] else "tab:gray")  # fmt: skip
+        ax.axvline(0, color="k", lw=1)
+        ax.set_yticks(range(len(rows)), [f"{r['treatment']} vs {r['control']}" for r in rows])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_title(f"{metric}: difference, 95% interval (green: significant after Holm)", fontsize=10)
     fig.tight_layout()
     forest = _png(fig)
     plt.close(fig)

@@ -607,14 +607,15 @@ class Engine:
         )  # fmt: skip
         experiment, variant = self.experiment, np.full(len(ids), None, dtype=object)
         if experiment is not None:
+            assigned = assign(rows.player_id, experiment)
             try:
-                codes = variant_arms(assign(rows.player_id, experiment), segment, experiment, names)
+                codes = variant_arms(assigned, segment, experiment, names)
             except ExperimentError as exc:  # made for another model's arms: this one decides alone
                 self.degraded["experiment"] = str(exc)
                 experiment = None
             else:
                 self.degraded.pop("experiment", None)
-                variant = assign(rows.player_id, experiment)
+                variant = assigned
                 allowed = rule_mask(model.scorer.arms, segment.astype(str), settings)
                 d = apply_variants(d, variant, codes, allowed, blocked == "", np.random.default_rng(), experiment,
                                    names)  # fmt: skip

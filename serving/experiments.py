@@ -54,6 +54,10 @@ class Experiment:
             raise ExperimentError(f"variant shares must be in (0, 1] and sum to 1, got {self.shares}")
         if "best_arm" in self.shares and not self.best_arm:
             raise ExperimentError("the best_arm variant needs its arm (e.g. cashback@10000)")
+        if not isinstance(self.marketers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.marketers.items()
+        ):
+            raise ExperimentError(f"the marketers table must map segment names to arms, got {self.marketers!r}")
         if "marketers" in self.shares and not self.marketers:
             raise ExperimentError("the marketers variant needs its segment -> arm table")
 

@@ -102,13 +102,14 @@ class Outcomes:
             return 0
         rows = frame.astype(object).where(frame.notna(), None)
         rows["measured_at"] = measured_at
-        insert = upsert_insert(self.table, self.store.engine.dialect.name).on_conflict_do_nothing(
-            index_elements=["decision_id"]
+        insert = (
+            upsert_insert(self.table, self.store.engine.dialect.name)
+            .on_conflict_do_nothing(index_elements=["decision_id"])
+            .returning(self.table.c.decision_id)
         )
         with self.store.engine.begin() as conn:
-            before = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
-            conn.execute(insert, [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
-            return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one() - before)
+            added = conn.execute(insert, [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")])
+            return len(added.all())
 
     def write_cells(self, cells: pd.DataFrame, measured_at: datetime) -> int:
         """Replace the cells of ``measured_at`` with these, in one transaction."""

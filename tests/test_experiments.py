@@ -82,6 +82,7 @@ def test_a_variant_arm_outside_the_rules_is_not_sent() -> None:
         ({"shares": {"policy": 1.0}}, "two variants or more"),
         ({"shares": {"policy": 0.5, "best_arm": 0.5}}, "best_arm variant needs its arm"),
         ({"shares": {"policy": 0.5, "marketers": 0.5}}, "segment -> arm table"),
+        ({"shares": {"policy": 0.5, "marketers": 0.5}, "marketers": ["a"]}, "must map segment names to arms"),
     ],
 )
 def test_an_experiment_that_cannot_run_is_refused_with_the_value(kwargs: dict, message: str) -> None:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from core.config import load_config
-from monitoring.attribution import attribute, match_sends
+from monitoring.attribution import OUTCOME_COLUMNS, attribute, match_sends
 from monitoring.feedback import run_feedback
 from system_db.decision_log import LOG_COLUMNS, DecisionLog, new_decision_id
 from system_db.outcomes import Outcomes
@@ -162,6 +162,8 @@ def test_a_crashed_run_is_finished_by_the_next_and_counts_nothing_twice(
     assert run.measured == 200 and run.waiting == 0
     after = Outcomes(SystemStore(store_url)).read()
     assert len(after) == 400 and after["decision_id"].is_unique
+    # written again (a second run racing the first), the outcomes already there are kept and not counted
+    assert Outcomes(SystemStore(store_url)).write(after[OUTCOME_COLUMNS].head(50), closed) == 0
     reference_url = system_store_url(request, tmp_path, "reference")  # the same decisions, measured in one run
     DecisionLog(SystemStore(reference_url)).write_batch("b1", logged)
     run_feedback(cfg.model_copy(update={"system_db_url": reference_url}), closed)
