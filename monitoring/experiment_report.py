@@ -35,6 +35,7 @@ METRICS = [
     Metric("reward_cost", "reward cost per player (KRW)"),
     Metric("net_value", "net value per player (KRW)", covariate="net_value_pre", primary=True),
 ]
+TREATMENTS = ["policy", "equal_cost", "challenger"]  # the system's variants
 CONTROLS = ["holdout", "random", "marketers", "best_arm"]
 PRE_PERIOD_DAYS = 90
 
@@ -92,7 +93,11 @@ def build_report(
     players, waiting = players_of(outcomes, exposed)
     players = add_pre_period(cfg, players)
     stats = analyse(
-        players, shares, treatments=["policy"], controls=[c for c in CONTROLS if c in shares], metrics=METRICS
+        players,
+        shares,
+        treatments=[t for t in TREATMENTS if t in shares],
+        controls=[c for c in CONTROLS if c in shares],
+        metrics=METRICS,
     )
     return ExperimentReport(name, players, waiting, stats)
 

@@ -201,7 +201,9 @@ def run_batch(
         except ExperimentError as exc:
             raise BatchError(str(exc)) from None
         allowed = rule_mask(scorer.arms, rows.segment.astype(str), settings)
-        d = apply_variants(d, variant, codes, allowed, blocked == "", rng, experiment, names)
+        d = apply_variants(
+            d, variant, codes, allowed, blocked == "", rng, experiment, names, s.inc_reengage, s.cost, rows.segment
+        )
         progress.note(f"experiment {experiment.name}: " + ", ".join(
             f"{v} {int((variant == v).sum()):,}" for v in experiment.shares))  # fmt: skip
     pick = Choice(d.arm, s.gain(objective)[np.arange(len(d.arm)), d.arm], s.cost[np.arange(len(d.arm)), d.arm], d.lam)

@@ -618,7 +618,7 @@ class Engine:
                 variant = assigned
                 allowed = rule_mask(model.scorer.arms, segment.astype(str), settings)
                 d = apply_variants(d, variant, codes, allowed, blocked == "", np.random.default_rng(), experiment,
-                                   names)  # fmt: skip
+                                   names, inc_re, cost, segment)  # fmt: skip
 
         arms = model.scorer.arms
         event = arms["event_type"].astype(str).to_numpy()

@@ -12,7 +12,12 @@ Variants (``KINDS``):
 - ``random``: an arm drawn uniformly among those the rules allow the player (no offer included),
   propensity ``1/m``;
 - ``best_arm``: one arm for everyone (the best single arm unless the experiment names another);
-- ``marketers``: the marketers' selection, a segment -> arm table (a segment it does not name: no offer).
+- ``marketers``: the marketers' selection, a segment -> arm table (a segment it does not name: no offer);
+- ``equal_cost``: the policy under the re-engagement objective at the cost of a baseline (``equal_cost_to``:
+  random, marketers or best_arm): each player gets the arm with the highest expected incremental
+  re-engagement among the allowed arms whose expected cost is at most what that baseline is expected to
+  spend on him (random: the mean over his allowed arms), or no offer when none gains. A per-player cap,
+  the same online and in batch: the variant never spends more than the baseline on anyone.
 
 Rules still hold in every variant: a player the policy may not offer (status, frequency cap, not a
 candidate) gets no offer, and an arm the rules do not allow the player's segment is not sent.
@@ -27,8 +32,9 @@ import numpy as np
 
 from serving.policy import Decisions, holdout_draw
 
-KINDS = ("policy", "holdout", "random", "best_arm", "marketers")
-POLICY, RANDOM = -1, -2  # variant arm codes besides an arm column
+KINDS = ("policy", "holdout", "random", "best_arm", "marketers", "equal_cost")
+BASELINES = ("random", "marketers", "best_arm")  # what equal_cost may match the cost of
+POLICY, RANDOM, EQUAL_COST = -1, -2, -3  # variant arm codes besides an arm column
 
 
 class ExperimentError(ValueError):
@@ -42,6 +48,7 @@ class Experiment:
     shares: dict[str, float]  # variant -> share, in assignment order
     best_arm: str | None = None  # best_arm's arm
     marketers: dict[str, str] = field(default_factory=dict)  # marketers' segment -> arm
+    equal_cost_to: str = "random"  # the baseline whose expected cost equal_cost may spend per player
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.shares) - set(KINDS))
@@ -58,19 +65,25 @@ class Experiment:
             isinstance(k, str) and isinstance(v, str) for k, v in self.marketers.items()
         ):
             raise ExperimentError(f"the marketers table must map segment names to arms, got {self.marketers!r}")
-        if "marketers" in self.shares and not self.marketers:
+        if ("marketers" in self.shares or self.equal_cost_to == "marketers") and not self.marketers:
             raise ExperimentError("the marketers variant needs its segment -> arm table")
+        if self.equal_cost_to not in BASELINES:
+            raise ExperimentError(f"equal_cost_to must be one of {list(BASELINES)}, got {self.equal_cost_to!r}")
+        if self.equal_cost_to == "best_arm" and not self.best_arm:
+            raise ExperimentError("equal_cost_to best_arm needs the best arm (e.g. cashback@10000)")
 
 
 def definition(experiment: Experiment) -> dict[str, Any]:
     """What the experiments table stores (the variants as a list: their order is the assignment's)."""
     return {"salt": experiment.salt, "variants": [[v, s] for v, s in experiment.shares.items()],
-            "best_arm": experiment.best_arm, "marketers": experiment.marketers}  # fmt: skip
+            "best_arm": experiment.best_arm, "marketers": experiment.marketers,
+            "equal_cost_to": experiment.equal_cost_to}  # fmt: skip
 
 
 def from_definition(name: str, stored: dict[str, Any]) -> Experiment:
     return Experiment(name, str(stored["salt"]), {str(v): float(s) for v, s in stored["variants"]},
-                      stored.get("best_arm"), dict(stored.get("marketers") or {}))  # fmt: skip
+                      stored.get("best_arm"), dict(stored.get("marketers") or {}),
+                      str(stored.get("equal_cost_to") or "random"))  # fmt: skip
 
 
 def assign(player_id: np.ndarray, experiment: Experiment) -> np.ndarray:
@@ -91,6 +104,7 @@ def variant_arms(variant: np.ndarray, segment: np.ndarray, experiment: Experimen
     out = np.full(len(variant), POLICY, np.int64)
     out[variant == "holdout"] = 0
     out[variant == "random"] = RANDOM
+    out[variant == "equal_cost"] = EQUAL_COST
     if experiment.best_arm:
         out[variant == "best_arm"] = names.index(experiment.best_arm)
     table = np.array([names.index(experiment.marketers.get(str(s), names[0])) for s in segment], np.int64)
@@ -99,13 +113,43 @@ def variant_arms(variant: np.ndarray, segment: np.ndarray, experiment: Experimen
     return out
 
 
+def baseline_cost(
+    cost: np.ndarray, allowed: np.ndarray, segment: np.ndarray, experiment: Experiment, names: list[str]
+) -> np.ndarray:
+    """Per row, the expected reward cost of the baseline ``experiment.equal_cost_to`` names: random's mean over
+    the allowed offers, or the cost of the marketers' or the best arm (0 where the rules forbid it)."""
+    rows = np.arange(len(cost))
+    if experiment.equal_cost_to == "random":
+        offers = allowed.copy()
+        offers[:, 0] = False
+        m = offers.sum(axis=1)
+        return np.divide((cost * offers).sum(axis=1), m, out=np.zeros(len(cost)), where=m > 0)
+    if experiment.equal_cost_to == "best_arm":
+        col = np.full(len(cost), names.index(str(experiment.best_arm)), np.int64)
+    else:
+        col = np.array([names.index(experiment.marketers.get(str(s), names[0])) for s in segment], np.int64)
+    return np.where(allowed[rows, col], cost[rows, col], 0.0)
+
+
+def equal_cost_arms(reengage: np.ndarray, cost: np.ndarray, allowed: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Per row, the allowed arm of highest incremental re-engagement whose expected cost is at most ``cap``
+    (no offer, column 0, when none gains)."""
+    ok = allowed & (cost <= cap[:, None] + 1e-9)
+    ok[:, 0] = True
+    value = np.where(ok, reengage, -np.inf)
+    value[:, 0] = 0.0
+    return value.argmax(axis=1)
+
+
 def apply_variants(
     d: Decisions, variant: np.ndarray, arms_of: np.ndarray, allowed: np.ndarray, eligible: np.ndarray,
     rng: np.random.Generator, experiment: Experiment, names: list[str],
+    reengage: np.ndarray | None = None, cost: np.ndarray | None = None, segment: np.ndarray | None = None,
 ) -> Decisions:  # fmt: skip
     """The policy's decisions ``d`` with every row outside the policy variant decided by its variant
     (``arms_of`` from :func:`variant_arms`; ``allowed``: rows x arms the rules allow; ``eligible``: rows the
-    policy may offer at all)."""
+    policy may offer at all; ``reengage``, ``cost``, ``segment``: the model's rows x arms incremental
+    re-engagement and expected cost and the rows' segments, which the equal_cost variant needs)."""
     other = eligible & (arms_of != POLICY)
     arm, propensity, reason = d.arm.copy(), d.propensity.copy(), d.reason.copy()
     fixed = other & (arms_of >= 0)
@@ -118,12 +162,21 @@ def apply_variants(
     pick = (allowed.cumsum(axis=1) >= target[:, None]).argmax(axis=1)
     arm[drawn] = pick[drawn]
     propensity[drawn] = 1.0 / m[drawn]
+    capped = other & (arms_of == EQUAL_COST)
+    if capped.any():
+        if reengage is None or cost is None or segment is None:
+            raise ExperimentError("the equal_cost variant needs the model's re-engagement and cost per arm")
+        cap = baseline_cost(cost, allowed, segment, experiment, names)
+        arm[capped] = equal_cost_arms(reengage, cost, allowed, cap)[capped]
+        propensity[capped] = 1.0
     label = np.asarray([f"experiment {experiment.name}, variant {v}: " for v in variant], dtype=object)
     named = np.asarray(names, dtype=object)
     reason[ok] = label[ok] + named[arm[ok]]
     reason[fixed & ~ok] = label[fixed & ~ok] + "no offer (" + named[arms_of[fixed & ~ok]] + " is outside the rules)"
     reason[fixed & (arms_of == 0)] = label[fixed & (arms_of == 0)] + "no offer"
     reason[drawn] = label[drawn] + "drawn uniformly among the allowed arms: " + named[arm[drawn]]
+    said = f"most re-engagement within {experiment.equal_cost_to}'s expected cost: "
+    reason[capped] = label[capped] + said + named[arm[capped]]
     return replace(
         d, arm=arm, propensity=propensity, reason=reason, explored=d.explored & ~other, holdout=d.holdout & ~other,
         pinned=d.pinned & ~other,

@@ -4,10 +4,19 @@ shares; each variant sends what it says and the rules still hold; the policy var
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.config import PolicySettings
-from serving.experiments import Experiment, ExperimentError, apply_variants, assign, variant_arms
+from serving.experiments import (
+    Experiment,
+    ExperimentError,
+    apply_variants,
+    assign,
+    definition,
+    from_definition,
+    variant_arms,
+)
 from serving.policy import arm_names, decide, rule_mask
 from tests.test_serving_policy import ARMS, world
 
@@ -94,3 +103,48 @@ def test_an_experiment_naming_an_unknown_arm_is_refused() -> None:
     e = Experiment("x", "s", {"policy": 0.5, "best_arm": 0.5}, best_arm="cashback@7")
     with pytest.raises(ExperimentError, match="cashback@7"):
         variant_arms(np.array(["policy"], dtype=object), np.array(["a"], dtype=object), e, arm_names(ARMS))
+
+
+@pytest.mark.parametrize("to", ["random", "marketers", "best_arm"])
+def test_equal_cost_buys_the_most_reengagement_within_the_baselines_cost_per_player(to: str) -> None:
+    settings = PolicySettings(exploration=0.0, holdout=0.0, frequency_cap_days=0, disabled_event_types=["free_spins"])
+    gain, cost, net, rows = world(20_000, seed=5)
+    reengage = np.abs(np.random.default_rng(6).normal(0.02, 0.02, gain.shape)) * (1 + cost / cost.max())
+    reengage[:, 0] = 0.0
+    names = arm_names(ARMS)
+    e = Experiment("eq", "s", {"policy": 0.5, "equal_cost": 0.5}, best_arm="cashback@10000",
+                   marketers=EXP.marketers, equal_cost_to=to)  # fmt: skip
+    variant = assign(rows.player_id, e)
+    allowed = rule_mask(ARMS, rows.segment.astype(str), settings)
+    eligible = rows.blocked == ""
+    policy = decide(gain, cost, net, ARMS, rows, settings, np.random.default_rng(1))
+    codes = variant_arms(variant, rows.segment, e, names)
+    d = apply_variants(policy, variant, codes, allowed, eligible, np.random.default_rng(2), e, names,
+                       reengage, cost, rows.segment)  # fmt: skip
+    q = variant == "equal_cost"
+    i = np.arange(len(d.arm))
+    if to == "random":  # the mean over the allowed offers (free_spins is disabled: not counted)
+        offers = allowed[:, 1:]
+        cap = (cost[:, 1:] * offers).sum(axis=1) / offers.sum(axis=1)
+    else:
+        col = np.full(len(i), 2) if to == "best_arm" else np.select([rows.segment == "a", rows.segment == "b"], [1, 3])
+        cap = np.where(allowed[i, col] & (col > 0), cost[i, col], 0.0)
+    spent = cost[i, d.arm]
+    assert (spent[q] <= cap[q] + 1e-9).all() and allowed[i[q], d.arm[q]].all()
+    # no affordable allowed arm re-engages more than the one chosen
+    affordable = allowed & (cost <= cap[:, None] + 1e-9)
+    best = np.where(affordable, reengage, -np.inf)
+    best[:, 0] = 0.0
+    assert np.allclose(reengage[i[q], d.arm[q]], best[q].max(axis=1))
+    assert (d.arm[q] > 0).mean() > 0.5  # it does offer: not a variant that sends nothing
+    p = variant == "policy"
+    assert (d.arm[p] == policy.arm[p]).all()
+    assert from_definition("eq", definition(e)) == e
+
+
+def test_the_marketers_default_is_the_offer_the_platform_sent_most_per_segment() -> None:
+    from training.baselines import historical_rule
+
+    segment = pd.Series(["a"] * 6 + ["b"] * 4 + ["c"] * 3)
+    arm = pd.Series(["none", "none", "none", "x@1", "y@2", "x@1"] + ["y@2", "z@3", "z@3", "none"] + ["none"] * 3)
+    assert historical_rule(segment, arm) == {"a": "x@1", "b": "z@3"}  # no offer is not a rule; c never got one

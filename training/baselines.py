@@ -45,3 +45,13 @@ def oracle_arms(value: np.ndarray) -> np.ndarray:
     """Each row's best arm by ``value`` (the truth), or no offer where no arm gains."""
     best = np.nanargmax(np.nan_to_num(value, nan=-np.inf), axis=1)
     return np.where(np.nanmax(value, axis=1) > 0, best, 0)
+
+
+def historical_rule(segment: pd.Series, arm: pd.Series, none: str = "none") -> dict[str, str]:
+    """The platform's own rule as its logs show it: per segment, the offer it sent most often (ties: the
+    first arm by name). A segment the platform never sent an offer gets none."""
+    sent = pd.DataFrame({"segment": segment.astype(str), "arm": arm.astype(str)})
+    sent = sent[sent["arm"] != none]
+    counts = sent.groupby(["segment", "arm"]).size().reset_index(name="n")
+    top = counts.sort_values(["segment", "n", "arm"], ascending=[True, False, True]).drop_duplicates("segment")
+    return dict(zip(top["segment"], top["arm"], strict=True))

@@ -34,6 +34,7 @@ from scoring.ensemble import ResponseEnsemble, arm_frame
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+BEST_ARM_TAG = "best_single_arm"  # the best single arm as the evaluation estimated it (experiments' best_arm)
 FALLBACK_TAG = "fallback_rule"  # JSON {segment or "all": arm}: what serving sends when no champion is trusted
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from core.config import Config, ModelParams
 from core.progress import SILENT, Progress
+from training import evaluation as ev
 from training.evaluation_report import headline, write_report
 from training.fit import FEATURE_SERVICE, Prepared, fit_scorer, prepare
 from training.judge import Judged, judge
@@ -125,7 +126,13 @@ def run_train(
             e = j.evaluation
             rule = e.estimated_baselines.get(e.fallback, {})
             registry.version_tags(  # the rule serving applies when no champion is trusted (serving.engine)
-                name, version, {"promotion": promotion.reason, registry.FALLBACK_TAG: json.dumps(rule, sort_keys=True)}
+                name,
+                version,
+                {
+                    "promotion": promotion.reason,
+                    registry.FALLBACK_TAG: json.dumps(rule, sort_keys=True),
+                    registry.BEST_ARM_TAG: e.estimated_baselines.get(ev.BEST_SINGLE, {}).get("all", ""),
+                },
             )
             mlflow.set_tag("promotion", promotion.reason)
             mlflow.log_metrics({f"promotion_{k}": v for k, v in promotion.figures.items() if np.isfinite(v)})

@@ -4,10 +4,15 @@ experiment`` (variants by hash, their exposures)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from app.cli.root import Context, console, friendly_errors, parse_time
+from core.config import Config
+
+if TYPE_CHECKING:
+    from serving.experiments import Experiment
 
 
 @click.command("feedback")
@@ -74,32 +79,108 @@ def _shares(text: str) -> dict[str, float]:
     metavar="V=S,...",
     help="Variants and their shares, summing to 1, e.g. policy=0.5,random=0.2,marketers=0.2,holdout=0.1.",
 )
-@click.option("--best-arm", metavar="ARM", help="The best_arm variant's arm, e.g. cashback@10000.")
-@click.option("--marketers", metavar="JSON", help='The marketers variant\'s table, e.g. {"segment": "arm", ...}.')
+@click.option(
+    "--best-arm",
+    metavar="ARM",
+    help="The best_arm variant's arm (default: the best single arm the latest model's "
+    "evaluation estimated), e.g. cashback@10000.",
+)
+@click.option(
+    "--marketers",
+    metavar="JSON",
+    help='The marketers variant\'s segment -> arm table, e.g. {"segment": "arm", ...} '
+    "(default: the platform's historical rule, the offer it sent most often per segment in the training set).",
+)
+@click.option(
+    "--equal-cost-to",
+    type=click.Choice(["random", "marketers", "best_arm"]),
+    default="random",
+    show_default=True,
+    help="The baseline whose expected cost per player the equal_cost variant may spend.",
+)
 @click.option("--salt", help="The assignment's salt (default: the experiment's name).")
 @click.option("--who", default="cli", show_default=True, help="Who starts it (recorded).")
 @click.pass_obj
 @friendly_errors
 def experiment_start(obj: Context, name: str, variants: str, best_arm: str | None, marketers: str | None,
-                     salt: str | None, who: str) -> None:  # fmt: skip
+                     equal_cost_to: str, salt: str | None, who: str) -> None:  # fmt: skip
     """Start experiment NAME: from now on every decision assigns its player to a variant and logs it."""
     import json
 
+    from serving.experiments import ExperimentError
+
+    cfg = obj.config()
+    try:
+        table = json.loads(marketers) if marketers else None
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--marketers") from None
+    shares = _shares(variants)
+    try:
+        e = new_experiment(cfg, name, shares, best_arm=best_arm, marketers=table, equal_cost_to=equal_cost_to,
+                           salt=salt)  # fmt: skip
+    except ExperimentError as exc:
+        raise click.UsageError(str(exc)) from None
+    start_experiment(cfg, e, who)
+
+
+def new_experiment(
+    cfg: Config, name: str, shares: dict[str, float], *, best_arm: str | None = None,
+    marketers: dict[str, str] | None = None, equal_cost_to: str = "random", salt: str | None = None,
+) -> Experiment:  # fmt: skip
+    """Experiment NAME, its defaults filled in: the best arm from the latest model's evaluation, the
+    marketers' table from the platform's history; both said on the console."""
+    from serving.experiments import Experiment
+
+    needs_table = "marketers" in shares or ("equal_cost" in shares and equal_cost_to == "marketers")
+    if marketers is None and needs_table:
+        marketers = historical_marketers(cfg)
+        console.print("the marketers' selection (the platform's historical rule, most sent offer per segment):")
+        for seg, arm in sorted(marketers.items()):
+            console.print(f"  {seg:34s} {arm}")
+    needs_arm = "best_arm" in shares or ("equal_cost" in shares and equal_cost_to == "best_arm")
+    if best_arm is None and needs_arm:
+        best_arm = latest_best_arm(cfg)
+        console.print(f"the best single arm (the latest model's evaluation): {best_arm}")
+    return Experiment(name, salt or name, shares, best_arm, marketers or {}, equal_cost_to)
+
+
+def start_experiment(cfg: Config, e: Experiment, who: str) -> None:
     from core.timeutil import utc_now
-    from serving.experiments import Experiment, ExperimentError, definition
+    from serving.experiments import definition
     from system_db.experiments import ExperimentStore
     from system_db.store import SystemStore
 
-    try:
-        table = json.loads(marketers) if marketers else {}
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--marketers") from None
-    try:
-        e = Experiment(name, salt or name, _shares(variants), best_arm, table)
-    except ExperimentError as exc:
-        raise click.UsageError(str(exc)) from None
-    ExperimentStore(SystemStore(obj.config().system_db_url)).start(name, definition(e), who, utc_now())
-    console.print(f"experiment {name} running: " + ", ".join(f"{v} {s:.0%}" for v, s in e.shares.items()))
+    ExperimentStore(SystemStore(cfg.system_db_url)).start(e.name, definition(e), who, utc_now())
+    console.print(f"experiment {e.name} running: " + ", ".join(f"{v} {s:.0%}" for v, s in e.shares.items()))
+
+
+def historical_marketers(cfg: Config) -> dict[str, str]:
+    import pandas as pd
+
+    from serving.experiments import ExperimentError
+    from training.baselines import historical_rule
+
+    path = cfg.path("training", "training_set.parquet")
+    if not path.is_file():
+        raise ExperimentError(
+            f"no training set at {path} to learn the platform's historical rule from: run "
+            "`rekindle features training-set`, or pass --marketers"
+        )
+    logged = pd.read_parquet(path, columns=["segment", "arm"])
+    return historical_rule(logged["segment"], logged["arm"])
+
+
+def latest_best_arm(cfg: Config) -> str:
+    from serving.experiments import ExperimentError
+    from training import registry
+
+    name = cfg.training.model_name
+    with registry.tracking(cfg):
+        version = registry.alias_version(name, registry.CHALLENGER)
+        arm = registry.version_tag(name, version, registry.BEST_ARM_TAG) if version is not None else None
+    if not arm:
+        raise ExperimentError(f"no model of {name} says its best single arm: run `rekindle train`, or pass --best-arm")
+    return arm
 
 
 @experiment.command("stop")
