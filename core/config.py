@@ -51,6 +51,28 @@ class Feedback(_Strict):
     chunk_decisions: int = Field(200_000, ge=1)  # decisions measured (and committed) at a time
 
 
+class Monitor(_Strict):
+    """``rekindle monitor``: what raises an alert and triggers retraining (docs/monitoring.md)."""
+
+    window: int = Field(5000, ge=100)  # rows per side of each drift comparison (fixed-size windows)
+    drift_share: float = Field(0.3, gt=0, le=1)  # alert when more than this share of the features drift
+    threshold_factor: float = Field(2.0, ge=1)  # a feature drifts beyond this x its largest week-to-week distance
+    reengage_z: float = Field(3.0, gt=0)  # realised re-engagement below predicted by this many standard errors...
+    reengage_ratio_floor: float = Field(0.6, gt=0, lt=1)  # ... and below this share of it: the outcomes drifted
+    roi_floor: float = Field(0.8, ge=0, le=1)  # pooled ROI accuracy of the recent reliable cells below this: alert
+    recent_weeks: int = Field(4, ge=1)  # the weeks of outcomes the ROI accuracy is judged on
+    webhook: str | None = None  # POSTed a JSON alert when set
+
+
+class Retrain(_Strict):
+    """``rekindle retrain``: the challenger, the canary and its verdict (docs/monitoring.md)."""
+
+    canary_share: float = Field(0.2, gt=0, lt=1)  # of the policy's players, decided by the canary model
+    canary_margin: float = Field(0.1, ge=0)  # not worse: the interval's lower end above -margin x |champion's value|
+    canary_min_players: int = Field(500, ge=10)  # measured players per side before a verdict
+    canary_max_runs: int = Field(3, ge=1)  # verdicts without a decision before the canary is rolled back
+
+
 # ---------------------------------------------------------------- catalog --
 def _unique_names(items: list[Any], what: str) -> None:
     names = [e.name for e in items]
@@ -494,6 +516,8 @@ class Config(_Strict):
     training: Training = Training()
     serving: Serving = Serving()
     feedback: Feedback = Feedback()
+    monitor: Monitor = Monitor()
+    retrain: Retrain = Retrain()
     catalog: Catalog | None = None  # the user's catalog of the platform's event types; None: its history alone
 
     def require_simulatable(self) -> None:

@@ -9,6 +9,7 @@ interval and the confidence, and the model version that decided.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +24,19 @@ from core.errors import RekindleError
 from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from scoring.ensemble import ResponseEnsemble
+from scoring.heads import ArmPredictions
 from serving.experiments import Experiment, ExperimentError, apply_variants, assign, from_definition, variant_arms
 from serving.export import export_by_event_type
-from serving.policy import PolicyError, Rows, arm_names, check_settings, decide, frequency_capped, rule_mask
+from serving.policy import (
+    Decisions,
+    PolicyError,
+    Rows,
+    arm_names,
+    check_settings,
+    decide,
+    frequency_capped,
+    rule_mask,
+)
 from serving.webhook import DeliveryReport, send_campaign
 from system_db.decision_log import DecisionLog, new_decision_id
 from system_db.deliveries import Deliveries
@@ -33,7 +44,7 @@ from system_db.experiments import ExperimentStore
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
 from training.policy import Choice, Objective
-from training.scorer import ArmRule, Scorer, round_money
+from training.scorer import ArmRule, Scorer, Scores, round_money
 
 
 class BatchError(RekindleError, ValueError):
@@ -115,6 +126,7 @@ def run_batch(
     split: bool = False,
     webhook: str | None = None,
     chunk_size: int = 1000,
+    canary: tuple[Scorer, str] | None = None,
     progress: Progress = SILENT,
 ) -> BatchResult:
     """One decision per candidate at ``as_of`` under the serving policy (rules, overrides, exploration, holdout,
@@ -188,6 +200,7 @@ def run_batch(
         objective=objective, budget=budget, forced=forced,
     )  # fmt: skip
     experiment, variant = _running_experiment(store), None
+    versions = np.full(len(frame), model_version, dtype=object)
     if experiment is not None:
         if budget is not None:
             raise BatchError(
@@ -200,6 +213,15 @@ def run_batch(
             codes = variant_arms(variant, rows.segment, experiment, names)
         except ExperimentError as exc:
             raise BatchError(str(exc)) from None
+        on_canary = variant == "challenger"
+        if on_canary.any():  # the canary model's policy for its players (its arms are the champion's)
+            if canary is None:
+                raise BatchError(f"experiment {experiment.name} has a challenger variant but no canary model is given")
+            s_c = canary[0].score(frame, margin=margin)
+            d_c = decide(s_c.gain(objective), s_c.cost, s_c.inc_net, scorer.arms, rows, settings, rng,
+                         objective=objective)  # fmt: skip
+            d, s = merge_rows(d, d_c, on_canary), merge_scores(s, s_c, on_canary)
+            versions = np.where(on_canary, canary[1], model_version)
         allowed = rule_mask(scorer.arms, rows.segment.astype(str), settings)
         d = apply_variants(
             d, variant, codes, allowed, blocked == "", rng, experiment, names, s.inc_reengage, s.cost, rows.segment
@@ -214,7 +236,7 @@ def run_batch(
     decisions["holdout"] = d.holdout
     decisions["reason"] = d.reason
     decisions["as_of"] = pd.Timestamp(t)
-    decisions["model_version"] = model_version
+    decisions["model_version"] = versions
     decisions["policy_version"] = policy_version
     decisions["decision_id"] = [new_decision_id() for _ in range(len(decisions))]
     seconds["score"] = time.perf_counter() - t1
@@ -236,6 +258,21 @@ def run_batch(
     if d.lp_bound is not None and d.knapsack_value is not None and d.lp_bound > 0:
         gap = (d.lp_bound - d.knapsack_value) / d.lp_bound
     return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files, delivery)
+
+
+def merge_rows(d: Decisions, other: Decisions, take: np.ndarray) -> Decisions:
+    """``d`` with the rows ``take`` from ``other`` (the same rows decided by another model)."""
+    fields = ("arm", "greedy", "would", "propensity", "explored", "holdout", "pinned", "reason", "runners_up")
+    pick = {f: np.where(take if getattr(d, f).ndim == 1 else take[:, None], getattr(other, f), getattr(d, f))
+            for f in fields}  # fmt: skip
+    return dataclasses.replace(d, **pick)
+
+
+def merge_scores(s: Scores, other: Scores, take: np.ndarray) -> Scores:
+    a, b, t = s.point, other.point, take[:, None]
+    point = ArmPredictions(a.arms, np.where(t, b.p_reengage, a.p_reengage), np.where(t, b.deposits, a.deposits),
+                           np.where(t, b.cost, a.cost))  # fmt: skip
+    return Scores(s.arms, point, s.margin)
 
 
 def _running_experiment(store: SystemStore) -> Experiment | None:

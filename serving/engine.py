@@ -233,10 +233,12 @@ class Engine:
         self._lock = threading.Lock()
         self.online: Any = None
         self.model: LoadedModel | None = None
+        self.canary: LoadedModel | None = None  # the canary model: an experiment's challenger variant decides with it
         self.roster = self._read_roster()
         if load:
             self._open_online()
             self.model = self._load_model()
+            self.canary = self._load_canary()
             self.poll(force=True)
             settle_heap()
             self._start_prefetch()
@@ -286,6 +288,18 @@ class Engine:
         loaded = LoadedModel(scorer, f"{name}/{version}", alias, rule)
         loaded.segments = self._segment_table(loaded)
         return loaded
+
+    def _load_canary(self) -> LoadedModel | None:
+        from training import registry
+
+        name = self.cfg.training.model_name
+        with registry.tracking(self.cfg):
+            version = registry.alias_version(name, registry.CANARY)
+            if version is None:
+                return None
+            model = registry.load_model(f"models:/{name}/{version}")
+        scorer = Scorer(model, self.cfg.business.margin, self.cfg.training.objective)
+        return LoadedModel(scorer, f"{name}/{version}", registry.CANARY, None)
 
     def _segment_table(self, loaded: LoadedModel, sample: int = 2000) -> pd.DataFrame:
         """Per segment, the arm with the best mean expected gain over a sample of its candidates (or the
@@ -429,12 +443,17 @@ class Engine:
             name = self.cfg.training.model_name
             with registry.tracking(self.cfg):
                 version, alias, _ = served_version(name)
+                canary = registry.alias_version(name, registry.CANARY)
             now = self.model
             if now is None or now.version != f"{name}/{version}" or now.alias != alias:
                 self.model = self._load_model()
                 settle_heap(release=True)  # the old model's cycles go, the new model's objects settle
                 self.cache.clear()
                 self._start_prefetch()
+            if (canary is None) != (self.canary is None) or (
+                self.canary is not None and self.canary.version != f"{name}/{canary}"
+            ):
+                self.canary = self._load_canary()
             if self.online is None:
                 self._open_online()
             self.degraded.pop("registry", None)
@@ -528,6 +547,18 @@ class Engine:
         for i in [i for i in todo if int(requests[i][0]) not in status]:
             answers[i] = UnknownPlayersError([int(requests[i][0])])
         todo = [i for i in todo if i not in answers]
+        experiment, canary = self.experiment, self.canary
+        if todo and experiment is not None and "challenger" in experiment.shares:
+            ids = np.array([int(requests[i][0]) for i in todo], np.int64)
+            on_canary = assign(ids, experiment) == "challenger"
+            if canary is None:
+                self.degraded["experiment"] = (
+                    f"experiment {experiment.name} has a challenger variant but no canary model"
+                )
+            elif on_canary.any():
+                mine = [i for i, c in zip(todo, on_canary, strict=True) if c]
+                self._decide([requests[i] for i in mine], status, canary, answers, mine)
+                todo = [i for i, c in zip(todo, on_canary, strict=True) if not c]
         if todo:
             self._decide([requests[i] for i in todo], status, model, answers, todo)
         return answers

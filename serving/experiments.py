@@ -17,7 +17,9 @@ Variants (``KINDS``):
   random, marketers or best_arm): each player gets the arm with the highest expected incremental
   re-engagement among the allowed arms whose expected cost is at most what that baseline is expected to
   spend on him (random: the mean over his allowed arms), or no offer when none gains. A per-player cap,
-  the same online and in batch: the variant never spends more than the baseline on anyone.
+  the same online and in batch: the variant never spends more than the baseline on anyone;
+- ``challenger``: the policy on the canary model (the registry's ``canary`` alias) instead of the champion:
+  a retrained model's first traffic (:mod:`monitoring.canary`).
 
 Rules still hold in every variant: a player the policy may not offer (status, frequency cap, not a
 candidate) gets no offer, and an arm the rules do not allow the player's segment is not sent.
@@ -32,7 +34,7 @@ import numpy as np
 
 from serving.policy import Decisions, holdout_draw
 
-KINDS = ("policy", "holdout", "random", "best_arm", "marketers", "equal_cost")
+KINDS = ("policy", "holdout", "random", "best_arm", "marketers", "equal_cost", "challenger")
 BASELINES = ("random", "marketers", "best_arm")  # what equal_cost may match the cost of
 POLICY, RANDOM, EQUAL_COST = -1, -2, -3  # variant arm codes besides an arm column
 
@@ -181,3 +183,28 @@ def apply_variants(
         d, arm=arm, propensity=propensity, reason=reason, explored=d.explored & ~other, holdout=d.holdout & ~other,
         pinned=d.pinned & ~other,
     )  # fmt: skip
+
+
+def with_challenger(running: Experiment | None, share: float, name: str) -> Experiment:
+    """The experiment that carries a canary: ``running``'s variants and salt (every other variant keeps its
+    players) with ``share`` of the policy's players moved to the challenger; without one, policy and
+    challenger alone."""
+    if running is None:
+        return Experiment(name, name, {"policy": 1 - share, "challenger": share})
+    if "policy" not in running.shares or "challenger" in running.shares:
+        raise ExperimentError(f"experiment {running.name} has no policy variant to carve a canary from, or has one")
+    shares: dict[str, float] = {}
+    for v, s in running.shares.items():
+        if v == "policy":
+            shares["policy"], shares["challenger"] = s * (1 - share), s * share  # the policy's hash range, split
+        else:
+            shares[v] = s
+    return replace(running, name=name, shares=shares)
+
+
+def without_challenger(running: Experiment, name: str) -> Experiment:
+    """``running`` with the challenger's players back in the policy (the canary's verdict is in)."""
+    shares = {v: s for v, s in running.shares.items() if v != "challenger"}
+    shares["policy"] = shares.get("policy", 0.0) + running.shares.get("challenger", 0.0)
+    ordered = {v: shares[v] for v in running.shares if v in shares}
+    return replace(running, name=name, shares=ordered)

@@ -148,3 +148,5 @@ def test_the_marketers_default_is_the_offer_the_platform_sent_most_per_segment()
     segment = pd.Series(["a"] * 6 + ["b"] * 4 + ["c"] * 3)
     arm = pd.Series(["none", "none", "none", "x@1", "y@2", "x@1"] + ["y@2", "z@3", "z@3", "none"] + ["none"] * 3)
     assert historical_rule(segment, arm) == {"a": "x@1", "b": "z@3"}  # no offer is not a rule; c never got one
+    # among the arms a model can send only: b's most sent arm is unknown, its next one is taken
+    assert historical_rule(segment, arm, known={"x@1", "y@2"}) == {"a": "x@1", "b": "y@2"}

@@ -47,11 +47,14 @@ def oracle_arms(value: np.ndarray) -> np.ndarray:
     return np.where(np.nanmax(value, axis=1) > 0, best, 0)
 
 
-def historical_rule(segment: pd.Series, arm: pd.Series, none: str = "none") -> dict[str, str]:
+def historical_rule(
+    segment: pd.Series, arm: pd.Series, none: str = "none", known: set[str] | None = None
+) -> dict[str, str]:
     """The platform's own rule as its logs show it: per segment, the offer it sent most often (ties: the
-    first arm by name). A segment the platform never sent an offer gets none."""
+    first arm by name), among the ``known`` arms when given (those a model can send). A segment the
+    platform never sent an offer gets none."""
     sent = pd.DataFrame({"segment": segment.astype(str), "arm": arm.astype(str)})
-    sent = sent[sent["arm"] != none]
+    sent = sent[(sent["arm"] != none) & (sent["arm"].isin(known) if known is not None else True)]
     counts = sent.groupby(["segment", "arm"]).size().reset_index(name="n")
     top = counts.sort_values(["segment", "n", "arm"], ascending=[True, False, True]).drop_duplicates("segment")
     return dict(zip(top["segment"], top["arm"], strict=True))

@@ -16,6 +16,7 @@ model. Registered versions carry aliases: a new model becomes ``challenger``;
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -34,6 +35,7 @@ from scoring.ensemble import ResponseEnsemble, arm_frame
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CANARY = "canary"  # a promoted model serving the canary share of an experiment before it takes all traffic
 BEST_ARM_TAG = "best_single_arm"  # the best single arm as the evaluation estimated it (experiments' best_arm)
 FALLBACK_TAG = "fallback_rule"  # JSON {segment or "all": arm}: what serving sends when no champion is trusted
 
@@ -140,6 +142,14 @@ def set_alias(name: str, alias: str, version: int) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def remove_alias(name: str, alias: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # not set: nothing to remove
+        MlflowClient().delete_registered_model_alias(name, alias)
 
 
 def version_tags(name: str, version: int, tags: dict[str, str]) -> None:

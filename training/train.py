@@ -57,8 +57,12 @@ def run_train(
     params: ModelParams | None = None,
     params_source: str = "config",
     truth_dir: Path | None = None,
+    canary: bool = False,
     progress: Progress = SILENT,
 ) -> TrainResult:
+    """Train, evaluate, register as challenger, and promote when it earns it: champion, or with ``canary``
+    (and a champion to protect) the canary alias, which serves an experiment's challenger share until the
+    canary's verdict (:mod:`monitoring.canary`)."""
     import mlflow
 
     from training import registry
@@ -121,7 +125,11 @@ def run_train(
             uri = registry.log_model(scorer.model, j.rows)
             version = registry.register(uri, name, tags={"run_id": run.info.run_id})
             registry.set_alias(name, registry.CHALLENGER, version)
-            if promotion.promoted:
+            if promotion.promoted and canary and champ_version is not None:
+                registry.set_alias(name, registry.CANARY, version)
+                promotion = Promotion(True, promotion.reason.replace("promoted:", "promoted to canary:", 1),
+                                      promotion.figures)  # fmt: skip
+            elif promotion.promoted:
                 registry.set_alias(name, registry.CHAMPION, version)
             e = j.evaluation
             rule = e.estimated_baselines.get(e.fallback, {})

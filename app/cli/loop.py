@@ -3,6 +3,7 @@ experiment`` (variants by hash, their exposures)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from app.cli.root import Context, console, friendly_errors, parse_time
 from core.config import Config
 
 if TYPE_CHECKING:
+    from monitoring.monitor import MonitorRun
     from serving.experiments import Experiment
 
 
@@ -166,8 +168,14 @@ def historical_marketers(cfg: Config) -> dict[str, str]:
             f"no training set at {path} to learn the platform's historical rule from: run "
             "`rekindle features training-set`, or pass --marketers"
         )
+    from training import registry
+
     logged = pd.read_parquet(path, columns=["segment", "arm"])
-    return historical_rule(logged["segment"], logged["arm"])
+    name = cfg.training.model_name
+    with registry.tracking(cfg):  # the arms the latest model can send (rare historical arms are left out)
+        version = registry.alias_version(name, registry.CHALLENGER)
+        known = set(registry.load_model(registry.model_uri(name, str(version))).arms["arm"]) if version else None
+    return historical_rule(logged["segment"], logged["arm"], known=known)
 
 
 def latest_best_arm(cfg: Config) -> str:
@@ -288,4 +296,87 @@ def experiment_report(obj: Context, name: str, out: Path | None) -> None:
     console.print(f"\nreport: {path}")
 
 
-COMMANDS = (feedback, experiment)
+# --------------------------------------------------------------- monitor --
+@click.command("monitor")
+@click.option("--as-of", "as_of", metavar="TIME", help="The platform's clock (default: after its latest row).")
+@click.pass_obj
+@friendly_errors
+def monitor(obj: Context, as_of: str | None) -> None:
+    """One monitoring run: data drift of the candidates' features against the training reference, drift of
+    the predictions, realised against predicted outcomes and ROI accuracy. An alert is recorded, logged and
+    POSTed to monitor.webhook; `rekindle loop` retrains on it. Exit code 3 on an alert."""
+    run = run_monitor_step(obj.config(), parse_time(as_of, "--as-of"))
+    if run.alert:
+        raise SystemExit(3)
+
+
+def run_monitor_step(cfg: Config, as_of: datetime | None) -> MonitorRun:
+    from app.progress import RichProgress
+    from monitoring.monitor import run_monitor
+
+    with RichProgress(console) as progress:
+        run = run_monitor(cfg, as_of, progress=progress)
+    f = run.figures
+    console.print(f"monitoring at platform clock {run.as_of:%Y-%m-%dT%H:%M:%S}")
+    if run.data is not None:
+        console.print(f"  data drift: {run.data.summary()}")
+    if run.prediction is not None:
+        console.print(f"  prediction drift: {run.prediction.summary()}")
+    if run.outcomes is not None:
+        console.print(f"  outcomes: {run.outcomes.summary()}")
+    if run.roi_accuracy is not None:
+        console.print(f"  ROI accuracy {run.roi_accuracy:.2f} over {f.get('roi_reliable_cells', 0)} reliable cells")
+    for note in run.notes:
+        console.print(f"  [dim]{note}[/]")
+    for p in run.paths:
+        console.print(f"  report: {p}")
+    if run.alert:
+        for reason in run.reasons:
+            console.print(f"[bold red]ALERT[/] {reason}")
+    else:
+        console.print("[green]no alert[/]")
+    return run
+
+
+# --------------------------------------------------------------- retrain --
+@click.command("retrain")
+@click.option("--truth", type=click.Path(path_type=Path), help="The simulator's truth (reported, never used).")
+@click.pass_obj
+@friendly_errors
+def retrain(obj: Context, truth: Path | None) -> None:
+    """Settle a running canary (promote it or roll it back), else rebuild the features and the training set on
+    the latest data, train a challenger, evaluate it against the champion on the same recent held-out rows
+    (doubly robust), and start it as a canary on a share of the policy's players when it is better."""
+    run_retrain_step(obj.config(), truth)
+
+
+def run_retrain_step(cfg: Config, truth: Path | None) -> str:
+    """What happened, in a word: promoted / rolled_back / canary_wait / canary_started / not_promoted /
+    first_champion."""
+    from app.cli.features import run_feature_build, run_materialize, run_training_set
+    from app.cli.models import run_training
+    from core.timeutil import utc_now
+    from monitoring.rollout import settle_canary, start_canary
+    from system_db.model_events import LoopRecord
+    from system_db.store import SystemStore
+
+    at = utc_now()
+    settled = settle_canary(cfg, at)
+    if settled is not None:
+        colour = {"promote": "green", "roll back": "yellow", "wait": "dim"}[settled.verdict.action]
+        console.print(f"[{colour}]canary v{settled.version}: {settled.verdict.action}[/] — {settled.verdict.reason}")
+        return {"promote": "promoted", "roll back": "rolled_back", "wait": "canary_wait"}[settled.verdict.action]
+    run_feature_build(cfg, None, None, row_checks=False)
+    run_materialize(cfg)
+    run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
+    trained = run_training(cfg, defaults=False, truth=truth, canary=True)
+    record = LoopRecord(SystemStore(cfg.system_db_url))
+    record.event(at, "retrained", trained.version, trained.reason, trained.promotion.figures)
+    if trained.reason.startswith("promoted to canary"):
+        e = start_canary(cfg, trained.version, at)
+        console.print(f"canary v{trained.version} serves {e.shares['challenger']:.0%} of players ({e.name})")
+        return "canary_started"
+    return "first_champion" if trained.promoted else "not_promoted"
+
+
+COMMANDS = (feedback, experiment, monitor, retrain)

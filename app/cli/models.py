@@ -89,7 +89,7 @@ def train(obj: Context, defaults: bool, ensemble: int | None, truth: Path | None
     run_training(cfg, defaults=defaults, truth=_truth_dir(cfg, truth))
 
 
-def run_training(cfg: Config, *, defaults: bool, truth: Path | None) -> TrainResult:
+def run_training(cfg: Config, *, defaults: bool, truth: Path | None, canary: bool = False) -> TrainResult:
     from training.train import run_train
     from training.tune import best_params_path, read_best_params
 
@@ -97,7 +97,7 @@ def run_training(cfg: Config, *, defaults: bool, truth: Path | None) -> TrainRes
     if params is None:
         source = "config (no tuning result; run `rekindle tune`)" if not defaults else "config"
     with RichProgress(console) as progress:
-        result = run_train(cfg, params=params, params_source=source, truth_dir=truth, progress=progress)
+        result = run_train(cfg, params=params, params_source=source, truth_dir=truth, canary=canary, progress=progress)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     print_judged(console, result.judged)
@@ -218,6 +218,11 @@ def run_decisions(
             uri, version = registry.resolve(name, ref)
             progress.note(f"loading {version} ({ref})")
             scorer = Scorer(registry.load_model(uri), cfg.business.margin, cfg.training.objective)
+            canary = None
+            canary_v = registry.alias_version(name, registry.CANARY)
+            if canary_v is not None:  # a running canary experiment's challenger variant decides with it
+                loaded = registry.load_model(registry.model_uri(name, str(canary_v)))
+                canary = (Scorer(loaded, cfg.business.margin, cfg.training.objective), f"{name}/{canary_v}")
         result = run_batch(
             cfg,
             scorer,
@@ -232,6 +237,7 @@ def run_decisions(
             split=split,
             webhook=webhook,
             chunk_size=chunk_size,
+            canary=canary,
             progress=progress,
         )
     d = result.decisions

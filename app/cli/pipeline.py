@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
+import pandas as pd
 
 from app.cli.data import run_segmentation, run_simulation, run_validation
 from app.cli.features import run_feature_build, run_materialize, run_training_set
@@ -38,14 +39,32 @@ def embedded(cfg: Config) -> Config:
 @click.option("--players", type=click.IntRange(min=100), help="Players (default from configs/simulator.yaml).")
 @click.option("--days", type=click.IntRange(min=30), help="Days of history (default from configs/simulator.yaml).")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (default from configs/simulator.yaml).")
+@click.option(
+    "--weeks",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Simulated weeks of the closed loop after the first training (0: stop after the batch).",
+)
+@click.option(
+    "--drift-week",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="The week from which the world drifts (the policy's most sent event type loses 70% of its pull).",
+)
+@click.option("--quick", is_flag=True, help="A small world (4,000 players, 90 days) and 7 weeks: minutes, for CI.")
 @click.pass_obj
 @friendly_errors
-def run_all(obj: Context, players: int | None, days: int | None, seed: int | None) -> None:
+def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int, drift_week: int,
+            quick: bool) -> None:  # fmt: skip
     """The main job on the embedded default: simulate, validate, segment, build features, train set,
     train and evaluate models, decide for every dormant candidate.
 
     It always works on the SQLite files under the home (it replaces the simulated
     platform there), never on a database given with --db or REKINDLE_DB_URL."""
+    if quick:
+        players, days, weeks = players or 4000, days or 90, weeks or 7
     over = {k: v for k, v in (("players", players), ("days", days), ("seed", seed)) if v is not None}
     cfg = embedded(obj.config({"simulator": over} if over else None))
     console.rule("1. simulate the platform")
@@ -64,7 +83,26 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     console.rule("6. build the training set")
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     decide(cfg)
+    if weeks:
+        play_the_loop(cfg, weeks, drift_week)
     console.print(f"\nall state is under {cfg.home}")
+
+
+def play_the_loop(cfg: Config, weeks: int, drift_week: int) -> None:
+    """Steps 9 and on: the closed loop, week by week, with a drift from ``drift_week`` on."""
+    from app.cli.play import play
+    from app.loop_report import print_weeks, write_loop_report
+
+    console.rule(f"9. the closed loop: {weeks} simulated weeks, the world drifts from week {drift_week}")
+    decisions = pd.read_csv(cfg.path("decisions.csv"), usecols=["event_type"])
+    offered = decisions.loc[decisions["event_type"] != "none", "event_type"]
+    top = str(offered.value_counts().idxmax()) if len(offered) else "cashback"
+    drift = {"event_multiplier": {top: 0.3}}
+    console.print(f"drift from week {drift_week}: {top} keeps 30% of its pull on players (simulator drift knob)")
+    played = play(cfg, weeks=weeks, drift_week=drift_week - 1, drift=drift, truth=cfg.path("truth"))
+    print_weeks(console, played.weeks)
+    path = write_loop_report(played, cfg.path("loop", "report.html"), drift_week=drift_week, drifted=top)
+    console.print(f"loop report: {path}")
 
 
 def decide(cfg: Config) -> None:

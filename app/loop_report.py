@@ -1,0 +1,91 @@
+"""The closed loop's weekly table (console) and its HTML report with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+VARIANTS = ["policy", "equal_cost", "random", "marketers", "best_arm", "holdout"]
+
+
+def print_weeks(console: Console, weeks: pd.DataFrame) -> None:
+    t = Table(title="the closed loop, week by week (true incremental value per player, from the simulator)")
+    for col in ("week", "clock", "drift", "offers", "measured", "policy net", "equal-cost re-eng", "random re-eng",
+                "marketers re-eng", "policy re-eng", "random net", "marketers net", "alert", "model"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("clock", "alert", "model", "drift") else "right")
+
+    def num(row: pd.Series, key: str, fmt: str) -> str:
+        v = row.get(key)
+        return format(v, fmt) if v is not None and pd.notna(v) else "-"
+
+    for _, r in weeks.iterrows():
+        t.add_row(
+            str(r["week"]), str(r["clock"]), str(r["drift"]), f"{r['offers']:,}", f"{r['measured']:,}",
+            num(r, "policy_net", "+,.0f"), num(r, "equal_cost_reengage", "+.4f"), num(r, "random_reengage", "+.4f"),
+            num(r, "marketers_reengage", "+.4f"), num(r, "policy_reengage", "+.4f"), num(r, "random_net", "+,.0f"),
+            num(r, "marketers_net", "+,.0f"), str(r["alert"]), str(r["model"]),
+        )  # fmt: skip
+    console.print(t)
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plot(weeks: pd.DataFrame, metric: str, title: str, drift_week: int) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for v in VARIANTS:
+        col = f"{v}_{metric}"
+        if col in weeks:
+            ax.plot(weeks["week"], weeks[col], marker="o", label=v.replace("_", " "))
+    ax.axvline(drift_week - 0.5, color="grey", linestyle="--", linewidth=1)
+    ax.text(drift_week - 0.45, ax.get_ylim()[1], "drift", va="top", color="grey")
+    ax.set_xlabel("week")
+    ax.set_title(title)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize=8, ncol=3)
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def write_loop_report(played: Any, path: Path, *, drift_week: int, drifted: str) -> Path:
+    weeks: pd.DataFrame = played.weeks
+    plots = [
+        _plot(weeks, "net", "true incremental net value per player (KRW), by variant", drift_week),
+        _plot(weeks, "reengage", "true incremental re-engagement per player, by variant", drift_week),
+        _plot(weeks, "cost", "expected reward cost per player (KRW), by variant", drift_week),
+    ]
+    monitor = pd.DataFrame(played.monitor)
+    keep = [c for c in ("week", "data_drift_share", "prediction_drift_score", "outcome_z", "outcome_realised",
+                        "outcome_predicted", "roi_accuracy", "alert", "reasons") if c in monitor]  # fmt: skip
+    body = [
+        "<h1>Rekindle: the closed loop</h1>",
+        f"<p>From week {drift_week} the simulated world drifts: {html.escape(drifted)} keeps 30% of its pull. "
+        "Values are the simulator's expected values of each week's decisions (its truth), per player of each "
+        "experiment variant.</p>",
+        weeks.round(4).to_html(index=False),
+        *[f'<p><img src="data:image/png;base64,{p}"></p>' for p in plots],
+        "<h2>Monitoring runs</h2>",
+        monitor[keep].round(4).to_html(index=False) if keep else "<p>none</p>",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("<html><head><meta charset='utf-8'><title>Rekindle loop</title></head><body>"
+                   + "\n".join(body) + "</body></html>")  # fmt: skip
+    tmp.replace(path)
+    return path

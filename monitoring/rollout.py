@@ -1,0 +1,106 @@
+"""Safe roll-out of a retrained model: the canary's experiment, its verdict, promotion or roll-back.
+
+A model that beat the champion on the same recent held-out data (``rekindle retrain``) gets the
+registry's ``canary`` alias and a share of the policy's players: the running experiment is stopped and
+restarted with the same salt and variants, the challenger carved out of the policy's hash range (every
+other variant keeps its players). Each later run settles it (:func:`settle_canary`): not worse -> the
+canary becomes champion; worse, or undecided after ``retrain.canary_max_runs`` verdicts -> the alias is
+removed (rolled back). Either way the experiment goes back to its variants without the challenger. Every
+step is a model event in the system store, with its figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.config import Config
+from monitoring.canary import Verdict, canary_verdict
+from serving.experiments import Experiment, definition, from_definition, with_challenger, without_challenger
+from system_db.experiments import ExperimentStore
+from system_db.model_events import LoopRecord
+from system_db.store import SystemStore
+
+WHO = "rekindle retrain"
+
+
+@dataclass(frozen=True)
+class Settled:
+    version: int
+    verdict: Verdict
+    experiment: str  # the experiment running afterwards
+
+
+def _running(experiments: ExperimentStore) -> Experiment | None:
+    running = experiments.running()
+    return None if running is None else from_definition(*running)
+
+
+def _restart(experiments: ExperimentStore, old: Experiment | None, new: Experiment, at: datetime) -> None:
+    if old is not None:
+        experiments.stop(old.name, WHO, at)
+    experiments.start(new.name, definition(new), WHO, at)
+
+
+def canary_version(cfg: Config) -> int | None:
+    from training import registry
+
+    with registry.tracking(cfg):
+        return registry.alias_version(cfg.training.model_name, registry.CANARY)
+
+
+def start_canary(cfg: Config, version: int, at: datetime) -> Experiment:
+    """Give the canary model its share of the policy's players (the experiment restarted around it)."""
+    store = SystemStore(cfg.system_db_url)
+    experiments = ExperimentStore(store)
+    running = _running(experiments)
+    base = running.name.split("+", 1)[0] if running is not None else "canary"
+    new = with_challenger(running, cfg.retrain.canary_share, f"{base}+canary-v{version}")
+    _restart(experiments, running, new, at)
+    LoopRecord(store).event(at, "canary_started", version, f"experiment {new.name}", dict(new.shares))
+    return new
+
+
+def settle_canary(cfg: Config, at: datetime) -> Settled | None:
+    """The canary's verdict on its measured players, acted upon (None: no canary is running)."""
+    from monitoring.experiment_report import add_pre_period, players_of
+    from system_db.decision_log import DecisionLog
+    from system_db.outcomes import Outcomes
+    from training import registry
+
+    version = canary_version(cfg)
+    store = SystemStore(cfg.system_db_url)
+    experiments = ExperimentStore(store)
+    running = _running(experiments)
+    if version is None or running is None or "challenger" not in running.shares:
+        return None
+    exposed = DecisionLog(store).read(experiment=running.name)
+    outcomes = Outcomes(store).read()
+    outcomes = outcomes[outcomes["experiment"] == running.name]
+    players, _ = players_of(outcomes, exposed)
+    players = add_pre_period(cfg, players)
+    r = cfg.retrain
+    verdict = canary_verdict(players, running.shares, margin=r.canary_margin, min_players=r.canary_min_players)
+    record = LoopRecord(store)
+    waits = record.read_events()
+    waited = int(((waits["kind"] == "canary_wait") & (waits["version"] == version)).sum()) if len(waits) else 0
+    if verdict.action == "wait" and waited + 1 >= r.canary_max_runs:
+        verdict = Verdict("roll back", f"no verdict after {r.canary_max_runs} runs ({verdict.reason})", verdict.figures)
+    if verdict.action == "wait":
+        record.event(at, "canary_wait", version, verdict.reason, verdict.figures)
+        return Settled(version, verdict, running.name)
+    name = cfg.training.model_name
+    with registry.tracking(cfg):
+        if verdict.action == "promote":
+            registry.set_alias(name, registry.CHAMPION, version)
+        registry.remove_alias(name, registry.CANARY)
+    after = without_challenger(running, f"{running.name.split('+', 1)[0]}+after-v{version}")
+    if running.name.startswith("canary+") or running.name.startswith("canary-"):
+        experiments.stop(running.name, WHO, at)  # it existed only for the canary
+        after_name = "none"
+    else:
+        _restart(experiments, running, after, at)
+        after_name = after.name
+    kind = "promoted" if verdict.action == "promote" else "rolled_back"
+    record.event(at, kind, version, verdict.reason, verdict.figures)
+    return Settled(version, verdict, after_name)

@@ -1,0 +1,70 @@
+"""The pure parts of the roll-out: the canary carved from the policy's players (every other variant keeps
+its own), the canary's verdict on known effects, and the outcome check that sees a world answering less
+than the model predicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.canary import canary_verdict
+from monitoring.outcome_drift import check_outcomes
+from serving.experiments import Experiment, assign, with_challenger, without_challenger
+
+BASE = Experiment("e1", "salt", {"policy": 0.5, "random": 0.25, "holdout": 0.25})
+
+
+def test_the_canary_takes_its_share_of_the_policys_players_and_no_one_else() -> None:
+    ids = np.arange(200_000, dtype=np.int64)
+    before = assign(ids, BASE)
+    canary = with_challenger(BASE, 0.2, "e1+canary-v2")
+    during = assign(ids, canary)
+    assert (during[before != "policy"] == before[before != "policy"]).all()  # the other variants keep their players
+    moved = during[before == "policy"]
+    assert set(moved) == {"policy", "challenger"}
+    assert (moved == "challenger").mean() == pytest.approx(0.2, abs=0.01)
+    after = assign(ids, without_challenger(canary, "e1+after-v2"))
+    assert (after == before).all()  # the verdict in, everyone is back where they were
+    alone = with_challenger(None, 0.2, "canary-v2")
+    assert alone.shares == {"policy": 0.8, "challenger": 0.2}
+
+
+def players(effect: float, n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    variant = np.where(np.arange(2 * n) < n, "policy", "challenger")
+    pre = rng.gamma(0.5, 2000, 2 * n)
+    net = 0.5 * pre + rng.normal(500, 1500, 2 * n) + np.where(variant == "challenger", effect, 0.0)
+    return pd.DataFrame({"variant": variant, "net_value": net, "net_value_pre": pre})
+
+
+def test_the_canary_verdict_promotes_a_better_model_rolls_back_a_worse_one_and_waits_for_players() -> None:
+    shares = {"policy": 0.5, "challenger": 0.5}
+    better = canary_verdict(players(300.0, 4000, 1), shares, margin=0.1, min_players=500)
+    worse = canary_verdict(players(-600.0, 4000, 2), shares, margin=0.1, min_players=500)
+    early = canary_verdict(players(300.0, 200, 3), shares, margin=0.1, min_players=500)
+    assert better.action == "promote" and better.figures["effect_lower"] > -0.1 * abs(better.figures["champion_mean"])
+    assert worse.action == "roll back" and worse.figures["effect_upper"] < 0
+    assert early.action == "wait" and "too few" in early.reason
+
+
+def decisions(n: int, realised_lift: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    held = rng.random(n) < 0.2
+    base = 0.03
+    reengaged = rng.random(n) < np.where(held, base, base + realised_lift)
+    return pd.DataFrame({
+        "decided_at": pd.Timestamp("2026-01-05") + pd.to_timedelta(rng.integers(0, 7, n), unit="D"),
+        "event_type": np.where(held, "none", "cashback"), "reward": np.where(held, 0, 10_000),
+        "holdout": held, "explored": False, "policy_arm": "cashback@10000", "variant": None,
+        "reengaged": reengaged, "incremental_reengage": 0.05,
+    })  # fmt: skip
+
+
+def test_the_outcome_check_alarms_when_offers_buy_far_less_than_predicted() -> None:
+    kept = check_outcomes(decisions(20_000, 0.05, 1), days=7, z_alert=3, ratio_floor=0.6)
+    lost = check_outcomes(decisions(20_000, 0.015, 2), days=7, z_alert=3, ratio_floor=0.6)
+    assert kept is not None and lost is not None
+    assert not kept.drifted and abs(kept.realised - 0.05) < 4 * kept.se
+    assert lost.drifted and lost.z < -3
+    assert check_outcomes(decisions(20_000, 0.05, 3).assign(holdout=False), days=7, z_alert=3, ratio_floor=0.6) is None
