@@ -103,7 +103,7 @@ def _as_kind(series: pd.Series, kind: str) -> pd.Series:
     """Plain float64 (infinities as missing, as Evidently drops them) or plain object values."""
     if kind == NUMERIC:
         values = series.to_numpy(dtype=float, na_value=np.nan)
-        return pd.Series(values, index=series.index, name=series.name)
+        return pd.Series(np.where(np.isinf(values), np.nan, values), index=series.index, name=series.name)
     return series.astype(object)
 
 
@@ -130,6 +130,7 @@ def periods(times: pd.Series) -> list[np.ndarray]:
     distinct times, ``PERIOD_GROUPS`` contiguous groups of about equal rows (a time never split)."""
     known = times.notna().to_numpy()
     counts = times[known].value_counts().sort_index()
+    counts = counts[counts > 0]  # a categorical time column lists unused categories
     if len(counts) <= MAX_PERIODS:
         group = pd.Series(np.arange(len(counts)), index=counts.index)
     else:

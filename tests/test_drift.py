@@ -196,6 +196,7 @@ def test_scipy_distances_agree_with_evidentlys(reference, thresholds):
     ref = reference.iloc[:1500].copy()  # fewer rows than the window: both sides are used whole
     ref.loc[ref.index[:5], "x0"] = np.inf  # dropped by both, as missing values are
     cur = make_week(rng, WEEKS, shift={"x1": 0.3}, gold=0.4).iloc[:900].copy()
+    cur.loc[cur.index[:9], "x0"] = -np.inf
     cur.loc[cur.index[:50], "country"] = "pt"  # a category the reference never had
     cur["vip"] = cur["vip"].astype(object)
     cur.loc[cur.index[:100], "vip"] = None
@@ -204,6 +205,20 @@ def test_scipy_distances_agree_with_evidentlys(reference, thresholds):
     for row in result.columns.itertuples():
         assert row.score == pytest.approx(column_distance(ref[row.column], cur[row.column], kinds[row.column]), rel=TOL)
     assert (result.columns["score"] > 0).all()
+    null_share = result.columns.set_index("column")["null_share"]
+    assert null_share["x0"] == pytest.approx(9 / 900)  # infinities count as missing
+    assert null_share["vip"] == pytest.approx(100 / 900)
+
+
+def test_a_column_drifts_exactly_when_its_score_reaches_its_threshold(reference, thresholds):
+    current = make_week(np.random.default_rng(18), WEEKS)
+    first = run(reference, current, thresholds).columns.set_index("column")["score"]
+    ratio = {"x0": 1.0, "x1": 1.2, "x2": 0.999, "tier": 1.0, "country": 0.999}  # score / threshold
+    rigged = thresholds[thresholds["column"].isin(list(ratio))].copy()
+    rigged["threshold"] = [first[c] / ratio[c] for c in rigged["column"]]
+    result = run(reference, current, rigged)  # same data, same seed: the same scores
+    assert result.columns.set_index("column")["score"].to_dict() == pytest.approx(first[list(ratio)].to_dict())
+    assert sorted(drifted_columns(result)) == ["tier", "x0", "x1"]
 
 
 def test_a_column_empty_in_the_current_frame_drifts(reference, thresholds):
