@@ -16,22 +16,23 @@ VARIANTS = ["policy", "equal_cost", "random", "marketers", "best_arm", "holdout"
 
 
 def print_weeks(console: Console, weeks: pd.DataFrame) -> None:
-    t = Table(title="the closed loop, week by week (true incremental value per player, from the simulator)")
-    for col in ("week", "clock", "drift", "offers", "measured", "policy net", "equal-cost re-eng", "random re-eng",
-                "marketers re-eng", "policy re-eng", "random net", "marketers net", "alert", "model"):  # fmt: skip
-        t.add_column(col, justify="left" if col in ("clock", "alert", "model", "drift") else "right")
-
-    def num(row: pd.Series, key: str, fmt: str) -> str:
-        v = row.get(key)
-        return format(v, fmt) if v is not None and pd.notna(v) else "-"
-
+    t = Table(title="the closed loop, week by week: true incremental value per player of each variant (simulator)")
+    cols = [("wk", "week", "d"), ("date", "clock", "s"), ("drift", "drift", "s"), ("offers", "offers", ",d")]
+    cols += [(h, f"{v}_net", "+,.0f") for h, v in (("net: policy", "policy"), ("random", "random"),
+                                                     ("marketers", "marketers"))]  # fmt: skip
+    cols += [(h, f"{v}_reengage", "+.3f") for h, v in (("re-eng: policy", "policy"), ("eq. cost", "equal_cost"),
+                                                       ("random", "random"), ("marketers", "marketers"))]  # fmt: skip
+    cols += [("alert", "alert", "s"), ("model", "model", "s")]
+    for head, key, _ in cols:
+        t.add_column(head, justify="left" if key in ("clock", "alert", "model", "drift") else "right", no_wrap=True)
     for _, r in weeks.iterrows():
-        t.add_row(
-            str(r["week"]), str(r["clock"]), str(r["drift"]), f"{r['offers']:,}", f"{r['measured']:,}",
-            num(r, "policy_net", "+,.0f"), num(r, "equal_cost_reengage", "+.4f"), num(r, "random_reengage", "+.4f"),
-            num(r, "marketers_reengage", "+.4f"), num(r, "policy_reengage", "+.4f"), num(r, "random_net", "+,.0f"),
-            num(r, "marketers_net", "+,.0f"), str(r["alert"]), str(r["model"]),
-        )  # fmt: skip
+        cells = []
+        for _, key, fmt in cols:
+            v = r.get(key)
+            if key == "clock":
+                v = str(v)[5:]
+            cells.append("-" if v is None or (not isinstance(v, str) and pd.isna(v)) else format(v, fmt))
+        t.add_row(*cells)
     console.print(t)
 
 

@@ -21,7 +21,7 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from core.config import Config
 from core.progress import SILENT, Progress
 from monitoring.drift import DriftResult, calibrate, detect, save
 from monitoring.feedback import platform_clock
-from monitoring.outcome_drift import OutcomeCheck, check_outcomes
+from monitoring.outcome_drift import LiftChange, OutcomeCheck, check_lift_change, check_outcomes
 from monitoring.roi import pooled_accuracy, roi_cells
 from system_db.model_events import LoopRecord
 from system_db.outcomes import Outcomes
@@ -52,6 +52,7 @@ class MonitorRun:
     data: DriftResult | None
     prediction: DriftResult | None
     outcomes: OutcomeCheck | None
+    lift: LiftChange | None
     roi_accuracy: float | None
     paths: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -63,37 +64,65 @@ def monitored_columns(reference: pd.DataFrame, current: pd.DataFrame) -> list[st
     return [c for c in both if c in CATEGORICAL or pd.api.types.is_float_dtype(current[c])]
 
 
-def data_drift(cfg: Config, as_of: datetime | None) -> tuple[DriftResult, pd.DataFrame]:
-    from features.candidates import candidate_features, snapshot_at
+REFERENCE_WEEKS = 4  # weekly candidate snapshots up to the training data's end: the reference and its own wobble
+
+
+def reference_times(cfg: Config) -> list[datetime]:
+    """The weekly times of the data-drift reference: the last ``REFERENCE_WEEKS`` weeks up to the latest
+    campaign of the training set (what the models learned from), within the feature build."""
+    from features.manifest import read_manifest
 
     path = cfg.path("training", "training_set.parquet")
     if not path.is_file():
         raise FileNotFoundError(f"no training set at {path}: the drift reference; run `rekindle features training-set`")
-    reference = pd.read_parquet(path)
+    end = pd.Timestamp(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"].max()).to_pydatetime()
+    first = pd.Timestamp(read_manifest(cfg)["first_snapshot"]).to_pydatetime()
+    times = [end - timedelta(days=7 * k) for k in range(REFERENCE_WEEKS)]
+    return sorted(t for t in times if t >= first)
+
+
+def data_drift(cfg: Config, as_of: datetime | None) -> DriftResult:
+    """The candidates' features at ``as_of`` (default: the feature build's) against the candidates of the
+    reference weeks, each feature's threshold from the distances between those weeks."""
+    from features.candidates import candidate_features, snapshot_at
+
+    parts = []
+    for t_ref in reference_times(cfg):
+        t, snap = snapshot_at(cfg, t_ref)
+        parts.append(candidate_features(cfg, t, snap).assign(reference_week=pd.Timestamp(t)))
+    if len(parts) < 2:
+        raise FileNotFoundError("the feature build holds fewer than two weeks before the training data's end")
+    reference = pd.concat(parts, ignore_index=True)
     t, snap = snapshot_at(cfg, as_of)
     current = candidate_features(cfg, t, snap)
     columns = monitored_columns(reference, current)
     m = cfg.monitor
-    thresholds = calibrate(reference, columns, "campaign_at", window=m.window, factor=m.threshold_factor)
-    return detect(reference, current, thresholds, window=m.window, share=m.drift_share), thresholds
+    thresholds = calibrate(reference, columns, "reference_week", window=m.window, factor=m.threshold_factor)
+    return detect(reference, current, thresholds, window=m.window, share=m.drift_share)
+
+
+def serving_decisions(decisions: pd.DataFrame, champion: str | None) -> pd.DataFrame:
+    """The decisions the champion's predictions made (its policy's, not an untrusted model's fallback rows)."""
+    if champion is None or decisions.empty:
+        return decisions.iloc[0:0]
+    return decisions[decisions["model_version"] == champion]
 
 
 def prediction_drift(decisions: pd.DataFrame, cfg: Config) -> DriftResult | None:
-    """The latest week's predicted incremental net value against the serving model's first week (None
-    before the model's second week)."""
+    """The latest week's predicted incremental net value against the model's first two weeks (each a
+    reference period); None before its third week. ``decisions``: one model's."""
     if decisions.empty:
         return None
-    d = decisions[decisions["model_version"] == decisions.sort_values("decided_at")["model_version"].iloc[-1]]
-    at = pd.to_datetime(d["decided_at"])
-    first, last = at.min(), at.max()
-    if last - first < pd.Timedelta(days=7):
+    at = pd.to_datetime(decisions["decided_at"])
+    week = ((at - at.min()) / pd.Timedelta(days=7)).astype(int)
+    if week.max() < 2:
         return None
-    frame = pd.DataFrame({"predicted_net_value": d["incremental_net_value"].astype(float).to_numpy(), "at": at})
-    reference = frame[frame["at"] < first + pd.Timedelta(days=7)]
-    current = frame[frame["at"] > last - pd.Timedelta(days=7)]
+    frame = pd.DataFrame({"predicted_net_value": decisions["incremental_net_value"].astype(float).to_numpy(),
+                          "week": week.to_numpy()})  # fmt: skip
+    reference = frame[frame["week"] < 2]
+    current = frame[frame["week"] == week.max()]
     m = cfg.monitor
-    weeks = reference.assign(week=reference["at"].dt.floor("D"))  # the reference's days: its own wobble
-    thresholds = calibrate(weeks, ["predicted_net_value"], "week", window=m.window, factor=m.threshold_factor)
+    thresholds = calibrate(reference, ["predicted_net_value"], "week", window=m.window, factor=m.threshold_factor)
     return detect(reference, current, thresholds, window=m.window, share=0.5)
 
 
@@ -110,7 +139,7 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
     m = cfg.monitor
 
     progress.note("data drift: the candidates' features against the training reference")
-    data, _ = data_drift(cfg, None)
+    data = data_drift(cfg, None)
     figures |= {"data_drift_share": data.share, "data_drifted": data.drifted,
                 "data_drifted_columns": int(data.columns["drifted"].sum())}  # fmt: skip
     paths += [p for p in save(data, out_dir, f"data-drift-{stem}") if p is not None]
@@ -119,12 +148,14 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
 
     store = SystemStore(cfg.system_db_url)
     progress.note("prediction drift: the latest week's predictions against the model's first week")
-    decisions = DecisionLog(store).read()
-    if len(decisions):
-        decisions = decisions[pd.to_datetime(decisions["decided_at"]) <= pd.Timestamp(clock)]
+    champion = champion_name(cfg)
+    decisions = serving_decisions(DecisionLog(store).read(), champion)
+    decisions = decisions[pd.to_datetime(decisions["decided_at"]) <= pd.Timestamp(clock)]
     prediction = prediction_drift(decisions, cfg)
-    if prediction is None:
-        notes.append("prediction drift: the serving model has not decided for a second week yet")
+    if champion is None:
+        notes.append("no champion: the fallback rule serves, and an untrusted model's predictions are not judged")
+    elif prediction is None:
+        notes.append(f"prediction drift: champion {champion} has not decided for a third week yet")
     else:
         score = float(prediction.columns["score"].iloc[0])
         figures |= {"prediction_drift_score": score, "prediction_drifted": prediction.drifted}
@@ -133,11 +164,22 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
             reasons.append(f"prediction drift: {prediction.summary()}")
 
     progress.note("outcomes: realised against predicted")
-    outcomes = Outcomes(store).read()
+    every = Outcomes(store).read()
+    every = every[pd.to_datetime(every["decided_at"]) <= pd.Timestamp(clock)] if len(every) else every
+    lift = check_lift_change(every, days=cfg.business.attribution_days, reference_weeks=m.recent_weeks,
+                             z_alert=m.reengage_z, ratio_floor=m.reengage_ratio_floor)  # fmt: skip
+    if lift is None:
+        notes.append("lift change: no measured week with offers and held-out players after a reference week yet")
+    else:
+        figures |= {f"lift_{k}": v for k, v in lift.figures().items()}
+        if lift.drifted:
+            reasons.append(f"outcome drift: {lift.summary()}")
+    outcomes = serving_decisions(every, champion)
     check = check_outcomes(outcomes, days=cfg.business.attribution_days, z_alert=m.reengage_z,
                            ratio_floor=m.reengage_ratio_floor)  # fmt: skip
     if check is None:
-        notes.append("outcome drift: no measured week with both offered and held-out players yet")
+        if champion is not None:
+            notes.append("outcome drift: no measured week of the champion's with offered and held-out players yet")
     else:
         figures |= {f"outcome_{k}": v for k, v in check.figures().items()}
         if check.drifted:
@@ -155,7 +197,7 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
                 reasons.append(
                     f"ROI accuracy {accuracy:.2f} over {len(reliable)} reliable cells is under {m.roi_floor}"
                 )
-        else:
+        elif champion is not None:
             notes.append("ROI accuracy: no recent (segment, arm) cell is large enough to judge (s.e. under 10%)")
 
     alert = bool(reasons)
@@ -166,7 +208,17 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
     if alert and m.webhook:
         notes.append(_post_alert(m.webhook, clock, reasons, figures))
     _log_mlflow(cfg, clock, figures, paths, alert)
-    return MonitorRun(clock, alert, reasons, figures, data, prediction, check, accuracy, paths, notes)
+    return MonitorRun(clock, alert, reasons, figures, data, prediction, check, lift, accuracy, paths, notes)
+
+
+def champion_name(cfg: Config) -> str | None:
+    """``name/version`` of the champion, as the decision log writes it (None without one)."""
+    from training import registry
+
+    name = cfg.training.model_name
+    with registry.tracking(cfg):
+        version = registry.alias_version(name, registry.CHAMPION)
+    return None if version is None else f"{name}/{version}"
 
 
 def _post_alert(url: str, at: datetime, reasons: list[str], figures: dict[str, Any]) -> str:

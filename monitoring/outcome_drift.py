@@ -65,3 +65,69 @@ def check_outcomes(frame: pd.DataFrame, *, days: int, z_alert: float, ratio_floo
     z = (realised - predicted) / se if se > 0 else 0.0
     drifted = bool(z < -z_alert and realised < ratio_floor * predicted)
     return OutcomeCheck(start.isoformat(), len(offered), len(control), predicted, realised, se, float(z), drifted)
+
+
+@dataclass(frozen=True)
+class LiftChange:
+    """The same arms' realised lift in re-engagement (offered rate - held-out rate) in the latest week
+    against the weeks before: model-free, so it judges whatever decides (a champion or a fallback rule)."""
+
+    arms: int  # arms offered in both
+    n_current: int
+    current: float  # pooled over arms, weighted by the current week's offers
+    reference: float
+    se: float
+    z: float
+    drifted: bool
+
+    def figures(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"realised lift in re-engagement of the latest week's offers {self.current:+.4f} against "
+            f"{self.reference:+.4f} for the same arms in the weeks before (s.e. {self.se:.4f}, z = {self.z:+.1f}; "
+            f"{self.n_current:,} offers, {self.arms} arms)"
+        )
+
+
+def _lifts(rows: pd.DataFrame, held: pd.Series, offered: pd.Series, arm: pd.Series) -> pd.DataFrame:
+    c = rows.loc[held, "reengaged"].astype(float)
+    base, base_var, n_c = float(c.mean()), float(c.var()), len(c)
+    o = rows[offered].assign(arm=arm[offered], y=rows.loc[offered, "reengaged"].astype(float))
+    g = o.groupby("arm")["y"].agg(["mean", "var", "size"])
+    g["lift"] = g["mean"] - base
+    g["var_lift"] = g["var"].fillna(0) / g["size"] + (base_var / n_c if n_c > 1 else np.inf)
+    return g
+
+
+def check_lift_change(
+    frame: pd.DataFrame, *, days: int, reference_weeks: int, z_alert: float, ratio_floor: float,
+    min_offers: int = 30,
+) -> LiftChange | None:  # fmt: skip
+    """Latest ``days`` of measured decisions against the ``reference_weeks`` periods of ``days`` before it.
+    Drifted when the pooled lift fell by more than ``z_alert`` standard errors and to under ``ratio_floor``
+    of the reference's. None without both periods (offered and held-out rows in each)."""
+    if frame.empty:
+        return None
+    decided = pd.to_datetime(frame["decided_at"])
+    age = ((decided.max() - decided) / pd.Timedelta(days=days)).astype(int)
+    arm = arm_of(frame)
+    variant = frame["variant"] if "variant" in frame else pd.Series(None, index=frame.index, dtype=object)
+    held = frame["holdout"].astype(bool) | (variant == "holdout")
+    offered = ~held & ~frame["explored"].astype(bool) & (arm != NO_OFFER)
+    now, before = age == 0, (age >= 1) & (age <= reference_weeks)
+    if (held & now).sum() < 2 or (held & before).sum() < 2:
+        return None
+    cur = _lifts(frame[now], held[now], offered[now], arm[now])
+    ref = _lifts(frame[before], held[before], offered[before], arm[before])
+    both = cur.join(ref, rsuffix="_ref", how="inner")
+    both = both[(both["size"] >= min_offers) & (both["size_ref"] >= min_offers)]
+    if both.empty:
+        return None
+    w = both["size"] / both["size"].sum()
+    current, reference = float((w * both["lift"]).sum()), float((w * both["lift_ref"]).sum())
+    se = float(np.sqrt((w**2 * (both["var_lift"] + both["var_lift_ref"])).sum()))
+    z = (current - reference) / se if se > 0 else 0.0
+    drifted = bool(reference > 0 and z < -z_alert and current < ratio_floor * reference)
+    return LiftChange(len(both), int(both["size"].sum()), current, reference, se, float(z), drifted)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from monitoring.canary import canary_verdict
-from monitoring.outcome_drift import check_outcomes
+from monitoring.outcome_drift import check_lift_change, check_outcomes
 from serving.experiments import Experiment, assign, with_challenger, without_challenger
 
 BASE = Experiment("e1", "salt", {"policy": 0.5, "random": 0.25, "holdout": 0.25})
@@ -68,3 +68,19 @@ def test_the_outcome_check_alarms_when_offers_buy_far_less_than_predicted() -> N
     assert not kept.drifted and abs(kept.realised - 0.05) < 4 * kept.se
     assert lost.drifted and lost.z < -3
     assert check_outcomes(decisions(20_000, 0.05, 3).assign(holdout=False), days=7, z_alert=3, ratio_floor=0.6) is None
+
+
+def weeks_of(lifts: list[float], n: int, seed: int) -> pd.DataFrame:
+    parts = [decisions(n, lift, seed + i).assign(decided_at=pd.Timestamp("2026-01-05") + pd.Timedelta(days=7 * i))
+             for i, lift in enumerate(lifts)]  # fmt: skip
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_the_lift_check_sees_the_same_arms_buy_less_than_in_the_weeks_before() -> None:
+    kwargs = {"days": 7, "reference_weeks": 4, "z_alert": 3.0, "ratio_floor": 0.6}
+    quiet = [check_lift_change(weeks_of([0.04] * 5, 8000, s), **kwargs) for s in range(0, 50, 10)]
+    assert all(q is not None and not q.drifted for q in quiet)  # five quiet worlds: no alarm
+    drop = check_lift_change(weeks_of([0.04] * 4 + [0.012], 8000, 7), **kwargs)
+    assert drop is not None and drop.drifted and drop.z < -3
+    assert abs(drop.current - 0.012) < 4 * drop.se and abs(drop.reference - 0.04) < 0.01
+    assert check_lift_change(weeks_of([0.04], 8000, 1), **kwargs) is None  # no week before: nothing to compare

@@ -324,6 +324,8 @@ def run_monitor_step(cfg: Config, as_of: datetime | None) -> MonitorRun:
         console.print(f"  prediction drift: {run.prediction.summary()}")
     if run.outcomes is not None:
         console.print(f"  outcomes: {run.outcomes.summary()}")
+    if run.lift is not None:
+        console.print(f"  lift: {run.lift.summary()}")
     if run.roi_accuracy is not None:
         console.print(f"  ROI accuracy {run.roi_accuracy:.2f} over {f.get('roi_reliable_cells', 0)} reliable cells")
     for note in run.notes:
@@ -350,7 +352,7 @@ def retrain(obj: Context, truth: Path | None) -> None:
     run_retrain_step(obj.config(), truth)
 
 
-def run_retrain_step(cfg: Config, truth: Path | None) -> str:
+def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -> str:
     """What happened, in a word: promoted / rolled_back / canary_wait / canary_started / not_promoted /
     first_champion."""
     from app.cli.features import run_feature_build, run_materialize, run_training_set
@@ -366,8 +368,9 @@ def run_retrain_step(cfg: Config, truth: Path | None) -> str:
         colour = {"promote": "green", "roll back": "yellow", "wait": "dim"}[settled.verdict.action]
         console.print(f"[{colour}]canary v{settled.version}: {settled.verdict.action}[/] — {settled.verdict.reason}")
         return {"promote": "promoted", "roll back": "rolled_back", "wait": "canary_wait"}[settled.verdict.action]
-    run_feature_build(cfg, None, None, row_checks=False)
-    run_materialize(cfg)
+    if rebuild:  # the loop has just rebuilt them
+        run_feature_build(cfg, None, None, row_checks=False)
+        run_materialize(cfg)
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     trained = run_training(cfg, defaults=False, truth=truth, canary=True)
     record = LoopRecord(SystemStore(cfg.system_db_url))

@@ -42,9 +42,9 @@ def embedded(cfg: Config) -> Config:
 @click.option(
     "--weeks",
     type=click.IntRange(min=0),
-    default=8,
+    default=0,
     show_default=True,
-    help="Simulated weeks of the closed loop after the first training (0: stop after the batch).",
+    help="Simulated weeks of the closed loop after the first training, e.g. 8 (0: stop after the batch).",
 )
 @click.option(
     "--drift-week",
@@ -53,7 +53,7 @@ def embedded(cfg: Config) -> Config:
     show_default=True,
     help="The week from which the world drifts (the policy's most sent event type loses 70% of its pull).",
 )
-@click.option("--quick", is_flag=True, help="A small world (4,000 players, 90 days) and 7 weeks: minutes, for CI.")
+@click.option("--quick", is_flag=True, help="A small world (6,000 players, 150 days) and 6 weeks: minutes, for CI.")
 @click.pass_obj
 @friendly_errors
 def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int, drift_week: int,
@@ -64,7 +64,7 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     It always works on the SQLite files under the home (it replaces the simulated
     platform there), never on a database given with --db or REKINDLE_DB_URL."""
     if quick:
-        players, days, weeks = players or 4000, days or 90, weeks or 7
+        players, days, weeks = players or 6000, days or 150, weeks or 6
     over = {k: v for k, v in (("players", players), ("days", days), ("seed", seed)) if v is not None}
     cfg = embedded(obj.config({"simulator": over} if over else None))
     console.rule("1. simulate the platform")

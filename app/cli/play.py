@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.cli.loop import new_experiment, run_retrain_step, start_experiment
+from app.cli.loop import new_experiment, run_monitor_step, run_retrain_step, start_experiment
 from app.cli.root import console
 from core.config import Config
 
@@ -87,6 +87,8 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
     """Play ``weeks`` weeks of the loop from the platform's current clock (the features built, a model
     registered), with the drift knobs ``drift`` from week ``drift_week`` on."""
     from monitoring.feedback import run_feedback
+    from monitoring.monitor import champion_name
+    from monitoring.rollout import canary_version
     from simulator.run import respond
     from system_db.decision_log import DecisionLog
     from system_db.store import SystemStore
@@ -115,15 +117,12 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
         clock = summary.as_of
         _quiet_rebuild(cfg, clock)
         fb = run_feedback(cfg, clock + timedelta(minutes=5), row_checks=False)
-        from app.cli.loop import run_monitor_step
-
         mon = run_monitor_step(cfg, clock + timedelta(minutes=5))
         monitors.append({"week": week + 1, **mon.figures, "alert": mon.alert, "reasons": "; ".join(mon.reasons)})
         event = ""
-        from monitoring.rollout import canary_version
-
-        if mon.alert or canary_version(cfg) is not None:
-            event = run_retrain_step(cfg, truth)
+        # retrain on an alert, to settle a canary, and every week while no model is trusted (new data may earn it)
+        if mon.alert or canary_version(cfg) is not None or champion_name(cfg) is None:
+            event = run_retrain_step(cfg, None, rebuild=False)
         by = truth_rows.groupby("variant")
         row: dict[str, Any] = {
             "week": week + 1, "clock": f"{clock:%Y-%m-%d}", "drift": "yes" if drifted else "",
