@@ -72,7 +72,13 @@ def bound_duckdb(cfg: Config) -> None:
     spill.mkdir(parents=True, exist_ok=True)
     con = ibis.get_backend()
     con.raw_sql(f"SET memory_limit='{JOIN_MEMORY}'")
-    con.raw_sql(f"SET temp_directory='{spill}'")
+    current = con.raw_sql("SELECT current_setting('temp_directory')").fetchone()
+    if current is None or current[0] != str(spill):
+        try:  # DuckDB refuses to move its spill folder once it has spilled (a long process, e.g. the loop)
+            con.raw_sql(f"SET temp_directory='{spill}'")
+        except Exception as exc:  # the folder it already uses stays: still bounded, still under a home
+            if "temporary directory" not in str(exc):
+                raise
     con.raw_sql("SET preserve_insertion_order=false")  # the join restores its order from row_id
 
 

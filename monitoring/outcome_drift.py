@@ -69,33 +69,37 @@ def check_outcomes(frame: pd.DataFrame, *, days: int, z_alert: float, ratio_floo
 
 @dataclass(frozen=True)
 class LiftChange:
-    """The same arms' realised lift in re-engagement (offered rate - held-out rate) in the latest week
-    against the weeks before: model-free, so it judges whatever decides (a champion or a fallback rule)."""
+    """Whether one event type's offers lost their pull: each event type's realised lift in re-engagement
+    (offered rate - held-out rate) in the latest week against the weeks before, set against the change the
+    other event types went through (players tiring of weekly offers lower every lift alike; a changed
+    response to one event type lowers its own). Model-free: it judges whatever decides."""
 
-    arms: int  # arms offered in both
-    n_current: int
-    current: float  # pooled over arms, weighted by the current week's offers
+    event_type: str  # the event type that fell furthest below the others' change
+    current: float  # its lift in the latest week
+    expected: float  # its reference lift x the other types' change
     reference: float
+    change_others: float  # the other types' lift, latest / reference
     se: float
     z: float
+    n_current: int
     drifted: bool
 
-    def figures(self) -> dict[str, float | int | bool]:
+    def figures(self) -> dict[str, float | int | bool | str]:
         return asdict(self)
 
     def summary(self) -> str:
         return (
-            f"realised lift in re-engagement of the latest week's offers {self.current:+.4f} against "
-            f"{self.reference:+.4f} for the same arms in the weeks before (s.e. {self.se:.4f}, z = {self.z:+.1f}; "
-            f"{self.n_current:,} offers, {self.arms} arms)"
+            f"{self.event_type} offers' realised lift in re-engagement {self.current:+.4f} in the latest week, "
+            f"against {self.expected:+.4f} had it changed as the other event types did (x{self.change_others:.2f} "
+            f"from {self.reference:+.4f}); s.e. {self.se:.4f}, z = {self.z:+.1f}, {self.n_current:,} offers"
         )
 
 
-def _lifts(rows: pd.DataFrame, held: pd.Series, offered: pd.Series, arm: pd.Series) -> pd.DataFrame:
+def _lifts(rows: pd.DataFrame, held: pd.Series, offered: pd.Series, by: pd.Series) -> pd.DataFrame:
     c = rows.loc[held, "reengaged"].astype(float)
     base, base_var, n_c = float(c.mean()), float(c.var()), len(c)
-    o = rows[offered].assign(arm=arm[offered], y=rows.loc[offered, "reengaged"].astype(float))
-    g = o.groupby("arm")["y"].agg(["mean", "var", "size"])
+    o = rows[offered].assign(key=by[offered], y=rows.loc[offered, "reengaged"].astype(float))
+    g = o.groupby("key")["y"].agg(["mean", "var", "size"])
     g["lift"] = g["mean"] - base
     g["var_lift"] = g["var"].fillna(0) / g["size"] + (base_var / n_c if n_c > 1 else np.inf)
     return g
@@ -103,31 +107,39 @@ def _lifts(rows: pd.DataFrame, held: pd.Series, offered: pd.Series, arm: pd.Seri
 
 def check_lift_change(
     frame: pd.DataFrame, *, days: int, reference_weeks: int, z_alert: float, ratio_floor: float,
-    min_offers: int = 30,
+    min_offers: int = 100,
 ) -> LiftChange | None:  # fmt: skip
-    """Latest ``days`` of measured decisions against the ``reference_weeks`` periods of ``days`` before it.
-    Drifted when the pooled lift fell by more than ``z_alert`` standard errors and to under ``ratio_floor``
-    of the reference's. None without both periods (offered and held-out rows in each)."""
+    """The latest ``days`` of measured decisions against the ``reference_weeks`` periods of ``days`` before
+    it, per event type. Drifted when an event type's lift is more than ``z_alert`` standard errors and
+    ``ratio_floor`` below what the other types' change predicts for it. None without two event types
+    offered in both periods (and held-out players in each)."""
     if frame.empty:
         return None
     decided = pd.to_datetime(frame["decided_at"])
     age = ((decided.max() - decided) / pd.Timedelta(days=days)).astype(int)
-    arm = arm_of(frame)
     variant = frame["variant"] if "variant" in frame else pd.Series(None, index=frame.index, dtype=object)
     held = frame["holdout"].astype(bool) | (variant == "holdout")
-    offered = ~held & ~frame["explored"].astype(bool) & (arm != NO_OFFER)
+    offered = ~held & ~frame["explored"].astype(bool) & (frame["event_type"] != NO_OFFER)
     now, before = age == 0, (age >= 1) & (age <= reference_weeks)
     if (held & now).sum() < 2 or (held & before).sum() < 2:
         return None
-    cur = _lifts(frame[now], held[now], offered[now], arm[now])
-    ref = _lifts(frame[before], held[before], offered[before], arm[before])
+    kind = frame["event_type"].astype(str)
+    cur = _lifts(frame[now], held[now], offered[now], kind[now])
+    ref = _lifts(frame[before], held[before], offered[before], kind[before])
     both = cur.join(ref, rsuffix="_ref", how="inner")
-    both = both[(both["size"] >= min_offers) & (both["size_ref"] >= min_offers)]
-    if both.empty:
+    both = both[(both["size"] >= min_offers) & (both["size_ref"] >= min_offers) & (both["lift_ref"] > 0)]
+    if len(both) < 2:
         return None
-    w = both["size"] / both["size"].sum()
-    current, reference = float((w * both["lift"]).sum()), float((w * both["lift_ref"]).sum())
-    se = float(np.sqrt((w**2 * (both["var_lift"] + both["var_lift_ref"])).sum()))
-    z = (current - reference) / se if se > 0 else 0.0
-    drifted = bool(reference > 0 and z < -z_alert and current < ratio_floor * reference)
-    return LiftChange(len(both), int(both["size"].sum()), current, reference, se, float(z), drifted)
+    rows = []
+    for t in both.index:
+        others = both.drop(index=t)
+        w = others["size"] / others["size"].sum()
+        change = float((w * others["lift"]).sum() / (w * others["lift_ref"]).sum())
+        r = both.loc[t]
+        expected = float(r["lift_ref"]) * change
+        se = float(np.sqrt(r["var_lift"] + change**2 * r["var_lift_ref"]))
+        z = (float(r["lift"]) - expected) / se if se > 0 else 0.0
+        rows.append((z, str(t), float(r["lift"]), expected, float(r["lift_ref"]), change, se, int(r["size"])))
+    z, t, current, expected, reference, change, se, n = min(rows)
+    drifted = bool(expected > 0 and z < -z_alert and current < ratio_floor * expected)
+    return LiftChange(t, current, expected, reference, change, se, z, n, drifted)

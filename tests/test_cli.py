@@ -218,7 +218,9 @@ def small_model_configs(root: Path, **model: object) -> Path:
 
 
 def run_main_job(home: Path, configs: Path) -> tuple[str, pd.DataFrame, dict[str, str]]:
-    code, out = invoke("--home", str(home), "--config", str(configs), "run", "--players", "4000", "--days", "100")
+    code, out = invoke(
+        "--home", str(home), "--config", str(configs), "run", "--players", "4000", "--days", "100", "--weeks", "0"
+    )
     assert code == 0, out
     from mlflow import MlflowClient
 
@@ -352,7 +354,17 @@ def test_production_path_on_postgresql(pg_database_factory, tmp_path: Path) -> N
 def test_run_never_touches_a_database_given_with_db(tmp_path: Path) -> None:
     other = tmp_path / "platform-of-record.db"
     code, out = invoke(
-        "--home", str(tmp_path / "h"), "--db", f"sqlite:///{other}", "run", "--players", "500", "--days", "40"
+        "--home",
+        str(tmp_path / "h"),
+        "--db",
+        f"sqlite:///{other}",
+        "run",
+        "--players",
+        "500",
+        "--days",
+        "40",
+        "--weeks",
+        "0",
     )
     assert code == 0, out
     assert "uses the embedded default" in out

@@ -70,17 +70,32 @@ def test_the_outcome_check_alarms_when_offers_buy_far_less_than_predicted() -> N
     assert check_outcomes(decisions(20_000, 0.05, 3).assign(holdout=False), days=7, z_alert=3, ratio_floor=0.6) is None
 
 
-def weeks_of(lifts: list[float], n: int, seed: int) -> pd.DataFrame:
-    parts = [decisions(n, lift, seed + i).assign(decided_at=pd.Timestamp("2026-01-05") + pd.Timedelta(days=7 * i))
-             for i, lift in enumerate(lifts)]  # fmt: skip
+def weeks_of(lifts: list[dict[str, float]], n: int, seed: int) -> pd.DataFrame:
+    """Weeks of decisions: a fifth held out, the rest offered one of the event types with its lift."""
+    parts = []
+    for i, by_type in enumerate(lifts):
+        rng = np.random.default_rng(seed + i)
+        types = list(by_type)
+        held = rng.random(n) < 0.2
+        event = np.where(held, "none", rng.choice(types, n))
+        lift = np.array([0.0 if e == "none" else by_type[e] for e in event])
+        parts.append(pd.DataFrame({
+            "decided_at": pd.Timestamp("2026-01-05") + pd.Timedelta(days=7 * i), "event_type": event,
+            "reward": np.where(held, 0, 10_000), "holdout": held, "explored": False, "variant": None,
+            "policy_arm": "cashback@10000", "reengaged": rng.random(n) < 0.03 + lift,
+        }))  # fmt: skip
     return pd.concat(parts, ignore_index=True)
 
 
-def test_the_lift_check_sees_the_same_arms_buy_less_than_in_the_weeks_before() -> None:
+def test_the_lift_check_sees_one_event_type_lose_its_pull_but_not_players_tiring_of_all() -> None:
     kwargs = {"days": 7, "reference_weeks": 4, "z_alert": 3.0, "ratio_floor": 0.6}
-    quiet = [check_lift_change(weeks_of([0.04] * 5, 8000, s), **kwargs) for s in range(0, 50, 10)]
+    steady = {"cashback": 0.05, "free_spins": 0.04, "login_reward": 0.03}
+    quiet = [check_lift_change(weeks_of([steady] * 5, 20_000, s), **kwargs) for s in range(0, 50, 10)]
     assert all(q is not None and not q.drifted for q in quiet)  # five quiet worlds: no alarm
-    drop = check_lift_change(weeks_of([0.04] * 4 + [0.012], 8000, 7), **kwargs)
-    assert drop is not None and drop.drifted and drop.z < -3
-    assert abs(drop.current - 0.012) < 4 * drop.se and abs(drop.reference - 0.04) < 0.01
-    assert check_lift_change(weeks_of([0.04], 8000, 1), **kwargs) is None  # no week before: nothing to compare
+    tired = [{k: v * f for k, v in steady.items()} for f in (1.0, 0.9, 0.8, 0.7, 0.5)]
+    fatigue = check_lift_change(weeks_of(tired, 20_000, 3), **kwargs)  # every type loses pull alike
+    assert fatigue is not None and not fatigue.drifted and fatigue.change_others < 0.7
+    hit = check_lift_change(weeks_of([steady] * 4 + [{**steady, "cashback": 0.015}], 20_000, 7), **kwargs)
+    assert hit is not None and hit.drifted and hit.event_type == "cashback" and hit.z < -3
+    assert abs(hit.current - 0.015) < 4 * hit.se
+    assert check_lift_change(weeks_of([steady], 20_000, 1), **kwargs) is None  # no week before: nothing to compare

@@ -13,6 +13,7 @@ from app.cli.root import Context, console, friendly_errors, parse_time
 from core.config import Config
 
 if TYPE_CHECKING:
+    from monitoring.experiment_report import ExperimentReport
     from monitoring.monitor import MonitorRun
     from serving.experiments import Experiment
 
@@ -57,7 +58,7 @@ def experiment() -> None:
     selection, the best single arm, a holdout) in every batch and online decision while one runs."""
 
 
-def _shares(text: str) -> dict[str, float]:
+def parse_shares(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in text.split(","):
         name, sep, share = part.partition("=")
@@ -116,7 +117,7 @@ def experiment_start(obj: Context, name: str, variants: str, best_arm: str | Non
         table = json.loads(marketers) if marketers else None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--marketers") from None
-    shares = _shares(variants)
+    shares = parse_shares(variants)
     try:
         e = new_experiment(cfg, name, shares, best_arm=best_arm, marketers=table, equal_cost_to=equal_cost_to,
                            salt=salt)  # fmt: skip
@@ -262,6 +263,10 @@ def experiment_report(obj: Context, name: str, out: Path | None) -> None:
     """Experiment NAME's players and outcomes (measured by `rekindle feedback`) per variant, the policy
     against each control with CUPED, Holm's correction, the sample-ratio check and the detectable effect;
     printed, and written as HTML with plots."""
+    run_experiment_report(obj.config(), name, out)
+
+
+def run_experiment_report(cfg: Config, name: str, out: Path | None) -> ExperimentReport | None:
     from monitoring.experiment_report import build_report, write_html
     from serving.experiments import from_definition
     from system_db.decision_log import DecisionLog
@@ -269,7 +274,6 @@ def experiment_report(obj: Context, name: str, out: Path | None) -> None:
     from system_db.outcomes import Outcomes
     from system_db.store import SystemStore
 
-    cfg = obj.config()
     store = SystemStore(cfg.system_db_url)
     e = from_definition(name, ExperimentStore(store).get(name)["definition"])
     exposed = DecisionLog(store).read(experiment=name)
@@ -280,7 +284,7 @@ def experiment_report(obj: Context, name: str, out: Path | None) -> None:
             f"experiment {name}: {exposed['player_id'].nunique():,} players exposed, none measured yet: run "
             "`rekindle feedback` once their attribution windows have closed"
         )
-        return
+        return None
     report = build_report(name, e.shares, outcomes, exposed, cfg)
     v = report.stats.variants
     console.print(f"experiment {name}: {len(report.players):,} players measured, {report.waiting:,} waiting")
@@ -294,6 +298,7 @@ def experiment_report(obj: Context, name: str, out: Path | None) -> None:
         console.print(p.round(4).to_string(index=False))
     path = write_html(report, out or cfg.path("experiments", name, "report.html"))
     console.print(f"\nreport: {path}")
+    return report
 
 
 # --------------------------------------------------------------- monitor --

@@ -10,6 +10,7 @@ import pandas as pd
 
 from app.cli.data import run_segmentation, run_simulation, run_validation
 from app.cli.features import run_feature_build, run_materialize, run_training_set
+from app.cli.loop import parse_shares
 from app.cli.models import run_decisions, run_training
 from app.cli.root import Context, console, err_console, friendly_errors
 from core.config import Config, sqlite_url
@@ -53,11 +54,17 @@ def embedded(cfg: Config) -> Config:
     show_default=True,
     help="The week from which the world drifts (the policy's most sent event type loses 70% of its pull).",
 )
+@click.option(
+    "--variants",
+    metavar="V=S,...",
+    help="The loop's experiment (default policy=0.35,equal_cost=0.15,random=0.125,marketers=0.125,best_arm=0.125,"
+    "holdout=0.125).",
+)
 @click.option("--quick", is_flag=True, help="A small world (6,000 players, 150 days) and 6 weeks: minutes, for CI.")
 @click.pass_obj
 @friendly_errors
 def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int, drift_week: int,
-            quick: bool) -> None:  # fmt: skip
+            variants: str | None, quick: bool) -> None:  # fmt: skip
     """The main job on the embedded default: simulate, validate, segment, build features, train set,
     train and evaluate models, decide for every dormant candidate.
 
@@ -84,12 +91,13 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     decide(cfg)
     if weeks:
-        play_the_loop(cfg, weeks, drift_week)
+        play_the_loop(cfg, weeks, drift_week, parse_shares(variants) if variants else None)
     console.print(f"\nall state is under {cfg.home}")
 
 
-def play_the_loop(cfg: Config, weeks: int, drift_week: int) -> None:
+def play_the_loop(cfg: Config, weeks: int, drift_week: int, variants: dict[str, float] | None = None) -> None:
     """Steps 9 and on: the closed loop, week by week, with a drift from ``drift_week`` on."""
+    from app.cli.loop import run_experiment_report
     from app.cli.play import play
     from app.loop_report import print_weeks, write_loop_report
 
@@ -99,8 +107,16 @@ def play_the_loop(cfg: Config, weeks: int, drift_week: int) -> None:
     top = str(offered.value_counts().idxmax()) if len(offered) else "cashback"
     drift = {"event_multiplier": {top: 0.3}}
     console.print(f"drift from week {drift_week}: {top} keeps 30% of its pull on players (simulator drift knob)")
-    played = play(cfg, weeks=weeks, drift_week=drift_week - 1, drift=drift, truth=cfg.path("truth"))
+    played = play(cfg, weeks=weeks, drift_week=drift_week - 1, drift=drift, truth=cfg.path("truth"), variants=variants)
     print_weeks(console, played.weeks)
+    f = played.final
+    console.print(
+        f"the policy after the loop, against the simulator's truth at the final clock ({f['candidates']:,.0f} "
+        f"candidates, {f['offers']:.0%} offered): {f['policy_net']:+,.0f} KRW incremental net value and "
+        f"{f['policy_reengage']:+.4f} re-engagement per candidate; the oracle {f['oracle_net']:+,.0f} KRW"
+    )
+    console.rule(f"10. the experiment {played.experiment}: every variant over the weeks, measured")
+    run_experiment_report(cfg, played.experiment, None)
     path = write_loop_report(played, cfg.path("loop", "report.html"), drift_week=drift_week, drifted=top)
     console.print(f"loop report: {path}")
 

@@ -33,7 +33,8 @@ class Played:
     weeks: pd.DataFrame  # one row per week
     truth: pd.DataFrame  # one row per decision with its variant and the simulator's expected values
     monitor: list[dict[str, Any]] = field(default_factory=list)
-    report: Path | None = None
+    experiment: str = ""  # the loop's experiment (a canary restarts it under a derived name)
+    final: dict[str, float] = field(default_factory=dict)  # the final policy against the truth
 
 
 def _quiet_rebuild(cfg: Config, as_of: datetime) -> None:
@@ -83,7 +84,10 @@ def _truth_of(summary: Any, decisions: pd.DataFrame, variants: pd.DataFrame, mar
     return d.fillna({"true_inc_reengage": 0.0, "true_inc_net": 0.0, "true_cost": 0.0})
 
 
-def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, Any], truth: Path) -> Played:
+def play(
+    cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, Any], truth: Path,
+    variants: dict[str, float] | None = None,
+) -> Played:  # fmt: skip
     """Play ``weeks`` weeks of the loop from the platform's current clock (the features built, a model
     registered), with the drift knobs ``drift`` from week ``drift_week`` on."""
     from monitoring.feedback import run_feedback
@@ -94,7 +98,7 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
     from system_db.store import SystemStore
 
     name = f"loop-{datetime.now():%Y%m%d%H%M%S}"
-    start_experiment(cfg, new_experiment(cfg, name, dict(VARIANTS)), "rekindle run")
+    start_experiment(cfg, new_experiment(cfg, name, dict(variants or VARIANTS)), "rekindle run")
     rows, truths, monitors = [], [], []
     log = DecisionLog(SystemStore(cfg.system_db_url))
     for week in range(weeks):
@@ -103,7 +107,7 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
         decisions, at = _decide_week(cfg, week)
         logged = log.read()
         logged = logged[pd.to_datetime(logged["decided_at"]) == pd.Timestamp(at)]
-        variants = logged[["player_id", "variant", "model_version"]].drop_duplicates("player_id")
+        assigned = logged[["player_id", "variant", "model_version"]].drop_duplicates("player_id")
         sent = cfg.path("loop", f"sent-week{week:02d}.parquet")
         decisions[["player_id", "event_type", "reward"]].assign(sent_at=at).to_parquet(sent)
         drifted = drift_week is not None and week >= drift_week
@@ -112,7 +116,7 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
             sim = cfg.simulator.model_copy(update={"drift": cfg.simulator.drift.model_copy(update=drift)})
             world_cfg = cfg.model_copy(update={"simulator": sim})
         summary = respond(world_cfg, sent, truth)
-        truth_rows = _truth_of(summary, decisions, variants, cfg.business.margin).assign(week=week + 1)
+        truth_rows = _truth_of(summary, decisions, assigned, cfg.business.margin).assign(week=week + 1)
         truths.append(truth_rows)
         clock = summary.as_of
         _quiet_rebuild(cfg, clock)
@@ -120,15 +124,17 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
         mon = run_monitor_step(cfg, clock + timedelta(minutes=5))
         monitors.append({"week": week + 1, **mon.figures, "alert": mon.alert, "reasons": "; ".join(mon.reasons)})
         event = ""
-        # retrain on an alert, to settle a canary, and every week while no model is trusted (new data may earn it)
-        if mon.alert or canary_version(cfg) is not None or champion_name(cfg) is None:
+        # retrain on an alert, to settle a canary, and every other week while no model is trusted (the new
+        # weeks of experiment data may earn one its trust)
+        untrusted = champion_name(cfg) is None and week % 2 == 1
+        if mon.alert or canary_version(cfg) is not None or untrusted:
             event = run_retrain_step(cfg, None, rebuild=False)
         by = truth_rows.groupby("variant")
         row: dict[str, Any] = {
             "week": week + 1, "clock": f"{clock:%Y-%m-%d}", "drift": "yes" if drifted else "",
             "decisions": len(decisions), "offers": int((decisions["event_type"] != "none").sum()),
             "measured": fb.measured, "alert": "ALERT" if mon.alert else "", "model": event,
-            "models": ",".join(sorted(set(variants["model_version"].dropna().astype(str)))),
+            "models": ",".join(sorted(set(assigned["model_version"].dropna().astype(str)))),
         }  # fmt: skip
         for v in SHOWN:
             if v in by.groups:
@@ -139,7 +145,33 @@ def play(cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, An
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         console.print(weekly_line(row))
-    return Played(pd.DataFrame(rows), pd.concat(truths, ignore_index=True), monitors)
+    final = final_policy_value(cfg, weeks, truth)
+    return Played(pd.DataFrame(rows), pd.concat(truths, ignore_index=True), monitors, name, final)
+
+
+def final_policy_value(cfg: Config, week: int, truth: Path) -> dict[str, float]:
+    """The policy as it stands after the loop, against the simulator's truth at the final clock: the next
+    week's batch, each candidate's policy arm (no exploration, no holdout, no variant) valued by the truth."""
+    from system_db.decision_log import DecisionLog
+    from system_db.store import SystemStore
+
+    _, at = _decide_week(cfg, week)
+    logged = DecisionLog(SystemStore(cfg.system_db_url)).read()
+    logged = logged[pd.to_datetime(logged["decided_at"]) == pd.Timestamp(at)]
+    t = pd.read_parquet(truth / "truth.parquet")
+    t["arm"] = t["event_type"] + "@" + t["reward"].astype(str)
+    got = logged[["player_id", "policy_arm"]].merge(
+        t[["player_id", "arm", "incremental_net_value", "incremental_reengage", "expected_cost"]],
+        left_on=["player_id", "policy_arm"], right_on=["player_id", "arm"], how="left",
+    )  # fmt: skip
+    best = t.groupby("player_id")["incremental_net_value"].max().clip(lower=0)
+    return {
+        "candidates": float(len(logged)),
+        "policy_net": float(got["incremental_net_value"].fillna(0).mean()),
+        "policy_reengage": float(got["incremental_reengage"].fillna(0).mean()),
+        "oracle_net": float(best.reindex(logged["player_id"]).fillna(0).mean()),
+        "offers": float((logged["policy_arm"] != "none").mean()),
+    }
 
 
 def weekly_line(row: dict[str, Any]) -> str:
