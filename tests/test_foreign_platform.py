@@ -4,6 +4,7 @@ large randomised offer test, once with many campaigns sent by rules."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import foreign_platform as fp
@@ -43,8 +44,15 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     out["training_set"] = invoke(home, db, "features", "training-set")
     out["train"] = invoke(home, db, "train")
     out["evaluate"] = invoke(home, db, "evaluate")
+    # an experiment with the defaults learned from this platform: its historical rule, its best arm
+    out["experiment"] = invoke(home, db, "experiment", "start", "f1", "--variants",
+                               "policy=0.4,equal_cost=0.2,marketers=0.2,best_arm=0.2")  # fmt: skip
     out["batch"] = invoke(home, db, "batch", "--model", "challenger", "--out", str(root / "decisions.csv"))
     out["decisions"] = pd.read_csv(root / "decisions.csv")
+    out["feedback"] = invoke(home, db, "feedback")
+    monitored = CliRunner().invoke(main, ["--home", str(home), "--config", str(CONFIG_DIR), "--db", db, "monitor"])
+    assert monitored.exit_code in (0, 3), monitored.output  # 3: an alert, which is an answer too
+    out["monitor"] = monitored.output
     out["frame"] = pd.read_parquet(home / "training" / "training_set.parquet")
     return out
 
@@ -112,3 +120,18 @@ def test_the_system_store_recorded_what_it_saw(platform) -> None:
     seen = pd.read_sql("SELECT * FROM player_attributes", engine)
     assert len(seen) == len(platform["tables"]["players"])
     assert set(seen["channel"]) == set(fp.CHANNELS)
+
+
+def test_the_loop_runs_on_its_own_event_types(platform) -> None:
+    """The experiment's defaults come from this platform's history, every decision is in a variant, feedback
+    counts them all as waiting (no window has closed), and the monitor judges its own features."""
+    said = platform["experiment"]
+    types = {t for t, _ in history_arms(platform["tables"])}
+    assert "marketers' selection" in said and any(t in said for t in types - set(SIMULATED_TYPES))
+    assert not any(re.search(rf"(?<![a-z_]){t}@", said) for t in SIMULATED_TYPES)  # vip_cashback is its own
+    db = sa.create_engine(f"sqlite:///{platform['home'] / 'rekindle.db'}")
+    logged = pd.read_sql("SELECT variant FROM decisions WHERE experiment = 'f1'", db)
+    assert len(logged) == len(platform["decisions"]) and set(logged["variant"]) == {
+        "policy", "equal_cost", "marketers", "best_arm"}  # fmt: skip
+    assert f"{len(logged):,} waiting for their window" in platform["feedback"]
+    assert "data drift:" in platform["monitor"]
