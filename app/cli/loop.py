@@ -387,4 +387,51 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
     return "first_champion" if trained.promoted else "not_promoted"
 
 
-COMMANDS = (feedback, experiment, monitor, retrain)
+# ------------------------------------------------------------------ loop --
+@click.command("loop")
+@click.option(
+    "--every", "every", default="1d", show_default=True, metavar="DURATION",
+    help="Time between passes: 30m, 6h, 1d, ...",
+)  # fmt: skip
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
+@click.pass_obj
+@friendly_errors
+def loop(obj: Context, every: str, once: bool) -> None:
+    """The closed loop on a schedule: feedback (the decisions whose windows closed), monitor, and retrain
+    when the monitor alerts or a canary waits for its verdict. Stop it with Ctrl-C; or run `--once` from
+    cron (docs/monitoring.md)."""
+    import time
+
+    from monitoring.rollout import canary_version
+
+    seconds = _duration(every)
+    cfg = obj.config()
+    while True:
+        from app.progress import RichProgress
+        from monitoring.feedback import run_feedback
+
+        with RichProgress(console) as progress:
+            fb = run_feedback(cfg, None, progress=progress)
+        console.print(f"feedback: {fb.measured:,} decisions measured, {fb.waiting:,} waiting")
+        run = run_monitor_step(cfg, None)
+        if run.alert or canary_version(cfg) is not None:
+            console.print("retraining: " + run_retrain_step(cfg, None))
+        if once:
+            return
+        console.print(f"next pass in {every}")
+        time.sleep(seconds)
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(text[:-1])
+        unit = units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 6h or 1d", param_hint="--every") from None
+    if value <= 0:
+        raise click.BadParameter(f"{text!r} must be positive", param_hint="--every")
+    return value * unit
+
+
+COMMANDS = (feedback, experiment, monitor, retrain, loop)
