@@ -91,8 +91,9 @@ def settle_canary(cfg: Config, at: datetime) -> Settled | None:
         return Settled(version, verdict, running.name)
     name = cfg.training.model_name
     with registry.tracking(cfg):
-        if verdict.action == "promote":
-            registry.set_alias(name, registry.CHAMPION, version)
+        if verdict.action == "promote":  # a policy becomes champion; a fallback rule becomes the served one
+            rule = registry.canary_rule(name, version)
+            registry.set_alias(name, registry.CHAMPION if rule is None else registry.CHALLENGER, version)
         registry.remove_alias(name, registry.CANARY)
     after = without_challenger(running, f"{running.name.split('+', 1)[0]}+after-v{version}")
     if running.name.startswith("canary+") or running.name.startswith("canary-"):

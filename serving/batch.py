@@ -126,7 +126,7 @@ def run_batch(
     split: bool = False,
     webhook: str | None = None,
     chunk_size: int = 1000,
-    canary: tuple[Scorer, str] | None = None,
+    canary: tuple[Scorer, str, ArmRule | None] | None = None,
     progress: Progress = SILENT,
 ) -> BatchResult:
     """One decision per candidate at ``as_of`` under the serving policy (rules, overrides, exploration, holdout,
@@ -218,8 +218,9 @@ def run_batch(
             if canary is None:
                 raise BatchError(f"experiment {experiment.name} has a challenger variant but no canary model is given")
             s_c = canary[0].score(frame, margin=margin)
+            rule_c = canary[0].rule_columns(frame, canary[2]) if canary[2] is not None else None
             d_c = decide(s_c.gain(objective), s_c.cost, s_c.inc_net, scorer.arms, rows, settings, rng,
-                         objective=objective)  # fmt: skip
+                         objective=objective, forced=rule_c)  # fmt: skip
             d, s = merge_rows(d, d_c, on_canary), merge_scores(s, s_c, on_canary)
             versions = np.where(on_canary, canary[1], model_version)
         allowed = rule_mask(scorer.arms, rows.segment.astype(str), settings)

@@ -298,8 +298,9 @@ class Engine:
             if version is None:
                 return None
             model = registry.load_model(f"models:/{name}/{version}")
+            rule = registry.canary_rule(name, version)  # its fallback rule when it was canaried as one
         scorer = Scorer(model, self.cfg.business.margin, self.cfg.training.objective)
-        return LoadedModel(scorer, f"{name}/{version}", registry.CANARY, None)
+        return LoadedModel(scorer, f"{name}/{version}", registry.CANARY, rule)
 
     def _segment_table(self, loaded: LoadedModel, sample: int = 2000) -> pd.DataFrame:
         """Per segment, the arm with the best mean expected gain over a sample of its candidates (or the

@@ -205,6 +205,17 @@ def load_model(uri: str) -> ResponseEnsemble:
         raise RegistryError(f"cannot load model {uri}: {exc}; retrain it with `rekindle train`") from exc
 
 
+def canary_rule(name: str, version: int) -> dict[str, str] | None:
+    """What the canary serves: None for its own policy (it was promoted), else the fallback rule it was
+    canaried with (no champion to replace, a new rule to try)."""
+    import json
+
+    if (version_tag(name, version, "promotion") or "").startswith("promoted"):
+        return None
+    tag = version_tag(name, version, FALLBACK_TAG)
+    return json.loads(tag) if tag else None
+
+
 def version_tag(name: str, version: int, tag: str) -> str | None:
     from mlflow import MlflowClient
 

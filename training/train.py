@@ -41,6 +41,7 @@ class TrainResult:
     seconds: dict[str, float]
     params: ModelParams
     notes: list[str] = field(default_factory=list)  # the split when not by time, what the catalog could not add
+    canaried: bool = False  # it serves a canary share first (its policy, or with no champion its fallback rule)
 
     @property
     def promoted(self) -> bool:
@@ -124,15 +125,19 @@ def run_train(
             _log_tables(j, out_dir)
             uri = registry.log_model(scorer.model, j.rows)
             version = registry.register(uri, name, tags={"run_id": run.info.run_id})
-            registry.set_alias(name, registry.CHALLENGER, version)
-            if promotion.promoted and canary and champ_version is not None:
-                registry.set_alias(name, registry.CANARY, version)
-                promotion = Promotion(True, promotion.reason.replace("promoted:", "promoted to canary:", 1),
-                                      promotion.figures)  # fmt: skip
-            elif promotion.promoted:
-                registry.set_alias(name, registry.CHAMPION, version)
             e = j.evaluation
             rule = e.estimated_baselines.get(e.fallback, {})
+            canaried = canary and (promotion.promoted or (champ_version is None and rule != _served_rule(name)))
+            if canaried:  # the new policy (or, with no champion, the new fallback rule) serves a canary share first
+                registry.set_alias(name, registry.CANARY, version)
+                said = "promoted to canary:" if promotion.promoted else "fallback rule to canary:"
+                promotion = Promotion(promotion.promoted, said + promotion.reason.split(":", 1)[1], promotion.figures)
+                if champ_version is not None:
+                    registry.set_alias(name, registry.CHALLENGER, version)
+            else:
+                registry.set_alias(name, registry.CHALLENGER, version)
+                if promotion.promoted:
+                    registry.set_alias(name, registry.CHAMPION, version)
             registry.version_tags(  # the rule serving applies when no champion is trusted (serving.engine)
                 name,
                 version,
@@ -147,7 +152,16 @@ def run_train(
         finally:
             mlflow.end_run()
     seconds["total"] = time.perf_counter() - t0
-    return TrainResult(version, run.info.run_id, j, promotion, seconds, params, training_notes(prepared))
+    return TrainResult(version, run.info.run_id, j, promotion, seconds, params, training_notes(prepared), canaried)
+
+
+def _served_rule(name: str) -> dict[str, str] | None:
+    """The fallback rule serving applies now (the challenger's), inside :func:`registry.tracking`."""
+    from training import registry
+
+    version = registry.alias_version(name, registry.CHALLENGER)
+    tag = registry.version_tag(name, version, registry.FALLBACK_TAG) if version is not None else None
+    return json.loads(tag) if tag else None
 
 
 def training_notes(prepared: Prepared) -> list[str]:

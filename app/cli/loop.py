@@ -380,7 +380,7 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
     trained = run_training(cfg, defaults=False, truth=truth, canary=True)
     record = LoopRecord(SystemStore(cfg.system_db_url))
     record.event(at, "retrained", trained.version, trained.reason, trained.promotion.figures)
-    if trained.reason.startswith("promoted to canary"):
+    if trained.canaried:
         e = start_canary(cfg, trained.version, at)
         console.print(f"canary v{trained.version} serves {e.shares['challenger']:.0%} of players ({e.name})")
         return "canary_started"

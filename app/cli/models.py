@@ -222,7 +222,11 @@ def run_decisions(
             canary_v = registry.alias_version(name, registry.CANARY)
             if canary_v is not None:  # a running canary experiment's challenger variant decides with it
                 loaded = registry.load_model(registry.model_uri(name, str(canary_v)))
-                canary = (Scorer(loaded, cfg.business.margin, cfg.training.objective), f"{name}/{canary_v}")
+                canary = (
+                    Scorer(loaded, cfg.business.margin, cfg.training.objective),
+                    f"{name}/{canary_v}",
+                    registry.canary_rule(name, canary_v),
+                )
         result = run_batch(
             cfg,
             scorer,
