@@ -43,9 +43,8 @@ def embedded(cfg: Config) -> Config:
 @click.option(
     "--weeks",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Simulated weeks of the closed loop after the first training, e.g. 8 (0: stop after the batch).",
+    help="Simulated weeks of the closed loop after the first training (default 8; 6 with --quick; 0: stop after "
+    "the first batch).",
 )
 @click.option(
     "--drift-week",
@@ -63,15 +62,17 @@ def embedded(cfg: Config) -> Config:
 @click.option("--quick", is_flag=True, help="A small world (6,000 players, 150 days) and 6 weeks: minutes, for CI.")
 @click.pass_obj
 @friendly_errors
-def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int, drift_week: int,
+def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int | None, drift_week: int,
             variants: str | None, quick: bool) -> None:  # fmt: skip
     """The main job on the embedded default: simulate, validate, segment, build features, train set,
-    train and evaluate models, decide for every dormant candidate.
+    train and evaluate models, decide for every dormant candidate; then play the closed loop for --weeks
+    simulated weeks (experiment, feedback, monitoring, retraining, canary) with a drift from --drift-week.
 
     It always works on the SQLite files under the home (it replaces the simulated
     platform there), never on a database given with --db or REKINDLE_DB_URL."""
     if quick:
-        players, days, weeks = players or 6000, days or 150, weeks or 6
+        players, days = players or 6000, days or 150
+    weeks = weeks if weeks is not None else (6 if quick else 8)
     over = {k: v for k, v in (("players", players), ("days", days), ("seed", seed)) if v is not None}
     cfg = embedded(obj.config({"simulator": over} if over else None))
     console.rule("1. simulate the platform")
