@@ -49,13 +49,15 @@ class ExperimentReport:
 
 
 def players_of(outcomes: pd.DataFrame, exposed: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One row per player whose every decision in the experiment is measured (``outcomes``: the experiment's
-    outcome rows with their decisions; ``exposed``: every decision of it), and how many players wait."""
+    """One row per player with a measured decision in the experiment, his outcomes summed over the measured
+    ones (``outcomes``: the experiment's outcome rows with their decisions; ``exposed``: every decision of
+    it), and how many exposed players have none measured yet. Not only players whose every decision is
+    measured: a player who re-engages stops being a candidate, so that rule would keep the re-engaged and
+    drop those still dormant, whose latest decision waits."""
     first = exposed.sort_values("decided_at").drop_duplicates("player_id").set_index("player_id")
-    measured = outcomes.groupby("player_id").size()
     decided = exposed.groupby("player_id").size()
-    done = decided.index[decided.reindex(decided.index).to_numpy() == measured.reindex(decided.index).fillna(0)]
-    o = outcomes[outcomes["player_id"].isin(done)]
+    done = outcomes["player_id"].unique()
+    o = outcomes
     per = o.groupby("player_id").agg(
         reengaged=("reengaged", "max"), converted=("converted", "max"), deposits=("deposits", "sum"),
         reward_cost=("reward_cost", "sum"), net_value=("net_value", "sum"),
@@ -63,7 +65,7 @@ def players_of(outcomes: pd.DataFrame, exposed: pd.DataFrame) -> tuple[pd.DataFr
     per = per.astype(float)
     per["variant"] = first["variant"].reindex(per.index)
     per["first_decided_at"] = pd.to_datetime(first["decided_at"].reindex(per.index))
-    return per.reset_index(), int(len(decided) - len(done))
+    return per.reset_index(), len(decided.index.difference(pd.Index(done)))
 
 
 def add_pre_period(cfg: Config, players: pd.DataFrame, days: int = PRE_PERIOD_DAYS) -> pd.DataFrame:

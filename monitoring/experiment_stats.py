@@ -155,19 +155,24 @@ def _power(data: pd.DataFrame, pairs: dict, metrics: list[Metric], alpha: float,
         ratio = n_t / n_c
         for m in metrics:
             for name, cov in ((m.column, None), *(((f"{m.column}_cuped", m.covariate),) if m.covariate else ())):
+                if two.loc[two["variant"] == c, m.column].std() == 0 or two[m.column].mean() == 0:
+                    continue  # a control without variance (a holdout's reward cost): no relative effect to power
                 at_size = tt.Mean(m.column, cov, n_obs=n_c + n_t, ratio=ratio, alpha=alpha, use_t=False)
-                mde = at_size.solve_power(two, "rel_effect_size")[0]
                 need = tt.Mean(m.column, cov, rel_effect_size=target, ratio=ratio, alpha=alpha, use_t=False)
-                players = need.solve_power(two, "n_obs")[0]
+                try:
+                    mde = at_size.solve_power(two, "rel_effect_size")[0].rel_effect_size
+                    players = int(np.ceil(need.solve_power(two, "n_obs")[0].n_obs))
+                except (ValueError, ZeroDivisionError):  # degenerate data: no answer rather than a crash
+                    continue
                 rows.append(
                     {
                         "control": c,
                         "treatment": t,
                         "metric": name,
                         "players": n_c + n_t,
-                        "detectable_rel_effect": mde.rel_effect_size,
+                        "detectable_rel_effect": mde,
                         "target_rel_effect": target,
-                        "players_needed": int(np.ceil(players.n_obs)),
+                        "players_needed": players,
                     }
                 )
     return pd.DataFrame(rows)

@@ -152,9 +152,15 @@ def play(
 def final_policy_value(cfg: Config, week: int, truth: Path) -> dict[str, float]:
     """The policy as it stands after the loop, against the simulator's truth at the final clock: the next
     week's batch, each candidate's policy arm (no exploration, no holdout, no variant) valued by the truth."""
+    from core.timeutil import utc_now
     from system_db.decision_log import DecisionLog
+    from system_db.experiments import ExperimentStore
     from system_db.store import SystemStore
 
+    experiments = ExperimentStore(SystemStore(cfg.system_db_url))
+    running = experiments.running()
+    if running is not None:  # the experiment is over: this batch is the policy alone, never sent
+        experiments.stop(running[0], "rekindle run", utc_now())
     _, at = _decide_week(cfg, week)
     logged = DecisionLog(SystemStore(cfg.system_db_url)).read()
     logged = logged[pd.to_datetime(logged["decided_at"]) == pd.Timestamp(at)]
