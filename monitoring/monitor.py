@@ -1,18 +1,19 @@
 """``rekindle monitor``: one monitoring run. It compares, on fixed-size windows,
 
-- **data drift**: the dormant candidates' features now (the latest feature snapshot) against the training
-  reference (the training set's decision rows), each feature's threshold calibrated on the reference's own
-  week-to-week distances (:mod:`monitoring.drift`, Evidently);
-- **prediction drift**: the predicted incremental net value of the latest week's decisions against the
-  first week the serving model decided;
-- **outcome drift**: realised against predicted incremental re-engagement of the latest measured week
+- **data drift**: the dormant candidates' features now against the candidates of the weekly snapshots up to
+  the training data's end, each feature's threshold calibrated on those weeks' own distances
+  (:mod:`monitoring.drift`, Evidently);
+- **prediction drift**: the champion's predicted incremental net value of the latest week against its first
+  two weeks (its own decisions: no variant, holdout or exploration);
+- **outcome drift**: each event type's realised lift against the weeks before, set against the others'
+  change, and the champion's realised against predicted incremental re-engagement
   (:mod:`monitoring.outcome_drift`);
 - **ROI accuracy**: realised against predicted incremental net value of the recent reliable (segment, arm)
   cells (:mod:`monitoring.roi`);
 
-and decides: drift above its threshold, outcomes off the predictions, or ROI accuracy under its floor
-raise an alert (a record in the system store, the log, an optional webhook) that triggers retraining.
-HTML and JSON go under ``<home>/monitor`` and to MLflow.
+and decides: drift above its threshold, outcomes off, or ROI accuracy under its floor raise an alert (a
+record in the system store, the log, an optional webhook) that triggers retraining. HTML and JSON go under
+``<home>/monitor`` and to MLflow.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def serving_decisions(decisions: pd.DataFrame, champion: str | None) -> pd.DataF
     return decisions[decisions["model_version"] == champion]
 
 
+def policy_rows(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The rows the policy itself decided: not held out, not explored, in no variant or the policy's."""
+    v = decisions["variant"]
+    keep = (v.isna() | (v == "policy")) & ~decisions["holdout"].astype(bool) & ~decisions["explored"].astype(bool)
+    return decisions[keep]
+
+
 def prediction_drift(decisions: pd.DataFrame, cfg: Config) -> DriftResult | None:
     """The latest week's predicted incremental net value against the model's first two weeks (each a
     reference period); None before its third week. ``decisions``: one model's."""
@@ -139,7 +147,7 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
     m = cfg.monitor
 
     progress.note("data drift: the candidates' features against the training reference")
-    data = data_drift(cfg, None)
+    data = data_drift(cfg, as_of)
     figures |= {"data_drift_share": data.share, "data_drifted": data.drifted,
                 "data_drifted_columns": int(data.columns["drifted"].sum())}  # fmt: skip
     paths += [p for p in save(data, out_dir, f"data-drift-{stem}") if p is not None]
@@ -151,7 +159,7 @@ def run_monitor(cfg: Config, as_of: datetime | None = None, *, progress: Progres
     champion = champion_name(cfg)
     decisions = serving_decisions(DecisionLog(store).read(), champion)
     decisions = decisions[pd.to_datetime(decisions["decided_at"]) <= pd.Timestamp(clock)]
-    prediction = prediction_drift(decisions, cfg)
+    prediction = prediction_drift(policy_rows(decisions), cfg)
     if champion is None:
         notes.append("no champion: the fallback rule serves, and an untrusted model's predictions are not judged")
     elif prediction is None:

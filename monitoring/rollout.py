@@ -77,15 +77,23 @@ def settle_canary(cfg: Config, at: datetime) -> Settled | None:
     exposed = DecisionLog(store).read(experiment=running.name)
     outcomes = Outcomes(store).read()
     outcomes = outcomes[outcomes["experiment"] == running.name]
+    mine = f"{cfg.training.model_name}/{version}"  # challenger rows the canary decided (not a champion stand-in)
+    wrong = (exposed["variant"] == "challenger") & (exposed["model_version"] != mine)
+    exposed = exposed[~wrong]
+    outcomes = outcomes[outcomes["decision_id"].isin(exposed["decision_id"])]
     players, _ = players_of(outcomes, exposed)
     players = add_pre_period(cfg, players)
     r = cfg.retrain
     verdict = canary_verdict(players, running.shares, margin=r.canary_margin, min_players=r.canary_min_players)
     record = LoopRecord(store)
     waits = record.read_events()
-    waited = int(((waits["kind"] == "canary_wait") & (waits["version"] == version)).sum()) if len(waits) else 0
-    if verdict.action == "wait" and waited + 1 >= r.canary_max_runs:
-        verdict = Verdict("roll back", f"no verdict after {r.canary_max_runs} runs ({verdict.reason})", verdict.figures)
+    mine_waits = waits[(waits["kind"] == "canary_wait") & (waits["version"] == version)] if len(waits) else waits
+    undecided = int(mine_waits["reason"].str.startswith("undecided").sum()) if len(mine_waits) else 0
+    if verdict.action == "wait":  # waits for players do not count; waits with enough of them do
+        undecided += int(verdict.reason.startswith("undecided"))
+        if undecided >= r.canary_max_runs or len(mine_waits) + 1 >= 4 * r.canary_max_runs:
+            said = f"no verdict after {len(mine_waits) + 1} runs ({verdict.reason})"
+            verdict = Verdict("roll back", said, verdict.figures)
     if verdict.action == "wait":
         record.event(at, "canary_wait", version, verdict.reason, verdict.figures)
         return Settled(version, verdict, running.name)
@@ -96,7 +104,7 @@ def settle_canary(cfg: Config, at: datetime) -> Settled | None:
             registry.set_alias(name, registry.CHAMPION if rule is None else registry.CHALLENGER, version)
         registry.remove_alias(name, registry.CANARY)
     after = without_challenger(running, f"{running.name.split('+', 1)[0]}+after-v{version}")
-    if running.name.startswith("canary+") or running.name.startswith("canary-"):
+    if running.name.split("+", 1)[0] == "canary":
         experiments.stop(running.name, WHO, at)  # it existed only for the canary
         after_name = "none"
     else:

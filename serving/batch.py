@@ -217,6 +217,11 @@ def run_batch(
         if on_canary.any():  # the canary model's policy for its players (its arms are the champion's)
             if canary is None:
                 raise BatchError(f"experiment {experiment.name} has a challenger variant but no canary model is given")
+            if list(canary[0].arms["arm"]) != list(scorer.arms["arm"]):
+                raise BatchError(
+                    f"canary {canary[1]} has other arms than {model_version}: roll it back (`rekindle retrain` "
+                    "settles it) or stop the experiment"
+                )
             s_c = canary[0].score(frame, margin=margin)
             rule_c = canary[0].rule_columns(frame, canary[2]) if canary[2] is not None else None
             d_c = decide(s_c.gain(objective), s_c.cost, s_c.inc_net, scorer.arms, rows, settings, rng,

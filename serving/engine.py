@@ -300,7 +300,9 @@ class Engine:
             model = registry.load_model(f"models:/{name}/{version}")
             rule = registry.canary_rule(name, version)  # its fallback rule when it was canaried as one
         scorer = Scorer(model, self.cfg.business.margin, self.cfg.training.objective)
-        return LoadedModel(scorer, f"{name}/{version}", registry.CANARY, rule)
+        loaded = LoadedModel(scorer, f"{name}/{version}", registry.CANARY, rule)
+        loaded.segments = self._segment_table(loaded)  # its segment-level decisions when the online store is down
+        return loaded
 
     def _segment_table(self, loaded: LoadedModel, sample: int = 2000) -> pd.DataFrame:
         """Per segment, the arm with the best mean expected gain over a sample of its candidates (or the
@@ -552,11 +554,11 @@ class Engine:
         if todo and experiment is not None and "challenger" in experiment.shares:
             ids = np.array([int(requests[i][0]) for i in todo], np.int64)
             on_canary = assign(ids, experiment) == "challenger"
-            if canary is None:
-                self.degraded["experiment"] = (
-                    f"experiment {experiment.name} has a challenger variant but no canary model"
-                )
-            elif on_canary.any():
+            if canary is None:  # its players get the champion meanwhile (the verdict leaves their rows out)
+                self.degraded["canary"] = f"experiment {experiment.name} has a challenger variant but no canary model"
+            else:
+                self.degraded.pop("canary", None)
+            if canary is not None and on_canary.any():
                 mine = [i for i, c in zip(todo, on_canary, strict=True) if c]
                 self._decide([requests[i] for i in mine], status, canary, answers, mine)
                 todo = [i for i, c in zip(todo, on_canary, strict=True) if not c]

@@ -16,8 +16,8 @@ Variants (``KINDS``):
 - ``equal_cost``: the policy under the re-engagement objective at the cost of a baseline (``equal_cost_to``:
   random, marketers or best_arm): each player gets the arm with the highest expected incremental
   re-engagement among the allowed arms whose expected cost is at most what that baseline is expected to
-  spend on him (random: the mean over his allowed arms), or no offer when none gains. A per-player cap,
-  the same online and in batch: the variant never spends more than the baseline on anyone;
+  spend on him (random: the mean over his allowed arms, no offer included), or no offer when none gains.
+  A per-player cap, the same online and in batch: the variant never spends more than the baseline on anyone;
 - ``challenger``: the policy on the canary model (the registry's ``canary`` alias) instead of the champion:
   a retrained model's first traffic (:mod:`monitoring.canary`).
 
@@ -119,13 +119,12 @@ def baseline_cost(
     cost: np.ndarray, allowed: np.ndarray, segment: np.ndarray, experiment: Experiment, names: list[str]
 ) -> np.ndarray:
     """Per row, the expected reward cost of the baseline ``experiment.equal_cost_to`` names: random's mean over
-    the allowed offers, or the cost of the marketers' or the best arm (0 where the rules forbid it)."""
+    the allowed arms (no offer included, as it draws), or the cost of the marketers' or the best arm (0 where
+    the rules forbid it)."""
     rows = np.arange(len(cost))
-    if experiment.equal_cost_to == "random":
-        offers = allowed.copy()
-        offers[:, 0] = False
-        m = offers.sum(axis=1)
-        return np.divide((cost * offers).sum(axis=1), m, out=np.zeros(len(cost)), where=m > 0)
+    if experiment.equal_cost_to == "random":  # uniform over the allowed arms, no offer included, as it draws
+        m = allowed.sum(axis=1)
+        return np.divide((cost * allowed).sum(axis=1), m, out=np.zeros(len(cost)), where=m > 0)
     if experiment.equal_cost_to == "best_arm":
         col = np.full(len(cost), names.index(str(experiment.best_arm)), np.int64)
     else:

@@ -123,9 +123,8 @@ def test_equal_cost_buys_the_most_reengagement_within_the_baselines_cost_per_pla
                        reengage, cost, rows.segment)  # fmt: skip
     q = variant == "equal_cost"
     i = np.arange(len(d.arm))
-    if to == "random":  # the mean over the allowed offers (free_spins is disabled: not counted)
-        offers = allowed[:, 1:]
-        cap = (cost[:, 1:] * offers).sum(axis=1) / offers.sum(axis=1)
+    if to == "random":  # the mean over the allowed arms, no offer included (free_spins is disabled: not counted)
+        cap = (cost * allowed).sum(axis=1) / allowed.sum(axis=1)
     else:
         col = np.full(len(i), 2) if to == "best_arm" else np.select([rows.segment == "a", rows.segment == "b"], [1, 3])
         cap = np.where(allowed[i, col] & (col > 0), cost[i, col], 0.0)

@@ -127,18 +127,16 @@ def run_train(
             version = registry.register(uri, name, tags={"run_id": run.info.run_id})
             e = j.evaluation
             rule = e.estimated_baselines.get(e.fallback, {})
-            canaried = canary and (promotion.promoted or (champ_version is None and rule != _served_rule(name)))
-            if canaried:  # the new policy (or, with no champion, the new fallback rule) serves a canary share first
-                registry.set_alias(name, registry.CANARY, version)
+            serving_before = champ_version is not None or registry.alias_version(name, registry.CHALLENGER) is not None
+            canaried = (
+                canary
+                and serving_before
+                and (promotion.promoted or (champ_version is None and rule != _served_rule(name)))
+            )
+            if canaried:
                 said = "promoted to canary:" if promotion.promoted else "fallback rule to canary:"
                 promotion = Promotion(promotion.promoted, said + promotion.reason.split(":", 1)[1], promotion.figures)
-                if champ_version is not None:
-                    registry.set_alias(name, registry.CHALLENGER, version)
-            else:
-                registry.set_alias(name, registry.CHALLENGER, version)
-                if promotion.promoted:
-                    registry.set_alias(name, registry.CHAMPION, version)
-            registry.version_tags(  # the rule serving applies when no champion is trusted (serving.engine)
+            registry.version_tags(  # before any alias points at it: serving reads them on loading (serving.engine)
                 name,
                 version,
                 {
@@ -147,6 +145,14 @@ def run_train(
                     registry.BEST_ARM_TAG: e.estimated_baselines.get(ev.BEST_SINGLE, {}).get("all", ""),
                 },
             )
+            if canaried:  # the new policy (or, with no champion, the new fallback rule) serves a canary share first
+                registry.set_alias(name, registry.CANARY, version)
+                if champ_version is not None:
+                    registry.set_alias(name, registry.CHALLENGER, version)
+            else:
+                registry.set_alias(name, registry.CHALLENGER, version)
+                if promotion.promoted:
+                    registry.set_alias(name, registry.CHAMPION, version)
             mlflow.set_tag("promotion", promotion.reason)
             mlflow.log_metrics({f"promotion_{k}": v for k, v in promotion.figures.items() if np.isfinite(v)})
         finally:

@@ -410,12 +410,17 @@ def loop(obj: Context, every: str, once: bool) -> None:
         from app.progress import RichProgress
         from monitoring.feedback import run_feedback
 
-        with RichProgress(console) as progress:
-            fb = run_feedback(cfg, None, progress=progress)
-        console.print(f"feedback: {fb.measured:,} decisions measured, {fb.waiting:,} waiting")
-        run = run_monitor_step(cfg, None)
-        if run.alert or canary_version(cfg) is not None:
-            console.print("retraining: " + run_retrain_step(cfg, None))
+        try:
+            with RichProgress(console) as progress:
+                fb = run_feedback(cfg, None, progress=progress)
+            console.print(f"feedback: {fb.measured:,} decisions measured, {fb.waiting:,} waiting")
+            run = run_monitor_step(cfg, None)
+            if run.alert or canary_version(cfg) is not None:
+                console.print("retraining: " + run_retrain_step(cfg, None))
+        except Exception as exc:  # one failed pass is reported; the schedule goes on (with --once it fails)
+            if once:
+                raise
+            console.print(f"[bold red]this pass failed[/]: {exc}")
         if once:
             return
         console.print(f"next pass in {every}")

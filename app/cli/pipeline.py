@@ -116,8 +116,9 @@ def play_the_loop(cfg: Config, weeks: int, drift_week: int, variants: dict[str, 
         f"candidates, {f['offers']:.0%} offered): {f['policy_net']:+,.0f} KRW incremental net value and "
         f"{f['policy_reengage']:+.4f} re-engagement per candidate; the oracle {f['oracle_net']:+,.0f} KRW"
     )
-    console.rule(f"10. the experiment {played.experiment}: every variant over the weeks, measured")
-    run_experiment_report(cfg, played.experiment, None)
+    for name in played.experiments:  # a canary restarts the experiment (same salt) under a derived name
+        console.rule(f"10. the experiment {name}: every variant over its weeks, measured")
+        run_experiment_report(cfg, name, None)
     path = write_loop_report(played, cfg.path("loop", "report.html"), drift_week=drift_week, drifted=top)
     console.print(f"loop report: {path}")
 

@@ -33,7 +33,7 @@ class Played:
     weeks: pd.DataFrame  # one row per week
     truth: pd.DataFrame  # one row per decision with its variant and the simulator's expected values
     monitor: list[dict[str, Any]] = field(default_factory=list)
-    experiment: str = ""  # the loop's experiment (a canary restarts it under a derived name)
+    experiments: list[str] = field(default_factory=list)  # the loop's experiment, and each canary's restart of it
     final: dict[str, float] = field(default_factory=dict)  # the final policy against the truth
 
 
@@ -95,6 +95,7 @@ def play(
     from monitoring.rollout import canary_version
     from simulator.run import respond
     from system_db.decision_log import DecisionLog
+    from system_db.experiments import ExperimentStore
     from system_db.store import SystemStore
 
     name = f"loop-{datetime.now():%Y%m%d%H%M%S}"
@@ -146,7 +147,9 @@ def play(
         rows.append(row)
         console.print(weekly_line(row))
     final = final_policy_value(cfg, weeks, truth)
-    return Played(pd.DataFrame(rows), pd.concat(truths, ignore_index=True), monitors, name, final)
+    names = ExperimentStore(SystemStore(cfg.system_db_url)).list()["name"].astype(str)
+    ours = [n for n in names if n == name or n.startswith(name + "+")]
+    return Played(pd.DataFrame(rows), pd.concat(truths, ignore_index=True), monitors, ours, final)
 
 
 def final_policy_value(cfg: Config, week: int, truth: Path) -> dict[str, float]:
