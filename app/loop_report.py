@@ -53,12 +53,11 @@ def _plot(weeks: pd.DataFrame, metric: str, title: str, drift_week: int) -> str:
         col = f"{v}_{metric}"
         if col in weeks:
             ax.plot(weeks["week"], weeks[col], marker="o", label=v.replace("_", " "))
-    ax.axvline(drift_week - 0.5, color="grey", linestyle="--", linewidth=1)
-    ax.text(drift_week - 0.45, ax.get_ylim()[1], "drift", va="top", color="grey")
+    ax.axvline(drift_week - 0.5, color="grey", linestyle="--", linewidth=1, label="drift starts")
     ax.set_xlabel("week")
     ax.set_title(title)
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize=8, ncol=3)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     out = _png(fig)
     plt.close(fig)
     return out
@@ -72,21 +71,30 @@ def write_loop_report(played: Any, path: Path, *, drift_week: int, drifted: str)
         _plot(weeks, "cost", "expected reward cost per player (KRW), by variant", drift_week),
     ]
     monitor = pd.DataFrame(played.monitor)
-    keep = [c for c in ("week", "data_drift_share", "prediction_drift_score", "outcome_z", "outcome_realised",
-                        "outcome_predicted", "roi_accuracy", "alert", "reasons") if c in monitor]  # fmt: skip
+    keep = [c for c in ("week", "data_drift_share", "lift_event_type", "lift_current", "lift_expected", "lift_z",
+                        "prediction_drift_score", "outcome_z", "roi_accuracy", "alert", "reasons")
+            if c in monitor]  # fmt: skip
+    short = ["week", "clock", "drift", "offers", "alert", "model"] + [
+        f"{v}_{m}" for m in ("net", "reengage", "cost") for v in VARIANTS if f"{v}_{m}" in weeks and v != "holdout"
+    ]
     body = [
         "<h1>Rekindle: the closed loop</h1>",
         f"<p>From week {drift_week} the simulated world drifts: {html.escape(drifted)} keeps 30% of its pull. "
         "Values are the simulator's expected values of each week's decisions (its truth), per player of each "
         "experiment variant.</p>",
-        weeks.round(4).to_html(index=False),
+        weeks[[c for c in short if c in weeks]].round(4).to_html(index=False),
+        "<details><summary>every column</summary>" + weeks.round(4).to_html(index=False) + "</details>",
         *[f'<p><img src="data:image/png;base64,{p}"></p>' for p in plots],
         "<h2>Monitoring runs</h2>",
         monitor[keep].round(4).to_html(index=False) if keep else "<p>none</p>",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("<html><head><meta charset='utf-8'><title>Rekindle loop</title></head><body>"
-                   + "\n".join(body) + "</body></html>")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px}"
+        " td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+    )
+    head = f"<html><head><meta charset='utf-8'><title>Rekindle loop</title><style>{style}</style></head><body>"
+    tmp.write_text(head + "\n".join(body) + "</body></html>")
     tmp.replace(path)
     return path
