@@ -86,6 +86,7 @@ def data_drift(cfg: Config, as_of: datetime | None) -> DriftResult:
     """The candidates' features at ``as_of`` (default: the feature build's) against the candidates of the
     reference weeks, each feature's threshold from the distances between those weeks."""
     from features.candidates import candidate_features, snapshot_at
+    from features.manifest import read_manifest
 
     parts = []
     for t_ref in reference_times(cfg):
@@ -94,7 +95,8 @@ def data_drift(cfg: Config, as_of: datetime | None) -> DriftResult:
     if len(parts) < 2:
         raise FileNotFoundError("the feature build holds fewer than two weeks before the training data's end")
     reference = pd.concat(parts, ignore_index=True)
-    t, snap = snapshot_at(cfg, as_of)
+    built = read_manifest(cfg)["as_of"]
+    t, snap = snapshot_at(cfg, None if as_of is None or as_of >= built else as_of)  # the latest features at most
     current = candidate_features(cfg, t, snap)
     columns = monitored_columns(reference, current)
     m = cfg.monitor

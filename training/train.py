@@ -133,6 +133,8 @@ def run_train(
                 and serving_before
                 and (promotion.promoted or (champ_version is None and rule != _served_rule(name)))
             )
+            if canaried and champ_version is None and not _same_arms(cfg, prepared):
+                canaried = False  # a canary shares the served model's arms (its rows merge with the rest)
             if canaried:
                 said = "promoted to canary:" if promotion.promoted else "fallback rule to canary:"
                 promotion = Promotion(promotion.promoted, said + promotion.reason.split(":", 1)[1], promotion.figures)
@@ -159,6 +161,18 @@ def run_train(
             mlflow.end_run()
     seconds["total"] = time.perf_counter() - t0
     return TrainResult(version, run.info.run_id, j, promotion, seconds, params, training_notes(prepared), canaried)
+
+
+def _same_arms(cfg: Config, prepared: Prepared) -> bool:
+    """Whether the served challenger (no champion) has the new model's arms."""
+    from training import registry
+
+    name = cfg.training.model_name
+    version = registry.alias_version(name, registry.CHALLENGER)
+    if version is None:
+        return False
+    served = registry.load_model(registry.model_uri(name, str(version)))
+    return list(served.arms["arm"]) == list(prepared.arms["arm"])
 
 
 def _served_rule(name: str) -> dict[str, str] | None:
