@@ -86,7 +86,8 @@ def data_drift(cfg: Config, as_of: datetime | None) -> DriftResult:
     """The candidates' features at ``as_of`` (default: the feature build's) against the candidates of the
     reference weeks, each feature's threshold from the distances between those weeks."""
     from features.candidates import candidate_features, snapshot_at
-    from features.manifest import read_manifest
+    from features.families import promotions
+    from features.manifest import as_built, read_manifest
 
     parts = []
     for t_ref in reference_times(cfg):
@@ -98,7 +99,8 @@ def data_drift(cfg: Config, as_of: datetime | None) -> DriftResult:
     built = read_manifest(cfg)["as_of"]
     t, snap = snapshot_at(cfg, None if as_of is None or as_of >= built else as_of)  # the latest features at most
     current = candidate_features(cfg, t, snap)
-    columns = monitored_columns(reference, current)
+    ours = {f.name for f in promotions(as_built(cfg)).features}  # what the system itself sent: its own doing
+    columns = [c for c in monitored_columns(reference, current) if c not in ours]
     m = cfg.monitor
     thresholds = calibrate(reference, columns, "reference_week", window=m.window, factor=m.threshold_factor)
     return detect(reference, current, thresholds, window=m.window, share=m.drift_share)
