@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import RekindleError
 from serving.policy import Decisions, holdout_draw
 
 KINDS = ("policy", "holdout", "random", "best_arm", "marketers", "equal_cost", "challenger")
@@ -39,8 +40,20 @@ BASELINES = ("random", "marketers", "best_arm")  # what equal_cost may match the
 POLICY, RANDOM, EQUAL_COST = -1, -2, -3  # variant arm codes besides an arm column
 
 
-class ExperimentError(ValueError):
+class ExperimentError(RekindleError, ValueError):
     """An experiment's definition that cannot run: the message names the value and what was expected."""
+
+
+def check_shares(shares: dict[str, float]) -> None:
+    """Refuse variants that cannot run, naming them (before any work is done on them)."""
+    unknown = sorted(set(shares) - set(KINDS))
+    if unknown:
+        raise ExperimentError(f"unknown variants {unknown}; expected some of {list(KINDS)}")
+    if len(shares) < 2:
+        raise ExperimentError(f"an experiment needs two variants or more, got {list(shares)}")
+    bad = {v: s for v, s in shares.items() if not 0 < s <= 1}
+    if bad or abs(sum(shares.values()) - 1) > 1e-6:
+        raise ExperimentError(f"variant shares must be in (0, 1] and sum to 1, got {shares}")
 
 
 @dataclass(frozen=True)
@@ -53,14 +66,7 @@ class Experiment:
     equal_cost_to: str = "random"  # the baseline whose expected cost equal_cost may spend per player
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.shares) - set(KINDS))
-        if unknown:
-            raise ExperimentError(f"unknown variants {unknown}; expected some of {list(KINDS)}")
-        if len(self.shares) < 2:
-            raise ExperimentError(f"an experiment needs two variants or more, got {list(self.shares)}")
-        bad = {v: s for v, s in self.shares.items() if not 0 < s <= 1}
-        if bad or abs(sum(self.shares.values()) - 1) > 1e-6:
-            raise ExperimentError(f"variant shares must be in (0, 1] and sum to 1, got {self.shares}")
+        check_shares(self.shares)
         if "best_arm" in self.shares and not self.best_arm:
             raise ExperimentError("the best_arm variant needs its arm (e.g. cashback@10000)")
         if not isinstance(self.marketers, dict) or not all(

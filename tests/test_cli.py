@@ -475,3 +475,14 @@ def test_negative_seed_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--home", str(tmp_path), "simulate", "--seed", "-1"])
     assert result.exit_code == 2
     assert "-1" in result.output
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [("policy=0.5,bogus=0.5", "unknown variants ['bogus']"), ("policy=0.5,holdout=0.6", "sum to 1"),
+     ("policy", "'policy' is not VARIANT=SHARE")],
+)  # fmt: skip
+def test_run_refuses_bad_loop_variants_before_any_work(tmp_path: Path, variants: str, message: str) -> None:
+    code, out = invoke("--home", str(tmp_path / "h"), "run", "--variants", variants)
+    assert code == 2 and message in out, out
+    assert not (tmp_path / "h").exists()  # refused before the simulation: nothing written

@@ -73,6 +73,14 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     if quick:
         players, days = players or 6000, days or 150
     weeks = weeks if weeks is not None else (6 if quick else 8)
+    loop_variants = parse_shares(variants) if variants else None
+    if loop_variants is not None:  # checked before minutes of work, not after them
+        from serving.experiments import ExperimentError, check_shares
+
+        try:
+            check_shares(loop_variants)
+        except ExperimentError as exc:
+            raise click.BadParameter(str(exc), param_hint="--variants") from None
     over = {k: v for k, v in (("players", players), ("days", days), ("seed", seed)) if v is not None}
     cfg = embedded(obj.config({"simulator": over} if over else None))
     console.rule("1. simulate the platform")
@@ -92,7 +100,7 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     decide(cfg)
     if weeks:
-        play_the_loop(cfg, weeks, drift_week, parse_shares(variants) if variants else None)
+        play_the_loop(cfg, weeks, drift_week, loop_variants)
     console.print(f"\nall state is under {cfg.home}")
 
 
