@@ -12,14 +12,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-VARIANTS = ["policy", "equal_cost", "random", "marketers", "best_arm", "holdout"]
+VARIANTS = ["policy", "challenger", "equal_cost", "random", "marketers", "best_arm", "holdout"]
 
 
 def print_weeks(console: Console, weeks: pd.DataFrame) -> None:
     t = Table(title="the closed loop, week by week: true incremental value per player of each variant (simulator)")
     cols = [("wk", "week", "d"), ("date", "clock", "s"), ("drift", "drift", "s"), ("offers", "offers", ",d")]
-    cols += [(h, f"{v}_net", "+,.0f") for h, v in (("net: policy", "policy"), ("random", "random"),
-                                                     ("marketers", "marketers"))]  # fmt: skip
+    cols += [(h, f"{v}_net", "+,.0f") for h, v in (("net: policy", "policy"), ("canary", "challenger"),
+                                                     ("random", "random"), ("marketers", "marketers"))]  # fmt: skip
     cols += [(h, f"{v}_reengage", "+.3f") for h, v in (("re-eng: policy", "policy"), ("eq. cost", "equal_cost"),
                                                        ("random", "random"), ("marketers", "marketers"))]  # fmt: skip
     cols += [("alert", "alert", "s"), ("model", "model", "s")]

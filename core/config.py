@@ -71,6 +71,7 @@ class Retrain(_Strict):
     canary_margin: float = Field(0.1, ge=0)  # not worse: the interval's lower end above -margin x |champion's value|
     canary_min_players: int = Field(500, ge=10)  # measured players per side before a verdict
     canary_max_runs: int = Field(3, ge=1)  # verdicts without a decision before the canary is rolled back
+    promote_undecided_on_drift: bool = True  # ... unless the champion drifted and the canary measured no worse
 
 
 # ---------------------------------------------------------------- catalog --

@@ -11,7 +11,12 @@ learned policy can reach on this world:
 
 - the net-value policy's true value, its ratio to the best single arm and the headroom it captures;
 - the re-engagement objective under each single arm's total cost as budget: the ratio of true incremental
-  re-engagements to that arm's, and the true cost against the arm's.
+  re-engagements to that arm's, and the true cost against the arm's;
+- the re-engagement objective at the cost of random assignment (uniform over the arms, no offer included)
+  and of the marketers' selection (the platform's historical rule: the most sent offer per segment), as the
+  closed loop's ``equal_cost`` variant runs it: the ratio of the *total* re-engagement rates (what the
+  experiment measures), within the baseline's total cost (a budget) and within each player's own share of it
+  (a per-player cap, as served).
 
 The oracle (the truth per player, which no feature reveals fully) is printed beside it.
 
@@ -33,6 +38,7 @@ import pandas as pd
 
 from core.config import load_config
 from simulator.population import Population
+from training.baselines import historical_rule
 from training.data import population
 from training.design import fit_design
 from training.fit import held_out, prepare
@@ -125,7 +131,41 @@ def main() -> None:
         out.append(row)
     print("\nre-engagement objective within each single arm's total cost (true ratios to that arm):")
     print(pd.DataFrame(out).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print("\nre-engagement objective at the cost of random assignment and of the marketers' rule (true ratios of the")
+    print("total re-engagement rate and of the cost to the baseline's; 'budget': the baseline's total cost,")
+    print("'per player': each player's expected cost under the baseline as his cap):")
+    p_total = np.nan_to_num(truth_test.p_reengage)
+    weights = baseline_weights(prepared.split.fit, test, arms)
+    table = []
+    for name, w in weights.items():
+        base_re, base_cost = (w * p_total).sum(axis=1).mean(), (w * true_cost).sum(axis=1).mean()
+        row = {"baseline": name, "re-engagement": base_re, "cost KRW": base_cost}
+        for label, gain, cost in (("oracle", true_re, true_cost), ("feature ceiling", pred["reengage"], pred["cost"])):
+            cap = (w * cost).sum(axis=1)
+            budget = choose(gain, cost, budget=float(cap.sum())).arm
+            capped = np.where(cost <= cap[:, None] + 1e-9, gain, -np.inf)
+            capped[:, 0] = np.maximum(capped[:, 0], 0.0)  # no offer always fits
+            per_player = capped.argmax(axis=1)
+            for how, arm in (("budget", budget), ("per player", per_player)):
+                row[f"{label} {how} x"] = p_total[rows, arm].mean() / base_re
+                row[f"{label} {how} cost x"] = true_cost[rows, arm].mean() / base_cost
+        table.append(row)
+    print(pd.DataFrame(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\ndone in {time.perf_counter() - t0:,.0f} s")
+
+
+def baseline_weights(history: pd.DataFrame, rows: pd.DataFrame, arms: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per row, each arm's probability under random assignment (uniform, no offer included) and under the
+    marketers' selection (the historical rule learned from ``history``: the most sent arm per segment)."""
+    k = len(arms)
+    out = {"random": np.full((len(rows), k), 1.0 / k)}
+    rule = historical_rule(history["segment"], history["arm"], none=str(arms["arm"].iloc[0]), known=set(arms["arm"]))
+    chosen = rows["segment"].astype(str).map(rule).fillna(arms["arm"].iloc[0])
+    index = pd.Index(arms["arm"]).get_indexer(chosen)
+    marketers = np.zeros((len(rows), k))
+    marketers[np.arange(len(rows)), index] = 1.0
+    out["marketers"] = marketers
+    return out
 
 
 if __name__ == "__main__":

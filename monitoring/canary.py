@@ -48,3 +48,15 @@ def canary_verdict(players: pd.DataFrame, shares: dict[str, float], *, margin: f
     if high < 0:
         return Verdict("roll back", f"worse: {said}", figures)
     return Verdict("wait", f"undecided: {said}", figures)
+
+
+def undecided_after_drift(verdict: Verdict, *, champion_drifted: bool) -> Verdict:
+    """The verdict for a canary still undecided after the runs it may wait (``verdict``: the roll-back that
+    says so): rolled back -- unless the monitor finds the champion's world drifted (its offers lost their pull)
+    and the canary measured at least as well as the champion on its own players. Then keeping the champion is
+    the riskier choice, and the canary is promoted (``retrain.promote_undecided_on_drift``)."""
+    effect = verdict.figures.get("effect")
+    if not champion_drifted or effect is None or effect < 0:
+        return verdict
+    return Verdict("promote", f"the champion drifted (monitor) and the canary measured no worse; {verdict.reason}",
+                   verdict.figures)  # fmt: skip

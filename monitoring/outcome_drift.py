@@ -10,6 +10,7 @@ the policy would have sent an offer. Realised = offered rate - control rate, wit
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -83,6 +84,7 @@ class LiftChange:
     z: float
     n_current: int
     drifted: bool
+    since: str = ""  # ISO time: the latest week's decisions were decided after it
 
     def figures(self) -> dict[str, float | int | bool | str]:
         return asdict(self)
@@ -142,4 +144,19 @@ def check_lift_change(
         rows.append((z, str(t), float(r["lift"]), expected, float(r["lift_ref"]), change, se, int(r["size"])))
     z, t, current, expected, reference, change, se, n = min(rows)
     drifted = bool(expected > 0 and z < -z_alert and current < ratio_floor * expected)
-    return LiftChange(t, current, expected, reference, change, se, z, n, drifted)
+    since = (decided.max() - pd.Timedelta(days=days)).isoformat()
+    return LiftChange(t, current, expected, reference, change, se, z, n, drifted, since)
+
+
+def drifted_since(runs: pd.DataFrame) -> pd.Timestamp | None:
+    """When the ongoing outcome drift began: over the latest unbroken stretch of monitoring runs (``runs``: the
+    ``monitor_runs`` rows, oldest first, ``figures`` as JSON) whose lift check found an event type drifted,
+    the start of the first one's window. None when the latest run found none. Retraining judges its models
+    and fallback rule on the campaigns since then: the world before it no longer holds."""
+    start = None
+    for figures in reversed(list(runs["figures"])):
+        f = json.loads(figures) if isinstance(figures, str) else dict(figures)
+        if not f.get("lift_drifted") or not f.get("lift_since"):
+            break
+        start = pd.Timestamp(f["lift_since"])
+    return start

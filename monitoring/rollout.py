@@ -5,17 +5,25 @@ registry's ``canary`` alias and a share of the policy's players: the running exp
 restarted with the same salt and variants, the challenger carved out of the policy's hash range (every
 other variant keeps its players). Each later run settles it (:func:`settle_canary`): not worse -> the
 canary becomes champion; worse, or undecided after ``retrain.canary_max_runs`` verdicts -> the alias is
-removed (rolled back). Either way the experiment goes back to its variants without the challenger. Every
-step is a model event in the system store, with its figures.
+removed (rolled back), unless the canary was trained on a drift and measured no worse than the drifted
+champion (:func:`monitoring.canary.undecided_after_drift`). Either way the experiment goes back to its
+variants without the challenger. Every step is a model event in the system store, with its figures.
+
+While the monitor finds an outcome drift, a retraining is judged on the campaigns since it began
+(:func:`judged_since_drift`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
+
 from core.config import Config
-from monitoring.canary import Verdict, canary_verdict
+from monitoring.canary import Verdict, canary_verdict, undecided_after_drift
+from monitoring.outcome_drift import drifted_since
 from serving.experiments import Experiment, definition, from_definition, with_challenger, without_challenger
 from system_db.experiments import ExperimentStore
 from system_db.model_events import LoopRecord
@@ -49,6 +57,25 @@ def canary_version(cfg: Config) -> int | None:
         return registry.alias_version(cfg.training.model_name, registry.CANARY)
 
 
+def judged_since_drift(cfg: Config) -> tuple[Config, str]:
+    """The configuration a retraining runs with, and why it differs: while the monitor finds an event type's
+    offers drifted, the held-out slice that judges the challenger and picks the fallback rule is the campaigns
+    decided since the drift began (at least one; at most ``training.split.test_campaigns``): judged on the
+    weeks before it, the old best arm would look best still."""
+    since = drifted_since(LoopRecord(SystemStore(cfg.system_db_url)).read_runs())
+    path = cfg.path("training", "training_set.parquet")
+    if since is None or not path.is_file():
+        return cfg, ""
+    at = pd.to_datetime(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"]).unique()
+    n = int((at > since).sum())
+    split = cfg.training.split
+    if not 1 <= n < split.test_campaigns:
+        return cfg, ""
+    training = cfg.training.model_copy(update={"split": split.model_copy(update={"test_campaigns": n})})
+    why = f"outcome drift since {since:%Y-%m-%d}: judged on the {n} campaign{'s' if n > 1 else ''} decided since"
+    return cfg.model_copy(update={"training": training}), why
+
+
 def start_canary(cfg: Config, version: int, at: datetime) -> Experiment:
     """Give the canary model its share of the policy's players (the experiment restarted around it)."""
     store = SystemStore(cfg.system_db_url)
@@ -59,6 +86,17 @@ def start_canary(cfg: Config, version: int, at: datetime) -> Experiment:
     _restart(experiments, running, new, at)
     LoopRecord(store).event(at, "canary_started", version, f"experiment {new.name}", dict(new.shares))
     return new
+
+
+DRIFT_FIGURE = "judged_since_drift"  # in a retraining's event figures: it was judged on the weeks since a drift
+
+
+def _born_of_drift(events: pd.DataFrame, version: int) -> bool:
+    """Whether the retraining that made ``version`` ran on an outcome drift (:func:`judged_since_drift`)."""
+    if events.empty:
+        return False
+    born = events[(events["kind"] == "retrained") & (events["version"] == version)]
+    return any(DRIFT_FIGURE in json.loads(f) for f in born["figures"])
 
 
 def settle_canary(cfg: Config, at: datetime) -> Settled | None:
@@ -94,6 +132,8 @@ def settle_canary(cfg: Config, at: datetime) -> Settled | None:
         if undecided >= r.canary_max_runs or len(mine_waits) + 1 >= 4 * r.canary_max_runs:
             said = f"no verdict after {len(mine_waits) + 1} runs ({verdict.reason})"
             verdict = Verdict("roll back", said, verdict.figures)
+            verdict = undecided_after_drift(verdict, champion_drifted=r.promote_undecided_on_drift
+                                            and _born_of_drift(waits, version))  # fmt: skip
     if verdict.action == "wait":
         record.event(at, "canary_wait", version, verdict.reason, verdict.figures)
         return Settled(version, verdict, running.name)

@@ -214,16 +214,10 @@ def run_batch(
         except ExperimentError as exc:
             raise BatchError(str(exc)) from None
         on_canary = variant == "challenger"
-        if on_canary.any():  # the canary model's policy for its players (its arms are the champion's)
+        if on_canary.any():  # the canary's policy (or fallback rule) for its players
             if canary is None:
                 raise BatchError(f"experiment {experiment.name} has a challenger variant but no canary model is given")
-            if list(canary[0].arms["arm"]) != list(scorer.arms["arm"]):
-                raise BatchError(
-                    f"canary {canary[1]} has other arms than {model_version}: roll it back (`rekindle retrain` "
-                    "settles it) or stop the experiment"
-                )
-            s_c = canary[0].score(frame, margin=margin)
-            rule_c = canary[0].rule_columns(frame, canary[2]) if canary[2] is not None else None
+            s_c, rule_c = _canary_scores(frame, scorer, s, canary, model_version, margin)
             d_c = decide(s_c.gain(objective), s_c.cost, s_c.inc_net, scorer.arms, rows, settings, rng,
                          objective=objective, forced=rule_c)  # fmt: skip
             d, s = merge_rows(d, d_c, on_canary), merge_scores(s, s_c, on_canary)
@@ -264,6 +258,26 @@ def run_batch(
     if d.lp_bound is not None and d.knapsack_value is not None and d.lp_bound > 0:
         gap = (d.lp_bound - d.knapsack_value) / d.lp_bound
     return BatchResult(decisions, t, snap, path, seconds, campaign, gap, files, delivery)
+
+
+def _canary_scores(
+    frame: pd.DataFrame, scorer: Scorer, scores: Scores, canary: tuple[Scorer, str, ArmRule | None],
+    model_version: str, margin: float | None,
+) -> tuple[Scores, np.ndarray | None]:  # fmt: skip
+    """The scores the canary decides on and its rule's arm per row (None: its own policy). Its rows merge with
+    the served model's, so they need the same arms; a canaried fallback rule whose arms the served model
+    also has is applied on the served model's scores (the rule does not need the canary's predictions)."""
+    model, version, rule = canary
+    if list(model.arms["arm"]) == list(scorer.arms["arm"]):
+        return model.score(frame, margin=margin), (model.rule_columns(frame, rule) if rule is not None else None)
+    if rule is not None:
+        arms = {rule} if isinstance(rule, str) else set(rule.values())
+        if arms <= set(scorer.arms["arm"]):
+            return scores, scorer.rule_columns(frame, rule)
+    raise BatchError(
+        f"canary {version} has other arms than {model_version}: roll it back (`rekindle retrain` settles it) or "
+        "stop the experiment"
+    )
 
 
 def merge_rows(d: Decisions, other: Decisions, take: np.ndarray) -> Decisions:

@@ -13,11 +13,13 @@ Variants (``KINDS``):
   propensity ``1/m``;
 - ``best_arm``: one arm for everyone (the best single arm unless the experiment names another);
 - ``marketers``: the marketers' selection, a segment -> arm table (a segment it does not name: no offer);
-- ``equal_cost``: the policy under the re-engagement objective at the cost of a baseline (``equal_cost_to``:
-  random, marketers or best_arm): each player gets the arm with the highest expected incremental
-  re-engagement among the allowed arms whose expected cost is at most what that baseline is expected to
-  spend on him (random: the mean over his allowed arms, no offer included), or no offer when none gains.
-  A per-player cap, the same online and in batch: the variant never spends more than the baseline on anyone;
+- ``equal_cost``: the policy under the re-engagement objective with a baseline's cost as its budget
+  (``equal_cost_to``: random, marketers or best_arm): the variant's players share the budget the baseline is
+  expected to spend on them (per player: random's mean over his allowed arms, no offer included, or the
+  marketers' or the best arm's cost), and get the allowed arms of most expected incremental re-engagement
+  within it (the knapsack of :func:`training.policy.choose`: money goes where it buys re-engagement cheapest;
+  no offer where none gains). A batch shares it over all its equal_cost players; an online request over
+  the players it carries (one player: his own baseline cost is his cap);
 - ``challenger``: the policy on the canary model (the registry's ``canary`` alias) instead of the champion:
   a retrained model's first traffic (:mod:`monitoring.canary`).
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from core.errors import RekindleError
 from serving.policy import Decisions, holdout_draw
+from training.policy import choose
 
 KINDS = ("policy", "holdout", "random", "best_arm", "marketers", "equal_cost", "challenger")
 BASELINES = ("random", "marketers", "best_arm")  # what equal_cost may match the cost of
@@ -139,13 +142,10 @@ def baseline_cost(
 
 
 def equal_cost_arms(reengage: np.ndarray, cost: np.ndarray, allowed: np.ndarray, cap: np.ndarray) -> np.ndarray:
-    """Per row, the allowed arm of highest incremental re-engagement whose expected cost is at most ``cap``
-    (no offer, column 0, when none gains)."""
-    ok = allowed & (cost <= cap[:, None] + 1e-9)
-    ok[:, 0] = True
-    value = np.where(ok, reengage, -np.inf)
-    value[:, 0] = 0.0
-    return value.argmax(axis=1)
+    """The allowed arms of most total incremental re-engagement whose total expected cost is at most the sum of
+    the rows' ``cap`` (the baseline's expected cost over these rows: a budget); no offer (column 0) where none
+    gains."""
+    return choose(reengage, cost, budget=float(cap.sum()), allowed=allowed).arm
 
 
 def apply_variants(
@@ -174,7 +174,7 @@ def apply_variants(
         if reengage is None or cost is None or segment is None:
             raise ExperimentError("the equal_cost variant needs the model's re-engagement and cost per arm")
         cap = baseline_cost(cost, allowed, segment, experiment, names)
-        arm[capped] = equal_cost_arms(reengage, cost, allowed, cap)[capped]
+        arm[capped] = equal_cost_arms(reengage[capped], cost[capped], allowed[capped], cap[capped])
         propensity[capped] = 1.0
     label = np.asarray([f"experiment {experiment.name}, variant {v}: " for v in variant], dtype=object)
     named = np.asarray(names, dtype=object)

@@ -4,12 +4,14 @@ than the model predicts."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.canary import canary_verdict
-from monitoring.outcome_drift import check_lift_change, check_outcomes
+from monitoring.canary import Verdict, canary_verdict, undecided_after_drift
+from monitoring.outcome_drift import LiftChange, check_lift_change, check_outcomes, drifted_since
 from serving.experiments import Experiment, assign, with_challenger, without_challenger
 
 BASE = Experiment("e1", "salt", {"policy": 0.5, "random": 0.25, "holdout": 0.25})
@@ -46,6 +48,21 @@ def test_the_canary_verdict_promotes_a_better_model_rolls_back_a_worse_one_and_w
     assert better.action == "promote" and better.figures["effect_lower"] > -0.1 * abs(better.figures["champion_mean"])
     assert worse.action == "roll back" and worse.figures["effect_upper"] < 0
     assert early.action == "wait" and "too few" in early.reason
+
+
+@pytest.mark.parametrize(("effect", "drifted", "action"), [(250.0, True, "promote"), (250.0, False, "roll back"),
+                                                           (-250.0, True, "roll back")])  # fmt: skip
+def test_an_undecided_canary_is_promoted_only_over_a_drifted_champion_and_only_when_it_measured_no_worse(
+    effect: float, drifted: bool, action: str
+) -> None:
+    noisy = players(effect, 600, 10)
+    noisy["net_value"] += np.random.default_rng(11).normal(0, 5000, len(noisy))  # too noisy to decide
+    v = canary_verdict(noisy, {"policy": 0.5, "challenger": 0.5}, margin=0.1, min_players=500)
+    assert v.action == "wait" and v.reason.startswith("undecided")
+    assert np.sign(v.figures["effect"]) == np.sign(effect)
+    out = undecided_after_drift(Verdict("roll back", f"no verdict after 3 runs ({v.reason})", v.figures),
+                                champion_drifted=drifted)  # fmt: skip
+    assert out.action == action
 
 
 def decisions(n: int, realised_lift: float, seed: int) -> pd.DataFrame:
@@ -99,3 +116,23 @@ def test_the_lift_check_sees_one_event_type_lose_its_pull_but_not_players_tiring
     assert hit is not None and hit.drifted and hit.event_type == "cashback" and hit.z < -3
     assert abs(hit.current - 0.015) < 4 * hit.se
     assert check_lift_change(weeks_of([steady], 20_000, 1), **kwargs) is None  # no week before: nothing to compare
+
+
+def test_retraining_after_a_drift_is_judged_on_the_weeks_since_it_began() -> None:
+    kwargs = {"days": 7, "reference_weeks": 4, "z_alert": 3.0, "ratio_floor": 0.6}
+    steady = {"cashback": 0.05, "free_spins": 0.04, "login_reward": 0.03}
+    hit = {**steady, "cashback": 0.015}
+    checks = [check_lift_change(weeks_of([steady] * 4 + [hit] * k, 20_000, 7), **kwargs) for k in (0, 1, 2)]
+    assert [c is not None and c.drifted for c in checks] == [False, True, True]
+    # the window of each check is its latest week: decided after the week before it
+    assert [pd.Timestamp(c.since) for c in checks] == [pd.Timestamp("2026-01-19") + pd.Timedelta(days=7 * k)
+                                                     for k in (0, 1, 2)]  # fmt: skip
+
+    def runs(*found: LiftChange | None) -> pd.DataFrame:
+        figures = [json.dumps({f"lift_{k}": v for k, v in c.figures().items()} if c else {}) for c in found]
+        return pd.DataFrame({"figures": figures})
+
+    assert drifted_since(runs(checks[0], checks[1], checks[2])) == pd.Timestamp(checks[1].since)  # since it began
+    assert drifted_since(runs(checks[1], checks[0])) is None  # the latest run found none: the drift is over
+    assert drifted_since(runs(checks[1], None)) is None  # nor can a run without a lift check say it goes on
+    assert drifted_since(runs()) is None

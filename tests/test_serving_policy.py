@@ -173,3 +173,42 @@ def test_the_frequency_cap_takes_the_latest_offer_from_either_source() -> None:
     assert [bool(r) for r in out] == [True, True, False, False, True]
     assert out[1] == "frequency cap: last offer 0.50 days ago, fewer than 3"
     assert not frequency_capped(platform, logged, 0).any()
+
+
+class _ArmsOnly:
+    """A scorer's arms and rule columns (what the canary's merge looks at); ``score`` marks its own scores."""
+
+    def __init__(self, arms: list[str]) -> None:
+        self.arms = pd.DataFrame({"arm": arms})
+
+    def arm_column(self, arm: str) -> int:
+        return list(self.arms["arm"]).index(arm)
+
+    def rule_columns(self, frame: pd.DataFrame, rule: object) -> np.ndarray:
+        from training.scorer import Scorer
+
+        return Scorer.rule_columns(self, frame, rule)  # type: ignore[arg-type]
+
+    def score(self, frame: pd.DataFrame, margin: float | None = None) -> str:
+        return f"scores of {len(self.arms)} arms"
+
+
+def test_a_canaried_rule_is_served_on_the_served_models_scores_when_the_arms_changed() -> None:
+    from serving.batch import BatchError, _canary_scores
+
+    frame = pd.DataFrame({"segment": ["a", "b", "c"]})
+    served = _ArmsOnly(["none", "cashback@10000", "deposit_bonus@10000"])
+    grown = _ArmsOnly(["none", "cashback@10000", "deposit_bonus@10000", "free_spins@5000"])
+    same = _ArmsOnly(list(served.arms["arm"]))
+    own = "the served model's scores"
+    # the same arms: the canary's own scores (and rule, or its policy)
+    assert _canary_scores(frame, served, own, (same, "m/2", None), "m/1", None) == ("scores of 3 arms", None)
+    # other arms, a rule the served model can send: the rule's columns in the served model's arms
+    s, cols = _canary_scores(frame, served, own, (grown, "m/2", {"a": "deposit_bonus@10000", "all": "cashback@10000"}),
+                             "m/1", None)  # fmt: skip
+    assert s == own and list(cols) == [2, 1, 1]
+    # other arms and its own policy, or a rule with an arm the served model lacks: refused, named
+    with pytest.raises(BatchError, match="canary m/2 has other arms than m/1"):
+        _canary_scores(frame, served, own, (grown, "m/2", None), "m/1", None)
+    with pytest.raises(BatchError, match="canary m/2"):
+        _canary_scores(frame, served, own, (grown, "m/2", {"all": "free_spins@5000"}), "m/1", None)

@@ -88,7 +88,7 @@ def choose(
                 lo = mid
             else:
                 hi = mid
-            if hi - lo < tol * max(hi, 1.0):
+            if hi - lo < tol * hi:  # relative: re-engagement per KRW prices are ~1e-5, net value's ~1
                 break
         lam = hi
         arm, _ = spend(hi)

@@ -133,8 +133,8 @@ def run_train(
                 and serving_before
                 and (promotion.promoted or (champ_version is None and rule != _served_rule(name)))
             )
-            if canaried and champ_version is None and not _same_arms(cfg, prepared):
-                canaried = False  # a canary shares the served model's arms (its rows merge with the rest)
+            if canaried and champ_version is None and not _served_arms(cfg, prepared, rule):
+                canaried = False  # the canaried rule's rows merge with the served model's: they need its arms
             if canaried:
                 said = "promoted to canary:" if promotion.promoted else "fallback rule to canary:"
                 promotion = Promotion(promotion.promoted, said + promotion.reason.split(":", 1)[1], promotion.figures)
@@ -163,16 +163,17 @@ def run_train(
     return TrainResult(version, run.info.run_id, j, promotion, seconds, params, training_notes(prepared), canaried)
 
 
-def _same_arms(cfg: Config, prepared: Prepared) -> bool:
-    """Whether the served challenger (no champion) has the new model's arms."""
+def _served_arms(cfg: Config, prepared: Prepared, rule: dict[str, str]) -> bool:
+    """Whether the served challenger (no champion) has the new model's arms, or at least every arm of the new
+    fallback ``rule`` (then the canary applies the rule on the served model's scores, :mod:`serving.batch`)."""
     from training import registry
 
     name = cfg.training.model_name
     version = registry.alias_version(name, registry.CHALLENGER)
     if version is None:
         return False
-    served = registry.load_model(registry.model_uri(name, str(version)))
-    return list(served.arms["arm"]) == list(prepared.arms["arm"])
+    served = list(registry.load_model(registry.model_uri(name, str(version))).arms["arm"])
+    return served == list(prepared.arms["arm"]) or set(rule.values()) <= set(served)
 
 
 def _served_rule(name: str) -> dict[str, str] | None:

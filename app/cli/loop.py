@@ -363,7 +363,7 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
     from app.cli.features import run_feature_build, run_materialize, run_training_set
     from app.cli.models import run_training
     from core.timeutil import utc_now
-    from monitoring.rollout import settle_canary, start_canary
+    from monitoring.rollout import DRIFT_FIGURE, judged_since_drift, settle_canary, start_canary
     from system_db.model_events import LoopRecord
     from system_db.store import SystemStore
 
@@ -377,9 +377,15 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
         run_feature_build(cfg, None, None, row_checks=False)
         run_materialize(cfg)
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
-    trained = run_training(cfg, defaults=False, truth=truth, canary=True)
+    judged_cfg, why = judged_since_drift(cfg)
+    if why:
+        console.print(f"[yellow]{why}[/]")
+    trained = run_training(judged_cfg, defaults=False, truth=truth, canary=True)
     record = LoopRecord(SystemStore(cfg.system_db_url))
-    record.event(at, "retrained", trained.version, trained.reason, trained.promotion.figures)
+    reason, figures = trained.reason, dict(trained.promotion.figures)
+    if why:
+        reason, figures[DRIFT_FIGURE] = f"{reason} ({why})", why
+    record.event(at, "retrained", trained.version, reason, figures)
     if trained.canaried:
         e = start_canary(cfg, trained.version, at)
         console.print(f"canary v{trained.version} serves {e.shares['challenger']:.0%} of players ({e.name})")

@@ -25,7 +25,7 @@ from core.config import Config
 
 VARIANTS = {"policy": 0.35, "equal_cost": 0.15, "random": 0.125, "marketers": 0.125, "best_arm": 0.125,
             "holdout": 0.125}  # fmt: skip
-SHOWN = ["policy", "equal_cost", "random", "marketers", "best_arm", "holdout"]
+SHOWN = ["policy", "challenger", "equal_cost", "random", "marketers", "best_arm", "holdout"]
 
 
 @dataclass
@@ -185,7 +185,7 @@ def final_policy_value(cfg: Config, week: int, truth: Path) -> dict[str, float]:
 
 def weekly_line(row: dict[str, Any]) -> str:
     parts = [f"week {row['week']} ({row['clock']})"]
-    for v in ("policy", "equal_cost", "random", "marketers"):
+    for v in ("policy", "challenger", "equal_cost", "random", "marketers"):
         if f"{v}_net" in row:
             parts.append(f"{v} {row[f'{v}_net']:+,.0f} KRW/{row[f'{v}_reengage']:+.3f}")
     parts.append(f"alert: {row['alert'] or 'no'}; {row['model'] or '-'}; {row['seconds']:.0f} s")
