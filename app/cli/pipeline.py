@@ -118,6 +118,8 @@ def play_the_loop(cfg: Config, weeks: int, drift_week: int, variants: dict[str, 
     console.print(f"drift from week {drift_week}: {top} keeps 30% of its pull on players (simulator drift knob)")
     played = play(cfg, weeks=weeks, drift_week=drift_week - 1, drift=drift, truth=cfg.path("truth"), variants=variants)
     print_weeks(console, played.weeks)
+    played.weeks.to_csv(cfg.path("loop", "weeks.csv"), index=False)  # for analysis after the run
+    played.truth.to_parquet(cfg.path("loop", "truth.parquet"), index=False)  # each decision's true values
     f = played.final
     console.print(
         f"the policy after the loop, against the simulator's truth at the final clock ({f['candidates']:,.0f} "
