@@ -58,14 +58,13 @@ def main() -> None:
     frame = frame.merge(true_values(args.home / "truth", margin), on=["player_id", "decided_at"], how="inner")
     if args.before:
         frame = frame[frame["decided_at"] < pd.Timestamp(args.before)]
-    # the system's own decisions; the controls: its holdout and the experiment's holdout variant (both drawn
-    # by hash; ``policy_arm`` is the arm the policy would have sent them)
-    frame["holdout"] = frame["holdout"].astype(bool) | (frame["variant"] == "holdout")
+    # the system's own decisions, and its controls: the policy's holdout and the experiment's holdout variant
     own = frame["variant"].isna() | frame["variant"].isin(["policy", "challenger", "holdout"])
     served = frame[own]
     cells = roi_cells(served, reliable_se=0.1)
     arm = np.where(served["event_type"] == "none", "none", served["event_type"] + "@" + served["reward"].astype(str))
-    sent = served[~served["holdout"].astype(bool) & ~served["explored"].astype(bool) & (arm == served["policy_arm"])]
+    held = served["holdout"].astype(bool) | (served["variant"] == "holdout")
+    sent = served[~held & ~served["explored"].astype(bool) & (arm == served["policy_arm"])]
     sent_arm = sent["event_type"] + "@" + sent["reward"].astype(str)
     truth = sent.assign(arm=sent_arm).groupby(["segment", "arm"])["true_inc_net"].mean().rename("true")
     cells = cells.join(truth, on=["segment", "arm"])

@@ -3,11 +3,12 @@ what the outcomes show. Pure functions over the outcomes joined with their decis
 (:meth:`system_db.outcomes.Outcomes.read`).
 
 A cell's **offered** rows are the decisions that sent the arm the policy chose (not explored, not held
-out); its **control** rows are the held-out decisions of the same segment whose ``policy_arm`` is that arm:
-the holdout is drawn by a hash of the player id, so the two are random parts of the same players, those the
-policy sends that arm. Realised incremental net value = mean net value of the offered rows - mean of the
-control rows (intention to treat: an offer the event system never sent counts as sent), with its standard
-error; predicted = the mean of the offered rows' logged ``incremental_net_value``.
+out); its **control** rows are the held-out decisions of the same segment whose ``policy_arm`` is that arm
+(the policy's holdout, and an experiment's holdout variant): both are drawn by a hash of the player id, so
+offered and control rows are random parts of the same players, those the policy sends that arm. Realised
+incremental net value = mean net value of the offered rows - mean of the control rows (intention to treat:
+an offer the event system never sent counts as sent), with its standard error; predicted = the mean of the
+offered rows' logged ``incremental_net_value``.
 
 Accuracy of a cell = ``1 - |predicted - realised| / |realised|`` (0 at worst); pooled over cells, weighted
 by offered rows, ``1 - sum(n |p - r|) / sum(n |r|)``. A cell is **reliable** when the realised value's
@@ -36,6 +37,8 @@ def arm_of(frame: pd.DataFrame) -> pd.Series:
 def _parts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     arm = arm_of(frame)
     held = frame["holdout"].astype(bool)
+    if "variant" in frame:  # an experiment's holdout variant: drawn by hash too, and logs the arm it would send
+        held = held | (frame["variant"] == "holdout")
     offered = frame[~held & ~frame["explored"].astype(bool) & (arm != NO_OFFER) & (frame["policy_arm"] == arm)]
     offered = offered.assign(arm=arm[offered.index])
     control = frame[held & frame["policy_arm"].notna() & (frame["policy_arm"] != NO_OFFER)]

@@ -61,3 +61,11 @@ def test_a_small_cell_is_not_reliable_and_weeks_pool_their_cells() -> None:
     assert len(w) >= 3 and w["n_offered"].sum() > 45_000
     true_mean = np.mean(list(EFFECT.values()))
     assert np.allclose(w["predicted"], true_mean, rtol=0.1)
+
+
+def test_an_experiments_holdout_variant_is_a_control_like_the_policys_holdout() -> None:
+    frame = rows(40_000, bias=0.0, seed=3)
+    as_variant = frame.assign(variant=np.where(frame["holdout"], "holdout", "policy"), holdout=False)
+    pd.testing.assert_frame_equal(roi_cells(as_variant), roi_cells(frame))
+    without = roi_cells(as_variant.drop(columns="variant"))  # the same rows, no variant: no control at all
+    assert without.empty
