@@ -66,7 +66,7 @@ def judged_since_drift(cfg: Config) -> tuple[Config, str]:
     path = cfg.path("training", "training_set.parquet")
     if since is None or not path.is_file():
         return cfg, ""
-    at = pd.to_datetime(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"]).unique()
+    at = pd.to_datetime(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"]).drop_duplicates()
     n = int((at > since).sum())
     split = cfg.training.split
     if not 1 <= n < split.test_campaigns:

@@ -382,7 +382,7 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
         console.print(f"[yellow]{why}[/]")
     trained = run_training(judged_cfg, defaults=False, truth=truth, canary=True)
     record = LoopRecord(SystemStore(cfg.system_db_url))
-    reason, figures = trained.reason, dict(trained.promotion.figures)
+    reason, figures = trained.reason, dict[str, object](trained.promotion.figures)
     if why:
         reason, figures[DRIFT_FIGURE] = f"{reason} ({why})", why
     record.event(at, "retrained", trained.version, reason, figures)
