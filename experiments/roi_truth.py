@@ -51,9 +51,12 @@ def main() -> None:
     ap.add_argument("--home", type=Path, required=True)
     ap.add_argument("--before", help="only decisions decided before this time (e.g. the drift's first week)")
     args = ap.parse_args()
+    db = args.home / "rekindle.db"
+    if not db.is_file():  # a wrong --home would otherwise get an empty system store created in it
+        raise SystemExit(f"--home {args.home}: no system store {db}; give the home of a `rekindle run`")
     cfg = load_config(home=args.home)
     margin = cfg.business.margin
-    frame = Outcomes(SystemStore(f"sqlite:///{args.home / 'rekindle.db'}")).read()
+    frame = Outcomes(SystemStore(f"sqlite:///{db}")).read()
     frame["decided_at"] = pd.to_datetime(frame["decided_at"])
     frame = frame.merge(true_values(args.home / "truth", margin), on=["player_id", "decided_at"], how="inner")
     if args.before:
