@@ -63,6 +63,19 @@ def _plot(weeks: pd.DataFrame, metric: str, title: str, drift_week: int) -> str:
     return out
 
 
+def _cell(fmt: str) -> Any:
+    return lambda v: "-" if pd.isna(v) else format(v, fmt)
+
+
+def _readable(frame: pd.DataFrame) -> str:
+    """The weekly table as HTML: whole KRW with separators, re-engagement to 4 places, "-" where a variant
+    did not run."""
+    names = [str(c) for c in frame.columns]
+    fmt = {c: _cell("+,.0f" if c.endswith("_net") else ",.0f" if c.endswith("_cost") else "+.4f")
+           for c in names if c.endswith(("_net", "_cost", "_reengage"))}  # fmt: skip
+    return frame.to_html(index=False, formatters=fmt, na_rep="-")
+
+
 def write_loop_report(played: Any, path: Path, *, drift_week: int, drifted: str) -> Path:
     weeks: pd.DataFrame = played.weeks
     plots = [
@@ -82,7 +95,7 @@ def write_loop_report(played: Any, path: Path, *, drift_week: int, drifted: str)
         f"<p>From week {drift_week} the simulated world drifts: {html.escape(drifted)} keeps 30% of its pull. "
         "Values are the simulator's expected values of each week's decisions (its truth), per player of each "
         "experiment variant.</p>",
-        weeks[[c for c in short if c in weeks]].round(4).to_html(index=False),
+        _readable(weeks[[c for c in short if c in weeks]]),
         "<details><summary>every column</summary>" + weeks.round(4).to_html(index=False) + "</details>",
         *[f'<p><img src="data:image/png;base64,{p}"></p>' for p in plots],
         "<h2>Monitoring runs</h2>",
