@@ -17,8 +17,11 @@ session (``reengaged``), deposits (``converted``; ``deposits`` in KRW), the bonu
 paid in the window for the offer itself, ``money_flows.promotionPlayerId`` = the offer
 (``reward_cost``; a payout after the window is not counted), and
 ``net_value = margin x deposits - reward_cost``. A row whose window has not closed
-before the as-of time (``window_end >= as_of``; rows at or after ``as_of`` are unseen)
-is left out and counted in :attr:`DecisionSet.open_windows`.
+by the as-of time (``window_end > as_of``) is left out, with every other row of its
+campaign (a campaign is labelled whole), and counted in :attr:`DecisionSet.open_windows`.
+Offers and players at or after ``as_of`` are unseen; sessions and money flows are read
+up to ``as_of`` inclusive, so a window that ends exactly at the as-of time (a week's
+campaign read at the end of that week) is whole and labelled.
 
 The assignment probability of a row's arm is not in the data; each row carries what
 estimating it needs: its campaign, ``eligible``, and ``n_eligible``, the size of the
@@ -34,7 +37,7 @@ microseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -163,7 +166,8 @@ def _eligibility(offers: Offers, players: Players, sessions: Timeline, dormancy:
 def _label_rows(
     offers: Offers, players: Players, activity: _Activity, elig: _Eligibility, now: int, cfg: Config
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """The decision rows whose window closed before ``now``, labelled; and the open rows per campaign."""
+    """The decision rows of the campaigns whose every window closed by ``now`` (its last instant included),
+    labelled; and the open rows per campaign."""
     biz = cfg.business
     window = biz.attribution_days * US_PER_DAY
     o_cols, sent, campaign, n_campaigns = offers.columns, offers.sent, offers.campaign, len(offers.first)
@@ -174,8 +178,14 @@ def _label_rows(
     order = np.lexsort((tie, players.ids[player], camp))
     del tie
     decision_at = np.where(offer[order] >= 0, sent[np.maximum(offer[order], 0)], offers.campaign_at[camp[order]])
-    closed = decision_at + window < now
-    n_open = np.bincount(camp[order][~closed], minlength=n_campaigns)
+    # a campaign is labelled whole or not at all (its no-offer rows, at the campaign's time, close before
+    # its later sends): its rows wait for the window of its last decision
+    sorted_camp = camp[order]  # ascending: the campaign is the sort's first key
+    starts = np.flatnonzero(np.r_[True, sorted_camp[1:] != sorted_camp[:-1]])
+    last = np.maximum.reduceat(decision_at, starts)
+    closed = np.repeat(last + window <= now, np.diff(np.r_[starts, len(sorted_camp)]))
+    n_open = np.bincount(sorted_camp[~closed], minlength=n_campaigns)
+    del sorted_camp
     keep = order[closed]
     row_id = np.flatnonzero(closed).astype(np.int64)
     p, c, o, t = player[keep], camp[keep], offer[keep], decision_at[closed]
@@ -222,7 +232,7 @@ def build_decisions(
     filters: dict[str, str] | None = None,
     progress: Progress = SILENT,
 ) -> DecisionSet:
-    """One labelled row per decision (offer or rebuilt no-offer) whose window closed before ``as_of``.
+    """One labelled row per decision (offer or rebuilt no-offer) whose window closed by ``as_of``.
 
     Read (offers and their campaigns, players, sessions, money) -> eligibility -> labels.
 
@@ -233,7 +243,8 @@ def build_decisions(
     cfg : Config
         Uses ``business`` (dormancy_days, attribution_days, margin) and ``features.campaign_gap_minutes``.
     as_of : datetime, optional
-        Only platform rows strictly before it are read (naive values are UTC). Default: one second
+        Offers and players strictly before it are read, sessions and money flows up to it inclusive
+        (naive values are UTC). Default: one second
         after the latest valid registration, session, offer or money flow (microseconds dropped),
         as ``rekindle segment`` takes it.
     filters : dict of str to str, optional
@@ -245,7 +256,7 @@ def build_decisions(
     -------
     DecisionSet
         ``rows`` (columns :data:`ROW_COLUMNS`, see the module docstring), ``open_windows`` (rows left
-        out because ``window_end >= as_of``) and ``campaigns`` (columns :data:`CAMPAIGN_COLUMNS`, every
+        out because ``window_end > as_of``) and ``campaigns`` (columns :data:`CAMPAIGN_COLUMNS`, every
         campaign before ``as_of``, open ones included; ``event_types`` is a sorted tuple).
 
     Raises
@@ -278,9 +289,11 @@ def build_decisions(
         players, registered = read_players(db, offers, until)
         step(STEPS[1])
         bounds = decision_bounds(offers, dormancy, window)
-        sessions, last_session = read_sessions(db, offers, players, until, bounds, dormancy)
+        # activity at the as-of instant itself belongs to the windows that end there: read it too
+        through = until if as_of is None else until + timedelta(microseconds=1)
+        sessions, last_session = read_sessions(db, offers, players, through, bounds, dormancy)
         step(STEPS[2])
-        deposits, offer_cost, last_flow = read_money(db, offers, players, until, bounds, window)
+        deposits, offer_cost, last_flow = read_money(db, offers, players, through, bounds, window)
         step(STEPS[3])
     activity = _Activity(sessions, deposits, offer_cost)
     latest = max(int(offers.sent[-1]), registered, last_session, last_flow)

@@ -150,6 +150,7 @@ def respond(
         window=config.business.attribution_days,
         ids=ids,
         first_player=first_new,
+        send_jitter=False,  # at the decided time, so a window closes exactly a window after it
     )
     status_moved = (world.pop.status_day[:first_new] >= start_day) & (world.pop.status_day[:first_new] <= world.day)
     changed = np.flatnonzero(status_moved | (world.pop.vip[:first_new] != vip_before[:first_new]))

@@ -105,8 +105,11 @@ def build_tables(
     window: int,
     ids: IdStart | None = None,
     first_player: int = 0,
+    send_jitter: bool = True,
 ) -> PlatformTables:
-    """The rows to write for ``log`` (players from index ``first_player`` on)."""
+    """The rows to write for ``log`` (players from index ``first_player`` on). Offers go out within the
+    first minute of their day, or exactly at its start without ``send_jitter`` (the forward mode: the
+    platform decided them for that moment)."""
     ids = ids or IdStart()
     d0 = np.datetime64(day0.replace(tzinfo=None), "s")
     as_of = d0 + np.timedelta64(as_of_day * DAY, "s")
@@ -167,7 +170,9 @@ def build_tables(
     decision_to_offer: list[np.ndarray] = []
     for dec in log.decisions:
         decision_to_offer.append(
-            _promotion_rows(dec, names, catalog, d0, window, next_promo, next_offer, promo_rows, offer_parts, rng)
+            _promotion_rows(
+                dec, names, catalog, d0, window, next_promo, next_offer, promo_rows, offer_parts, rng, send_jitter
+            )
         )
         sent = int((dec.event >= 0).sum())
         next_offer += sent
@@ -240,6 +245,7 @@ def _promotion_rows(
     promo_rows: list[dict],
     offer_parts: list[pd.DataFrame],
     rng: np.random.Generator,
+    send_jitter: bool,
 ) -> np.ndarray:
     """Promotions (one per event type sent that day) and offer rows of one decision batch.
     Returns, per decision, the id of its offer row (-1 for no offer)."""
@@ -262,6 +268,7 @@ def _promotion_rows(
         )
     offer_ids = np.arange(next_offer, next_offer + len(sent))
     if len(sent):
+        jitter = np.sort(rng.integers(0, SEND_JITTER, len(sent)))  # drawn in any case: the random stream stays
         offer_parts.append(
             pd.DataFrame(
                 {
@@ -269,7 +276,7 @@ def _promotion_rows(
                     "promotionId": np.array([promo_of_event[int(e)] for e in dec.event[sent]], dtype=np.int64),
                     "playerId": dec.player[sent].astype(np.int64) + 1,
                     "reward": dec.reward[sent].astype(np.int64),
-                    "createdAt": start + np.sort(rng.integers(0, SEND_JITTER, len(sent))).astype("timedelta64[s]"),
+                    "createdAt": start + (jitter * send_jitter).astype("timedelta64[s]"),
                     "appliedAt": np.full(len(sent), np.datetime64("NaT"), dtype="datetime64[s]"),
                 }
             )

@@ -162,6 +162,24 @@ def test_labels_match_hand_computed_cases(tiny) -> None:
     assert (none["event_type"] == "none").all() and none["promotion_id"].isna().all()
 
 
+def test_a_campaign_is_labelled_once_its_last_window_ends_and_whole(tiny, config) -> None:
+    # campaign 2: offers at T0, T0 + 30 s and T0 + 50 min (offer 13, player 3), no-offer rows at T0. Player 3
+    # also plays at exactly the last window's end: read at that instant (the end of a simulated week, say),
+    # the campaign is closed and that session counts; a microsecond earlier no row of it is labelled
+    engine, _ = tiny
+    end = T0 + timedelta(minutes=50) + 7 * DAY
+    with engine.begin() as conn:
+        bulk_insert(conn, "player_sessions", pd.DataFrame(
+            {"id": [9], "playerId": [3], "startedAt": [end], "game": ["table"], "endedAt": [pd.NaT]}
+        ).astype({"endedAt": "datetime64[us]"}))  # fmt: skip
+    at_end = build_decisions(engine, config, end)
+    two = at_end.rows[at_end.rows["campaign_id"] == 2].set_index("player_id")
+    assert len(two) == 5 and two.loc[3, "reengaged"] and two.loc[2, "deposits"] == 20_000
+    earlier = build_decisions(engine, config, end - US)
+    assert (earlier.rows["campaign_id"] != 2).all()  # its no-offer rows (closed at T0 + 7 days) wait too
+    assert earlier.open_windows - at_end.open_windows == 5
+
+
 def test_open_windows_left_out_and_counted(tiny) -> None:
     _, ds = tiny
     # campaign 3 at T0 + 10 days: offer 14 to player 2 (who played at T0 + 7 days: not dormant)
@@ -178,11 +196,11 @@ def test_open_windows_left_out_and_counted(tiny) -> None:
     assert c.loc[2, "last_sent_at"] == T0 + timedelta(minutes=50)
 
 
-def test_window_closes_only_once_its_end_is_in_the_past(tiny, config) -> None:
+def test_window_closes_at_its_end(tiny, config) -> None:
     engine, _ = tiny
     end = T0 + 10 * DAY + 7 * DAY  # the last window's end
-    assert build_decisions(engine, config, end).open_windows == 4  # a row at `end` itself is not seen yet
-    later = build_decisions(engine, config, end + US)
+    assert build_decisions(engine, config, end - US).open_windows == 4  # its last instant is not seen yet
+    later = build_decisions(engine, config, end)
     assert later.open_windows == 0
     assert later.rows["row_id"].tolist() == list(range(12))
     last = later.rows[later.rows["campaign_id"] == 3]
