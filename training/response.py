@@ -190,7 +190,9 @@ class ResponseModel(BaseEstimator):
         # with factors, backfit: the habit is learnt from deposits divided by each row's arm factor, and the
         # factors again from the habit, so an offer's effect is not taken for the habit of the players it goes to
         for _ in range(FACTOR_ROUNDS if self.deposit_model == "factor" else 1):
-            head = self._train(size_mat, d / per_row, wb, "tweedie", False, len(X))
+            # an arm whose returners all deposited nothing has factor 0: its rows say nothing of the habit (0)
+            habit_target = np.divide(d, per_row, out=np.zeros_like(d), where=per_row > 0)
+            head = self._train(size_mat, habit_target, wb, "tweedie", False, len(X))
             # a Tweedie fit with power > 1 does not keep the mean: rescale so returners' deposits balance
             habit = np.asarray(head.predict(size_mat))
             fitted = float((wb * habit * per_row).sum())
