@@ -10,7 +10,8 @@ champion (:func:`monitoring.canary.undecided_after_drift`). Either way the exper
 variants without the challenger. Every step is a model event in the system store, with its figures.
 
 While the monitor finds an outcome drift, a retraining is judged on the campaigns since it began
-(:func:`judged_since_drift`).
+(:func:`judged_since_drift`), and a running canary whose retraining did not know of that drift is withdrawn
+(rolled back) so that such a retraining replaces it at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Settled:
     version: int
     verdict: Verdict
     experiment: str  # the experiment running afterwards
+    superseded: bool = False  # withdrawn by an outcome drift its retraining did not know: retrain now
 
 
 def _running(experiments: ExperimentStore) -> Experiment | None:
@@ -69,8 +71,11 @@ def judged_since_drift(cfg: Config) -> tuple[Config, str]:
     at = pd.to_datetime(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"]).drop_duplicates()
     n = int((at > since).sum())
     split = cfg.training.split
-    if not 1 <= n < split.test_campaigns:
+    if n < 1:
         return cfg, ""
+    if n >= split.test_campaigns:  # the usual held-out campaigns are all since the drift already
+        latest = split.test_campaigns
+        return cfg, f"outcome drift since {since:%Y-%m-%d}: judged on the {latest} latest campaigns, all since"
     training = cfg.training.model_copy(update={"split": split.model_copy(update={"test_campaigns": n})})
     why = f"outcome drift since {since:%Y-%m-%d}: judged on the {n} campaign{'s' if n > 1 else ''} decided since"
     return cfg.model_copy(update={"training": training}), why
@@ -89,6 +94,14 @@ def start_canary(cfg: Config, version: int, at: datetime) -> Experiment:
 
 
 DRIFT_FIGURE = "judged_since_drift"  # in a retraining's event figures: it was judged on the weeks since a drift
+
+
+def drift_unknown_to(runs: pd.DataFrame, events: pd.DataFrame, version: int) -> pd.Timestamp | None:
+    """When the ongoing outcome drift (:func:`monitoring.outcome_drift.drifted_since` of the monitor ``runs``)
+    began, if the retraining that made ``version`` did not know of it (``events``: the model events); else
+    None. Such a canary was judged on a world that is gone."""
+    since = drifted_since(runs)
+    return None if since is None or _born_of_drift(events, version) else since
 
 
 def _born_of_drift(events: pd.DataFrame, version: int) -> bool:
@@ -125,6 +138,10 @@ def settle_canary(cfg: Config, at: datetime) -> Settled | None:
     verdict = canary_verdict(players, running.shares, margin=r.canary_margin, min_players=r.canary_min_players)
     record = LoopRecord(store)
     waits = record.read_events()
+    since = drift_unknown_to(record.read_runs(), waits, version)
+    if since is not None:  # judged on a world that is gone: a retraining judged on the weeks since replaces it
+        said = f"withdrawn: trained before the outcome drift found since {since:%Y-%m-%d} ({verdict.reason})"
+        verdict = Verdict("roll back", said, verdict.figures)
     mine_waits = waits[(waits["kind"] == "canary_wait") & (waits["version"] == version)] if len(waits) else waits
     undecided = int(mine_waits["reason"].str.startswith("undecided").sum()) if len(mine_waits) else 0
     if verdict.action == "wait":  # waits for players do not count; waits with enough of them do
@@ -152,4 +169,4 @@ def settle_canary(cfg: Config, at: datetime) -> Settled | None:
         after_name = after.name
     kind = "promoted" if verdict.action == "promote" else "rolled_back"
     record.event(at, kind, version, verdict.reason, verdict.figures)
-    return Settled(version, verdict, after_name)
+    return Settled(version, verdict, after_name, since is not None)

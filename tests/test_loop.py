@@ -22,7 +22,7 @@ def test_the_quick_loop_plays_every_week_and_measures_each_decision_once(tmp_pat
     result = CliRunner().invoke(main, ["--home", str(home), "run", "--quick"], catch_exceptions=False)
     assert result.exit_code == 0, result.output[-3000:]
     out = result.output
-    weeks = 6
+    weeks = 4
     assert f"loop week {weeks} of {weeks}" in out and "the closed loop, week by week" in out
     assert "10. the experiment" in out and "players measured" in out  # its report, with the statistics
     report = (home / "loop" / "report.html").read_text()

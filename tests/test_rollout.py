@@ -12,6 +12,7 @@ import pytest
 
 from monitoring.canary import Verdict, canary_verdict, undecided_after_drift
 from monitoring.outcome_drift import LiftChange, check_lift_change, check_outcomes, drifted_since
+from monitoring.rollout import DRIFT_FIGURE, drift_unknown_to
 from serving.experiments import Experiment, assign, with_challenger, without_challenger
 
 BASE = Experiment("e1", "salt", {"policy": 0.5, "random": 0.25, "holdout": 0.25})
@@ -136,3 +137,15 @@ def test_retraining_after_a_drift_is_judged_on_the_weeks_since_it_began() -> Non
     assert drifted_since(runs(checks[1], checks[0])) is None  # the latest run found none: the drift is over
     assert drifted_since(runs(checks[1], None)) is None  # nor can a run without a lift check say it goes on
     assert drifted_since(runs()) is None
+    # a canary whose retraining did not know of the ongoing drift is withdrawn; one judged since it stays
+    events = pd.DataFrame(
+        {
+            "kind": ["retrained", "retrained"],
+            "version": [3, 4],
+            "figures": [json.dumps({"gap": 1.0}), json.dumps({DRIFT_FIGURE: "since 2026-01-26"})],
+        }
+    )
+    drifting = runs(checks[0], checks[1], checks[2])
+    assert drift_unknown_to(drifting, events, 3) == pd.Timestamp(checks[1].since)
+    assert drift_unknown_to(drifting, events, 4) is None
+    assert drift_unknown_to(runs(checks[1], checks[0]), events, 3) is None  # the drift is over

@@ -359,7 +359,8 @@ def retrain(obj: Context, truth: Path | None) -> None:
 
 def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -> str:
     """What happened, in a word: promoted / rolled_back / canary_wait / canary_started / not_promoted /
-    first_champion."""
+    first_champion; or "rolled_back, " and one of the last three when an outcome drift withdrew a canary trained
+    before it and the retraining ran at once."""
     from app.cli.features import run_feature_build, run_materialize, run_training_set
     from app.cli.models import run_training
     from core.timeutil import utc_now
@@ -372,7 +373,8 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
     if settled is not None:
         colour = {"promote": "green", "roll back": "yellow", "wait": "dim"}[settled.verdict.action]
         console.print(f"[{colour}]canary v{settled.version}: {settled.verdict.action}[/] — {settled.verdict.reason}")
-        return {"promote": "promoted", "roll back": "rolled_back", "wait": "canary_wait"}[settled.verdict.action]
+        if not settled.superseded:
+            return {"promote": "promoted", "roll back": "rolled_back", "wait": "canary_wait"}[settled.verdict.action]
     if rebuild:  # the loop has just rebuilt them
         run_feature_build(cfg, None, None, row_checks=False)
         run_materialize(cfg)
@@ -386,11 +388,12 @@ def run_retrain_step(cfg: Config, truth: Path | None, *, rebuild: bool = True) -
     if why:
         reason, figures[DRIFT_FIGURE] = f"{reason} ({why})", why
     record.event(at, "retrained", trained.version, reason, figures)
+    word = "first_champion" if trained.promoted else "not_promoted"
     if trained.canaried:
         e = start_canary(cfg, trained.version, at)
         console.print(f"canary v{trained.version} serves {e.shares['challenger']:.0%} of players ({e.name})")
-        return "canary_started"
-    return "first_champion" if trained.promoted else "not_promoted"
+        word = "canary_started"
+    return word if settled is None else f"rolled_back, {word}"  # a canary withdrawn by the drift, then this
 
 
 # ------------------------------------------------------------------ loop --

@@ -43,15 +43,14 @@ def embedded(cfg: Config) -> Config:
 @click.option(
     "--weeks",
     type=click.IntRange(min=0),
-    help="Simulated weeks of the closed loop after the first training (default 8; 6 with --quick; 0: stop after "
+    help="Simulated weeks of the closed loop after the first training (default 8; 4 with --quick; 0: stop after "
     "the first batch).",
 )
 @click.option(
     "--drift-week",
     type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="The week from which the world drifts (the policy's most sent event type loses 70% of its pull).",
+    help="The week from which the world drifts (the policy's most sent event type loses 70% of its pull; "
+    "default 5; 3 with --quick).",
 )
 @click.option(
     "--variants",
@@ -59,11 +58,13 @@ def embedded(cfg: Config) -> Config:
     help="The loop's experiment (default policy=0.35,equal_cost=0.15,random=0.125,marketers=0.125,best_arm=0.125,"
     "holdout=0.125).",
 )
-@click.option("--quick", is_flag=True, help="A small world (6,000 players, 150 days) and 6 weeks: minutes, for CI.")
+@click.option(
+    "--quick", is_flag=True, help="A small world (5,000 players, 120 days) and 4 weeks: a few minutes, for CI."
+)
 @click.pass_obj
 @friendly_errors
-def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int | None, drift_week: int,
-            variants: str | None, quick: bool) -> None:  # fmt: skip
+def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int | None,
+            drift_week: int | None, variants: str | None, quick: bool) -> None:  # fmt: skip
     """The main job on the embedded default: simulate, validate, segment, build features, train set,
     train and evaluate models, decide for every dormant candidate; then play the closed loop for --weeks
     simulated weeks (experiment, feedback, monitoring, retraining, canary) with a drift from --drift-week.
@@ -71,8 +72,9 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     It always works on the SQLite files under the home (it replaces the simulated
     platform there), never on a database given with --db or REKINDLE_DB_URL."""
     if quick:
-        players, days = players or 6000, days or 150
-    weeks = weeks if weeks is not None else (6 if quick else 8)
+        players, days = players or 5000, days or 120
+    weeks = weeks if weeks is not None else (4 if quick else 8)
+    drift_week = drift_week or (3 if quick else 5)
     loop_variants = parse_shares(variants) if variants else None
     if loop_variants is not None:  # checked before minutes of work, not after them
         from serving.experiments import ExperimentError, check_shares
