@@ -59,12 +59,19 @@ def embedded(cfg: Config) -> Config:
     "holdout=0.125).",
 )
 @click.option(
+    "--equal-cost-to",
+    type=click.Choice(["random", "marketers", "best_arm"]),
+    default="random",
+    show_default=True,
+    help="The baseline whose expected cost per player the loop's equal_cost variant may spend.",
+)
+@click.option(
     "--quick", is_flag=True, help="A small world (5,000 players, 120 days) and 4 weeks: a few minutes, for CI."
 )
 @click.pass_obj
 @friendly_errors
 def run_all(obj: Context, players: int | None, days: int | None, seed: int | None, weeks: int | None,
-            drift_week: int | None, variants: str | None, quick: bool) -> None:  # fmt: skip
+            drift_week: int | None, variants: str | None, equal_cost_to: str, quick: bool) -> None:  # fmt: skip
     """The main job on the embedded default: simulate, validate, segment, build features, train set,
     train and evaluate models, decide for every dormant candidate; then play the closed loop for --weeks
     simulated weeks (experiment, feedback, monitoring, retraining, canary) with a drift from --drift-week.
@@ -102,11 +109,13 @@ def run_all(obj: Context, players: int | None, days: int | None, seed: int | Non
     run_training_set(cfg, None, cfg.path("training", "training_set.parquet"), row_checks=False)
     decide(cfg)
     if weeks:
-        play_the_loop(cfg, weeks, drift_week, loop_variants)
+        play_the_loop(cfg, weeks, drift_week, loop_variants, equal_cost_to)
     console.print(f"\nall state is under {cfg.home}")
 
 
-def play_the_loop(cfg: Config, weeks: int, drift_week: int, variants: dict[str, float] | None = None) -> None:
+def play_the_loop(
+    cfg: Config, weeks: int, drift_week: int, variants: dict[str, float] | None = None, equal_cost_to: str = "random"
+) -> None:
     """Steps 9 and on: the closed loop, week by week, with a drift from ``drift_week`` on."""
     from app.cli.loop import run_experiment_report
     from app.cli.play import play
@@ -118,7 +127,8 @@ def play_the_loop(cfg: Config, weeks: int, drift_week: int, variants: dict[str, 
     top = str(offered.value_counts().idxmax()) if len(offered) else "cashback"
     drift = {"event_multiplier": {top: 0.3}}
     console.print(f"drift from week {drift_week}: {top} keeps 30% of its pull on players (simulator drift knob)")
-    played = play(cfg, weeks=weeks, drift_week=drift_week - 1, drift=drift, truth=cfg.path("truth"), variants=variants)
+    played = play(cfg, weeks=weeks, drift_week=drift_week - 1, drift=drift, truth=cfg.path("truth"), variants=variants,
+                  equal_cost_to=equal_cost_to)  # fmt: skip
     print_weeks(console, played.weeks)
     played.weeks.to_csv(cfg.path("loop", "weeks.csv"), index=False)  # for analysis after the run
     played.truth.to_parquet(cfg.path("loop", "truth.parquet"), index=False)  # each decision's true values

@@ -86,7 +86,7 @@ def _truth_of(summary: Any, decisions: pd.DataFrame, variants: pd.DataFrame, mar
 
 def play(
     cfg: Config, *, weeks: int, drift_week: int | None, drift: dict[str, Any], truth: Path,
-    variants: dict[str, float] | None = None,
+    variants: dict[str, float] | None = None, equal_cost_to: str = "random",
 ) -> Played:  # fmt: skip
     """Play ``weeks`` weeks of the loop from the platform's current clock (the features built, a model
     registered), with the drift knobs ``drift`` from week ``drift_week`` on."""
@@ -99,7 +99,8 @@ def play(
     from system_db.store import SystemStore
 
     name = f"loop-{datetime.now():%Y%m%d%H%M%S}"
-    start_experiment(cfg, new_experiment(cfg, name, dict(variants or VARIANTS)), "rekindle run")
+    start_experiment(cfg, new_experiment(cfg, name, dict(variants or VARIANTS), equal_cost_to=equal_cost_to),
+                     "rekindle run")  # fmt: skip
     rows, truths, monitors = [], [], []
     log = DecisionLog(SystemStore(cfg.system_db_url))
     for week in range(weeks):
