@@ -58,6 +58,15 @@ def experiment() -> None:
     selection, the best single arm, a holdout) in every batch and online decision while one runs."""
 
 
+EQUAL_COST_TO = click.option(
+    "--equal-cost-to",
+    type=click.Choice(["random", "marketers", "best_arm"]),
+    default="random",
+    show_default=True,
+    help="The baseline whose expected cost per player the equal_cost variant may spend.",
+)
+
+
 def parse_shares(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for part in text.split(","):
@@ -94,13 +103,7 @@ def parse_shares(text: str) -> dict[str, float]:
     help='The marketers variant\'s segment -> arm table, e.g. {"segment": "arm", ...} '
     "(default: the platform's historical rule, the offer it sent most often per segment in the training set).",
 )
-@click.option(
-    "--equal-cost-to",
-    type=click.Choice(["random", "marketers", "best_arm"]),
-    default="random",
-    show_default=True,
-    help="The baseline whose expected cost per player the equal_cost variant may spend.",
-)
+@EQUAL_COST_TO
 @click.option("--salt", help="The assignment's salt (default: the experiment's name).")
 @click.option("--who", default="cli", show_default=True, help="Who starts it (recorded).")
 @click.pass_obj

@@ -10,7 +10,7 @@ import pandas as pd
 
 from app.cli.data import run_segmentation, run_simulation, run_validation
 from app.cli.features import run_feature_build, run_materialize, run_training_set
-from app.cli.loop import parse_shares
+from app.cli.loop import EQUAL_COST_TO, parse_shares
 from app.cli.models import run_decisions, run_training
 from app.cli.root import Context, console, err_console, friendly_errors
 from core.config import Config, sqlite_url
@@ -58,13 +58,7 @@ def embedded(cfg: Config) -> Config:
     help="The loop's experiment (default policy=0.35,equal_cost=0.15,random=0.125,marketers=0.125,best_arm=0.125,"
     "holdout=0.125).",
 )
-@click.option(
-    "--equal-cost-to",
-    type=click.Choice(["random", "marketers", "best_arm"]),
-    default="random",
-    show_default=True,
-    help="The baseline whose expected cost per player the loop's equal_cost variant may spend.",
-)
+@EQUAL_COST_TO
 @click.option(
     "--quick", is_flag=True, help="A small world (5,000 players, 120 days) and 4 weeks: a few minutes, for CI."
 )
