@@ -18,7 +18,8 @@ paid in the window for the offer itself, ``money_flows.promotionPlayerId`` = the
 (``reward_cost``; a payout after the window is not counted), and
 ``net_value = margin x deposits - reward_cost``. A row whose window has not closed
 by the as-of time (``window_end > as_of``) is left out, with every other row of its
-campaign (a campaign is labelled whole), and counted in :attr:`DecisionSet.open_windows`.
+campaign (a campaign is labelled whole, unless its sends chain over more than a window: a stream's
+rows close one by one), and counted in :attr:`DecisionSet.open_windows`.
 Offers and players at or after ``as_of`` are unseen; sessions and money flows are read
 up to ``as_of`` inclusive, so a window that ends exactly at the as-of time (a week's
 campaign read at the end of that week) is whole and labelled.
@@ -179,11 +180,13 @@ def _label_rows(
     del tie
     decision_at = np.where(offer[order] >= 0, sent[np.maximum(offer[order], 0)], offers.campaign_at[camp[order]])
     # a campaign is labelled whole or not at all (its no-offer rows, at the campaign's time, close before
-    # its later sends): its rows wait for the window of its last decision
+    # its later sends): its rows wait for the window of its last decision. A "campaign" of sends chained over
+    # more than a window (a platform that sends all the time) is a stream: its rows close one by one
     sorted_camp = camp[order]  # ascending: the campaign is the sort's first key
     starts = np.flatnonzero(np.r_[True, sorted_camp[1:] != sorted_camp[:-1]])
     last = np.maximum.reduceat(decision_at, starts)
-    closed = np.repeat(last + window <= now, np.diff(np.r_[starts, len(sorted_camp)]))
+    whole = (last + window <= now) | (last - offers.campaign_at[sorted_camp[starts]] > window)
+    closed = np.repeat(whole, np.diff(np.r_[starts, len(sorted_camp)])) & (decision_at + window <= now)
     n_open = np.bincount(sorted_camp[~closed], minlength=n_campaigns)
     del sorted_camp
     keep = order[closed]

@@ -180,6 +180,22 @@ def test_a_campaign_is_labelled_once_its_last_window_ends_and_whole(tiny, config
     assert earlier.open_windows - at_end.open_windows == 5
 
 
+def test_sends_chained_over_more_than_a_window_close_one_by_one(tiny, config) -> None:
+    # a platform that sends all the time: offers every 50 minutes from campaign 3 (T0 + 10 days) on chain
+    # into one "campaign" longer than the attribution window; its early rows must not wait for its end
+    engine, _ = tiny
+    sends = pd.date_range(T0 + 10 * DAY + timedelta(minutes=50), T0 + 19 * DAY, freq="50min")
+    with engine.begin() as conn:
+        bulk_insert(conn, "promotion_players", pd.DataFrame(
+            {"id": range(100, 100 + len(sends)), "promotionId": 2, "playerId": 8, "reward": 1_000,
+             "createdAt": sends, "appliedAt": pd.NaT}
+        ).astype({"appliedAt": "datetime64[us]"}))  # fmt: skip
+    ds = build_decisions(engine, config, T0 + 18 * DAY)
+    stream = ds.rows[ds.rows["campaign_id"] == 3]
+    assert 14 in set(stream["offer_id"].dropna()) and len(stream) > 4  # its first day's rows are labelled
+    assert (stream["window_end"] <= T0 + 18 * DAY).all() and ds.open_windows > 0
+
+
 def test_open_windows_left_out_and_counted(tiny) -> None:
     _, ds = tiny
     # campaign 3 at T0 + 10 days: offer 14 to player 2 (who played at T0 + 7 days: not dormant)
