@@ -293,6 +293,20 @@ class ModelParams(_Strict):
     deposit_model: Literal["factor", "tree"] = "factor"  # an arm's effect on deposit size: one shrunk factor, or trees
 
 
+class StaleEvidence(_Strict):
+    """Offers of these event types answered differently before ``since``: their held-out rows from before
+    it say nothing of their value now (the loop sets it while the monitor finds an outcome drift; set it
+    by hand when, say, an event type's terms changed)."""
+
+    since: datetime
+    event_types: list[str] = Field(min_length=1)
+
+    @field_validator("since")
+    @classmethod
+    def _naive_utc(cls, v: datetime) -> datetime:
+        return v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo else v
+
+
 class Training(_Strict):
     arms: ArmsConfig = ArmsConfig()
     split: SplitConfig = SplitConfig()
@@ -306,6 +320,7 @@ class Training(_Strict):
     bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
     interval: float = Field(0.9, gt=0.5, lt=1)  # coverage of the evaluation's intervals and the promotion test
     min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy
+    stale_evidence: StaleEvidence | None = None  # event types whose held-out rows before a time no longer count
     tuning_rows: int = Field(30_000, ge=1000)  # validation rows scored per trial (a seeded sample)
     seed: int = Field(1, ge=0)
     experiment: str = "rekindle"

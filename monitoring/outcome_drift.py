@@ -148,15 +148,29 @@ def check_lift_change(
     return LiftChange(t, current, expected, reference, change, se, z, n, drifted, since)
 
 
-def drifted_since(runs: pd.DataFrame) -> pd.Timestamp | None:
-    """When the ongoing outcome drift began: over the latest unbroken stretch of monitoring runs (``runs``: the
+@dataclass(frozen=True)
+class OngoingDrift:
+    since: pd.Timestamp  # the start of the first alerting run's window
+    event_types: tuple[str, ...]  # the event types the lift check found drifted over the stretch
+
+
+def ongoing_drift(runs: pd.DataFrame) -> OngoingDrift | None:
+    """The ongoing outcome drift: over the latest unbroken stretch of monitoring runs (``runs``: the
     ``monitor_runs`` rows, oldest first, ``figures`` as JSON) whose lift check found an event type drifted,
-    the start of the first one's window. None when the latest run found none. Retraining judges its models
-    and fallback rule on the campaigns since then: the world before it no longer holds."""
-    start = None
+    the start of the first one's window and the event types found. None when the latest run found none.
+    Retraining values those event types' offers on the campaigns since then: the world before it no longer
+    holds for them."""
+    start, types = None, set[str]()
     for figures in reversed(list(runs["figures"])):
         f = json.loads(figures) if isinstance(figures, str) else dict(figures)
         if not f.get("lift_drifted") or not f.get("lift_since"):
             break
         start = pd.Timestamp(f["lift_since"])
-    return start
+        types.add(str(f.get("lift_event_type", "")))
+    return None if start is None else OngoingDrift(start, tuple(sorted(types - {""})))
+
+
+def drifted_since(runs: pd.DataFrame) -> pd.Timestamp | None:
+    """When the ongoing outcome drift (:func:`ongoing_drift`) began; None without one."""
+    drift = ongoing_drift(runs)
+    return None if drift is None else drift.since

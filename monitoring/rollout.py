@@ -9,9 +9,9 @@ removed (rolled back), unless the canary was trained on a drift and measured no 
 champion (:func:`monitoring.canary.undecided_after_drift`). Either way the experiment goes back to its
 variants without the challenger. Every step is a model event in the system store, with its figures.
 
-While the monitor finds an outcome drift, a retraining is judged on the campaigns since it began
-(:func:`judged_since_drift`), and a running canary whose retraining did not know of that drift is withdrawn
-(rolled back) so that such a retraining replaces it at once.
+While the monitor finds an outcome drift, a retraining values the drifted event type's offers, and judges
+every policy, on the campaigns since it began (:func:`judged_since_drift`), and a running canary whose
+retraining did not know of that drift is withdrawn (rolled back) so that such a retraining replaces it at once.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from datetime import datetime
 
 import pandas as pd
 
-from core.config import Config
+from core.config import Config, StaleEvidence
 from monitoring.canary import Verdict, canary_verdict, undecided_after_drift
-from monitoring.outcome_drift import drifted_since
+from monitoring.outcome_drift import drifted_since, ongoing_drift
 from serving.experiments import Experiment, definition, from_definition, with_challenger, without_challenger
 from system_db.experiments import ExperimentStore
 from system_db.model_events import LoopRecord
@@ -61,24 +61,27 @@ def canary_version(cfg: Config) -> int | None:
 
 def judged_since_drift(cfg: Config) -> tuple[Config, str]:
     """The configuration a retraining runs with, and why it differs: while the monitor finds an event type's
-    offers drifted, the held-out slice that judges the challenger and picks the fallback rule is the campaigns
-    decided since the drift began (at least one; at most ``training.split.test_campaigns``): judged on the
-    weeks before it, the old best arm would look best still."""
-    since = drifted_since(LoopRecord(SystemStore(cfg.system_db_url)).read_runs())
+    offers drifted (:func:`monitoring.outcome_drift.ongoing_drift`), their held-out rows from before the drift
+    are stale evidence (``training.stale_evidence``): the drifted offers are valued on the campaigns decided
+    since it began, every other offer on the whole held-out slice, and every policy on the campaigns since.
+    Judged on the weeks before it, the old best arm would look best still; judged on the one campaign since,
+    every arm's value would be that one campaign's noise."""
+    drift = ongoing_drift(LoopRecord(SystemStore(cfg.system_db_url)).read_runs())
     path = cfg.path("training", "training_set.parquet")
-    if since is None or not path.is_file():
+    if drift is None or not drift.event_types or not path.is_file():
         return cfg, ""
     at = pd.to_datetime(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"]).drop_duplicates()
-    n = int((at > since).sum())
-    split = cfg.training.split
+    n = min(int((at > drift.since).sum()), cfg.training.split.test_campaigns)
     if n < 1:
         return cfg, ""
-    if n >= split.test_campaigns:  # the usual held-out campaigns are all since the drift already
-        latest = split.test_campaigns
-        return cfg, f"outcome drift since {since:%Y-%m-%d}: judged on the {latest} latest campaigns, all since"
-    training = cfg.training.model_copy(update={"split": split.model_copy(update={"test_campaigns": n})})
-    why = f"outcome drift since {since:%Y-%m-%d}: judged on the {n} campaign{'s' if n > 1 else ''} decided since"
-    return cfg.model_copy(update={"training": training}), why
+    stale = StaleEvidence(since=drift.since.to_pydatetime(), event_types=list(drift.event_types))
+    types = ", ".join(drift.event_types)
+    campaigns = f"{n} campaign{'s' if n > 1 else ''}"
+    why = (
+        f"outcome drift of {types} since {drift.since:%Y-%m-%d}: {types} offers and every policy valued on the "
+        f"{campaigns} decided since, the other offers on all {cfg.training.split.test_campaigns} held-out campaigns"
+    )
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"stale_evidence": stale})}), why
 
 
 def start_canary(cfg: Config, version: int, at: datetime) -> Experiment:

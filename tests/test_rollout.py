@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from monitoring.canary import Verdict, canary_verdict, undecided_after_drift
-from monitoring.outcome_drift import LiftChange, check_lift_change, check_outcomes, drifted_since
+from monitoring.outcome_drift import (
+    LiftChange,
+    OngoingDrift,
+    check_lift_change,
+    check_outcomes,
+    drifted_since,
+    ongoing_drift,
+)
 from monitoring.rollout import DRIFT_FIGURE, drift_unknown_to
 from serving.experiments import Experiment, assign, with_challenger, without_challenger
 
@@ -134,6 +141,8 @@ def test_retraining_after_a_drift_is_judged_on_the_weeks_since_it_began() -> Non
         return pd.DataFrame({"figures": figures})
 
     assert drifted_since(runs(checks[0], checks[1], checks[2])) == pd.Timestamp(checks[1].since)  # since it began
+    assert ongoing_drift(runs(checks[0], checks[1], checks[2])) == OngoingDrift(pd.Timestamp(checks[1].since),
+                                                                                ("cashback",))  # fmt: skip
     assert drifted_since(runs(checks[1], checks[0])) is None  # the latest run found none: the drift is over
     assert drifted_since(runs(checks[1], None)) is None  # nor can a run without a lift check say it goes on
     assert drifted_since(runs()) is None

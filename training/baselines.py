@@ -27,17 +27,27 @@ def uniform_offer(n: int, k: int) -> np.ndarray:
     return out
 
 
+def arm_means(value: np.ndarray) -> np.ndarray:
+    """Each arm's mean ``value`` (rows x arms) over its rows that are not NaN; -inf for an arm without any."""
+    ok = ~np.isnan(value)
+    count = ok.sum(axis=0)
+    total = np.where(ok, value, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), -np.inf)
+
+
 def best_single_arm(value: np.ndarray) -> int:
-    """The offer arm (column >= 1) with the highest mean ``value`` (rows x arms; NaN ignored)."""
-    return int(np.nanmean(value[:, 1:], axis=0).argmax()) + 1
+    """The offer arm (column >= 1) with the highest mean ``value`` (rows x arms; NaN ignored: an arm's mean is
+    over its own rows, and an arm with none is never the best while another has some)."""
+    return int(arm_means(value[:, 1:]).argmax()) + 1
 
 
 def best_arm_per_segment(value: np.ndarray, segment: np.ndarray) -> dict[str, int]:
     """Per segment, its best single arm, or no offer (0) where that arm's mean ``value`` is not positive."""
     best: dict[str, int] = {}
     for s, idx in pd.Series(segment).groupby(segment).indices.items():
-        j = best_single_arm(value[idx])
-        best[str(s)] = j if np.nanmean(value[idx, j]) > 0 else 0
+        means = arm_means(value[idx])
+        j = int(means[1:].argmax()) + 1
+        best[str(s)] = j if means[j] > 0 else 0
     return best
 
 

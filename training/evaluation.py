@@ -65,6 +65,22 @@ class EvalData:
     margin: float
     max_weight: float = np.inf  # SWITCH-DR threshold of the "dr-hurdle" estimator
     level: float = 0.9  # coverage of the bootstrap intervals
+    # rows x arms: whether a row's evidence on an arm still holds (None: everywhere); see :attr:`fresh`
+    current: np.ndarray | None = None
+
+    @property
+    def fresh(self) -> np.ndarray:
+        """The rows whose evidence holds on every arm: policies are valued on these alone, while an arm's value,
+        which picks the baselines and the fallback rule, is its mean over every row where its evidence holds
+        (after an event type's drift, the other types' offers keep the evidence of the weeks before it)."""
+        n = len(self.segment)
+        return np.ones(n, bool) if self.current is None else np.asarray(self.current.all(axis=1), bool)
+
+
+def resample_weights(data: EvalData, n_boot: int, seed: int) -> np.ndarray:
+    """The evaluation's cluster-bootstrap weights (:func:`training.ope.bootstrap_weights`), zero on the rows that
+    are not :attr:`EvalData.fresh`."""
+    return bootstrap_weights(data.logged.cluster, n_boot, seed) * data.fresh
 
 
 @dataclass
@@ -318,7 +334,8 @@ def support_table(
 ) -> pd.DataFrame:
     """How much of each policy's estimate rests on evidence in the logs.
 
-    - ``matched``: held-out rows whose logged arm is the one the policy picks (its probability, summed);
+    - ``matched``: held-out rows (:attr:`EvalData.fresh`) whose logged arm is the one the policy picks (its
+      probability, summed);
     - ``ess``: the effective sample size of those rows' importance weights ``pi(A|x) / e(A|x)``;
     - ``uncorrected``: the share of the matched weight on rows past the weight cap, where "dr-hurdle" takes
       the outcome model's word alone;
@@ -334,11 +351,11 @@ def support_table(
     inverse = np.where(ok, 1.0 / np.where(ok, logged.propensity, 1.0), 0.0)
     out = []
     for name, target in policies.items():
-        pi = np.where(ok, target[rows, col], 0.0)
+        pi = np.where(ok & data.fresh, target[rows, col], 0.0)
         r = pi * inverse
         ess = float(r.sum() ** 2 / (r**2).sum()) if (r > 0).any() else 0.0
         uncorrected = float(r[inverse > data.max_weight].sum() / r.sum()) if r.sum() > 0 else 1.0
-        unsupported = float(target[:, ~supported].sum() / len(target))
+        unsupported = float(target[data.fresh][:, ~supported].sum() / max(int(data.fresh.sum()), 1))
         out.append(
             {
                 "policy": name,
@@ -474,7 +491,7 @@ def evaluate(
     mean = nuisance.predictions if nuisance is not None else scores.point
     source = nuisance.note if nuisance is not None else "the judged model (too few held-out rows to cross-fit)"
     mu = outcome_models(mean, data.margin)
-    w = bootstrap_weights(data.logged.cluster, n_boot, seed)
+    w = resample_weights(data, n_boot, seed)
     pick = judgement.choice
     y_hurdle = hurdle_outcome(mean, data)
     dr_net = dr_pseudo_outcomes(data.logged, mu["net_value"], y_hurdle)
@@ -488,9 +505,10 @@ def evaluate(
     true_inc = truth.incremental_net(data.margin) if truth is not None else None
     judge_by = true_inc if true_inc is not None else choice_inc  # the baselines' arms: by the truth when known
     supported = scores.allowed  # an arm without support is never credited: no baseline picks it
+    holds = data.current if data.current is not None else True
 
-    def credited(value: np.ndarray) -> np.ndarray:
-        return np.where(supported, value, np.nan)
+    def credited(value: np.ndarray) -> np.ndarray:  # nor a row whose evidence on an arm is stale
+        return np.where(supported & holds, value, np.nan)
 
     def segment_rule(value: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
         best = best_arm_per_segment(credited(value), data.segment)
@@ -529,7 +547,7 @@ def evaluate(
     errors = None
     fallback_truth = None
     if truth is not None and true_inc is not None:
-        fallback_truth = float(np.nanmean(true_inc[np.arange(n), fallback_arms]))
+        fallback_truth = float(np.nanmean(true_inc[np.arange(n), fallback_arms][data.fresh]))
         oracle = {ORACLE: one_hot(oracle_arms(true_inc), k)}
         exact = true_values(truth, data.margin, {**policies, **oracle}, w, data.level)
         exact_logged = true_values(truth, data.margin, {HISTORICAL: one_hot(data.logged.column, k)}, w, data.level)

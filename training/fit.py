@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.config import Config, ModelParams
+from core.config import Config, ModelParams, StaleEvidence
 from core.progress import SILENT, Progress
 from features.manifest import with_vocabulary
 from scoring.design import Design
@@ -27,6 +27,7 @@ from training.ope import LoggedData
 from training.propensity import cross_fitted, logged_arm_index
 from training.response import LABELS, ResponseModel
 from training.scorer import Scorer
+from training.stale import current_evidence
 
 FEATURE_SERVICE = "rekindle_player_v1"
 
@@ -121,8 +122,11 @@ def logging_propensity(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame) -> n
     return cross_fitted(design, rows, arms, group=rows["player_id"].to_numpy(), clip=t.propensity_clip, seed=t.seed)
 
 
-def eval_data(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame, e: np.ndarray) -> EvalData:
-    """Held-out population rows as the arrays the evaluation needs; ``e``: :func:`logging_propensity`."""
+def eval_data(
+    cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame, e: np.ndarray, stale: StaleEvidence | None = None
+) -> EvalData:
+    """Held-out population rows as the arrays the evaluation needs; ``e``: :func:`logging_propensity`; the
+    evidence that still holds after ``stale`` (:func:`current_evidence`)."""
     logged = logged_arm_index(rows, arms)
     prop = np.where(logged >= 0, e[np.arange(len(rows)), np.maximum(logged, 0)], 1.0)
     y = {
@@ -137,6 +141,7 @@ def eval_data(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame, e: np.ndarray
         cfg.business.margin,
         cfg.training.ope_max_weight,
         cfg.training.interval,
+        current_evidence(stale, rows, arms),
     )
 
 

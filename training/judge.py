@@ -53,7 +53,7 @@ def judge(
             truth = truth.subset(truth.matched)
     progress.note(f"propensities of the logging policy (cross-fitted on the {len(rows):,} held-out rows)")
     propensity = logging_propensity(cfg, rows, prepared.arms) if propensity is None else propensity
-    data = eval_data(cfg, rows, prepared.arms, propensity)
+    data = eval_data(cfg, rows, prepared.arms, propensity, cfg.training.stale_evidence)
     progress.note(f"scoring {len(rows):,} held-out decisions x {len(prepared.arms)} arms")
     scores = scorer.score(rows)
     judgement = scorer.judge(rows, scores, objective="net_value")

@@ -9,6 +9,11 @@ and held-out ones): no row's ``mu`` has seen that player, and none of it is the 
 held-out campaigns alone it was too weak to tell the arms' deposit sizes apart on the main command's world
 (its estimates came out at a third of the truth); the players' earlier campaigns give it the data.
 
+After an event type's drift (``training.stale_evidence``) the rows that offered it before the drift are left
+out of the fits: learnt from the weeks before, the model kept the drifted offer's old value (the main
+command's cashback@10000 at +430 to +460 KRW per candidate a week after the drift, the truth +297), and
+the doubly robust corrections, which trust its deposit sizes, did not take it down.
+
 With fewer than :data:`MIN_FOLD_ROWS` rows to fit a fold on there is too little; the caller is told
 (``None``) and falls back to the judged model, which the report then says.
 """
@@ -26,6 +31,7 @@ from scoring.heads import ArmPredictions
 from training.data import player_folds
 from training.design import fit_design
 from training.response import LABELS, ResponseModel
+from training.stale import stale_rows
 
 FOLDS = 2
 MIN_FOLD_ROWS = 2_000  # below this a fold's outcome model is noise: use the judged model and say so
@@ -51,13 +57,15 @@ def cross_fitted_outcomes(
 ) -> Nuisance | None:
     """Out-of-fold expected re-engagement, deposits and reward cost of every arm for every row of ``rows``
     (the held-out slice), each fold fitted on the other folds' players' rows of ``history`` (earlier
-    campaigns) and ``rows``; None when a fold would be fitted on fewer than :data:`MIN_FOLD_ROWS` rows."""
+    campaigns) and ``rows``, but for the rows of ``training.stale_evidence``; None when a fold would be
+    fitted on fewer than :data:`MIN_FOLD_ROWS` rows."""
     seed = cfg.training.seed
     pool = rows if history is None else pd.concat([history, rows], ignore_index=True)
     players = pool["player_id"].to_numpy()
     fold_of_pool = player_folds(players, folds, seed)
     fold = fold_of_pool[len(pool) - len(rows) :]
-    if min(int((fold_of_pool != f).sum()) for f in range(folds)) < MIN_FOLD_ROWS:
+    fresh = ~stale_rows(cfg.training.stale_evidence, pool)
+    if min(int(((fold_of_pool != f) & fresh).sum()) for f in range(folds)) < MIN_FOLD_ROWS:
         return None
     n, k = len(rows), len(arms)
     p, dep, cost = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
@@ -66,7 +74,7 @@ def cross_fitted_outcomes(
         out = fold == f
         if not out.any():
             continue
-        train = pool.loc[fold_of_pool != f]
+        train = pool.loc[(fold_of_pool != f) & fresh]
         progress.note(
             f"evaluation outcome model, fold {f + 1} of {folds}: fitted on {len(train):,} rows of other players"
         )
@@ -77,4 +85,6 @@ def cross_fitted_outcomes(
         pred = model.predict_arms(rows.loc[out], arms)
         p[out], dep[out], cost[out] = pred.p_reengage, pred.deposits, pred.cost
     note = f"cross-fitted over {folds} folds of players (not the judged model)"
+    if not fresh.all():
+        note += f", without the {int((~fresh).sum()):,} rows of offers whose evidence is stale"
     return Nuisance(ArmPredictions(arms, p, dep, cost), folds, note)

@@ -19,7 +19,6 @@ from scoring.design import DesignError
 from training import evaluation as ev
 from training.fit import Prepared
 from training.judge import Judged
-from training.ope import bootstrap_weights
 from training.policy import choose
 from training.scorer import Scorer
 
@@ -106,7 +105,7 @@ def promotion_decision(
         reason = f"not promoted: the champion v{champion_version} cannot score these rows ({exc})"
         return Promotion(False, reason, figures)
     t = prepared.cfg.training
-    w = bootstrap_weights(j.data.logged.cluster, t.bootstrap, t.seed)
+    w = ev.resample_weights(j.data, t.bootstrap, t.seed)
     mine = choose(j.scores.inc_net, j.scores.cost, allowed=j.scores.allowed).arm
     theirs = choose(scores.inc_net, scores.cost, allowed=scores.allowed).arm
     gaps = ev.policy_gaps(j.mean, j.data, mine, theirs, w)  # the evaluation's outcome model for both

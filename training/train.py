@@ -94,6 +94,9 @@ def run_train(
                 **split.describe(),
                 **{k: v for k, v in figures.items() if not k.startswith(("random_", "historical_"))},
             }
+            stale = cfg.training.stale_evidence
+            if stale is not None:  # said in the report: these offers' held-out rows before it were not evidence
+                summary["stale evidence"] = f"{', '.join(stale.event_types)} offers up to {stale.since:%Y-%m-%d %H:%M}"
             name = cfg.training.model_name
             champ_version = registry.alias_version(name, registry.CHAMPION)
             champion = _champion(cfg, champ_version, progress)
