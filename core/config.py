@@ -294,9 +294,10 @@ class ModelParams(_Strict):
 
 
 class StaleEvidence(_Strict):
-    """Offers of these event types answered differently before ``since``: their held-out rows from before
-    it say nothing of their value now (the loop sets it while the monitor finds an outcome drift; set it
-    by hand when, say, an event type's terms changed)."""
+    """Offers of these event types answered differently up to ``since``: the rows of campaigns up to it say
+    nothing of their value now (:mod:`training.stale`): the evaluation's outcome model does not learn from
+    them, those offers are valued on the campaigns after it, and so is every policy. The loop sets it after an
+    outcome drift; set it by hand when, say, an event type's terms changed on a known day."""
 
     since: datetime
     event_types: list[str] = Field(min_length=1)
@@ -320,7 +321,7 @@ class Training(_Strict):
     bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
     interval: float = Field(0.9, gt=0.5, lt=1)  # coverage of the evaluation's intervals and the promotion test
     min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy
-    stale_evidence: StaleEvidence | None = None  # event types whose held-out rows before a time no longer count
+    stale_evidence: StaleEvidence | None = None  # event types whose rows up to a time are no evidence (StaleEvidence)
     tuning_rows: int = Field(30_000, ge=1000)  # validation rows scored per trial (a seeded sample)
     seed: int = Field(1, ge=0)
     experiment: str = "rekindle"

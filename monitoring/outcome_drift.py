@@ -154,20 +154,31 @@ class OngoingDrift:
     event_types: tuple[str, ...]  # the event types the lift check found drifted over the stretch
 
 
-def ongoing_drift(runs: pd.DataFrame) -> OngoingDrift | None:
-    """The ongoing outcome drift: over the latest unbroken stretch of monitoring runs (``runs``: the
-    ``monitor_runs`` rows, oldest first, ``figures`` as JSON) whose lift check found an event type drifted,
-    the start of the first one's window and the event types found. None when the latest run found none.
-    Retraining values those event types' offers on the campaigns since then: the world before it no longer
-    holds for them."""
+def latest_drift(runs: pd.DataFrame, *, ongoing: bool = False) -> OngoingDrift | None:
+    """The latest outcome drift in the monitoring runs (``runs``: the ``monitor_runs`` rows, oldest first,
+    ``figures`` as JSON): over the latest unbroken stretch of runs whose lift check found an event type
+    drifted, the start of the first one's window and the event types found. With ``ongoing``, only when the
+    latest run is one of them (the drift goes on). None without one.
+
+    The lift check stops alerting once its reference weeks are past the drift too, but the campaigns before
+    the drift stay stale evidence for the drifted types: retraining values those offers on the campaigns since
+    it began for as long as earlier ones are held out (:func:`monitoring.rollout.judged_since_drift`)."""
     start, types = None, set[str]()
     for figures in reversed(list(runs["figures"])):
         f = json.loads(figures) if isinstance(figures, str) else dict(figures)
-        if not f.get("lift_drifted") or not f.get("lift_since"):
-            break
+        alerting = bool(f.get("lift_drifted")) and bool(f.get("lift_since"))
+        if not alerting:
+            if start is not None or ongoing:
+                break
+            continue
         start = pd.Timestamp(f["lift_since"])
         types.add(str(f.get("lift_event_type", "")))
     return None if start is None else OngoingDrift(start, tuple(sorted(types - {""})))
+
+
+def ongoing_drift(runs: pd.DataFrame) -> OngoingDrift | None:
+    """The outcome drift the latest monitoring run still finds (:func:`latest_drift`); None without one."""
+    return latest_drift(runs, ongoing=True)
 
 
 def drifted_since(runs: pd.DataFrame) -> pd.Timestamp | None:

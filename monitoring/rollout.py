@@ -24,7 +24,7 @@ import pandas as pd
 
 from core.config import Config, StaleEvidence
 from monitoring.canary import Verdict, canary_verdict, undecided_after_drift
-from monitoring.outcome_drift import drifted_since, ongoing_drift
+from monitoring.outcome_drift import drifted_since, latest_drift
 from serving.experiments import Experiment, definition, from_definition, with_challenger, without_challenger
 from system_db.experiments import ExperimentStore
 from system_db.model_events import LoopRecord
@@ -60,28 +60,39 @@ def canary_version(cfg: Config) -> int | None:
 
 
 def judged_since_drift(cfg: Config) -> tuple[Config, str]:
-    """The configuration a retraining runs with, and why it differs: while the monitor finds an event type's
-    offers drifted (:func:`monitoring.outcome_drift.ongoing_drift`), their held-out rows from before the drift
-    are stale evidence (``training.stale_evidence``): the drifted offers are valued on the campaigns decided
-    since it began, every other offer on the whole held-out slice, and every policy on the campaigns since.
-    Judged on the weeks before it, the old best arm would look best still; judged on the one campaign since,
-    every arm's value would be that one campaign's noise."""
-    drift = ongoing_drift(LoopRecord(SystemStore(cfg.system_db_url)).read_runs())
+    """The configuration a retraining runs with, and why it differs: once the monitor has found an event
+    type's offers drifted (:func:`monitoring.outcome_drift.latest_drift`, the alarm over or not), their rows
+    from before the drift are stale evidence (``training.stale_evidence``): the drifted offers are valued on
+    the campaigns decided since it began, every other offer on the whole held-out slice, and every policy on
+    the campaigns since, for as long as the held-out slice holds campaigns from before it. Judged on the weeks
+    before it, the old best arm would look best still; judged on the one campaign since, every arm's value
+    would be that one campaign's noise. The reason is empty (the retraining is not one of the drift's) once
+    the drift is over and every held-out campaign is since it."""
+    runs = LoopRecord(SystemStore(cfg.system_db_url)).read_runs()
+    drift = latest_drift(runs)
     path = cfg.path("training", "training_set.parquet")
     if drift is None or not drift.event_types or not path.is_file():
         return cfg, ""
     at = pd.to_datetime(pd.read_parquet(path, columns=["campaign_at"])["campaign_at"]).drop_duplicates()
-    n = min(int((at > drift.since).sum()), cfg.training.split.test_campaigns)
+    n, held = int((at > drift.since).sum()), cfg.training.split.test_campaigns
     if n < 1:
         return cfg, ""
     stale = StaleEvidence(since=drift.since.to_pydatetime(), event_types=list(drift.event_types))
     types = ", ".join(drift.event_types)
-    campaigns = f"{n} campaign{'s' if n > 1 else ''}"
-    why = (
-        f"outcome drift of {types} since {drift.since:%Y-%m-%d}: {types} offers and every policy valued on the "
-        f"{campaigns} decided since, the other offers on all {cfg.training.split.test_campaigns} held-out campaigns"
-    )
-    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"stale_evidence": stale})}), why
+    updated = cfg.model_copy(update={"training": cfg.training.model_copy(update={"stale_evidence": stale})})
+    if n >= held and drifted_since(runs) is None:  # an old drift: only the outcome model's history is stale
+        return updated, ""
+    if n >= held:  # the held-out campaigns are all since
+        why = (
+            f"outcome drift of {types} since {drift.since:%Y-%m-%d}: judged on the {held} latest campaigns, all "
+            f"since; the evaluation's outcome model does not learn {types} offers from before it"
+        )
+    else:
+        why = (
+            f"outcome drift of {types} since {drift.since:%Y-%m-%d}: {types} offers and every policy valued on the "
+            f"{n} campaign{'s' if n > 1 else ''} decided since, the other offers on all {held} held-out campaigns"
+        )
+    return updated, why
 
 
 def start_canary(cfg: Config, version: int, at: datetime) -> Experiment:

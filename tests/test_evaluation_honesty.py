@@ -260,7 +260,7 @@ def test_after_a_drift_the_other_offers_keep_their_evidence_and_policies_are_val
             right[name] += e.estimated_baselines[ev.BEST_SINGLE]["all"] == "deposit_bonus@10000"
         if seed == 0:
             since, marked = runs["since only"].values, runs["stale marked"].values
-            for policy in (ev.NO_OFFER, ev.RANDOM, ev.LEARNED):
+            for policy in (ev.RANDOM, ev.LEARNED):
                 a = since[(since["policy"] == policy) & (since["estimator"] == "dr")]
                 b = marked[(marked["policy"] == policy) & (marked["estimator"] == "dr")]
                 np.testing.assert_allclose(a["estimate"].to_numpy(), b["estimate"].to_numpy(), atol=1e-9)
@@ -288,3 +288,13 @@ def test_stale_evidence_marks_its_event_types_up_to_its_time_and_refuses_a_time_
     late = StaleEvidence(since="2026-01-19T00:00:00", event_types=["cashback"])
     with pytest.raises(ConfigError, match=r"since 2026-01-19 00:00 is at or after every held-out campaign"):
         current_evidence(late, rows, arms)
+
+
+def test_an_arm_without_any_credited_row_is_never_the_best() -> None:
+    """NaN marks a (row, arm) cell that is not evidence (no support, or stale): np.argmax of nanmeans took an
+    all-NaN column for the best; an arm's mean is over its own cells."""
+    value = np.array([[0.0, 5.0, np.nan, 1.0], [0.0, 3.0, np.nan, 9.0], [0.0, np.nan, np.nan, 5.0]])
+    assert ev.best_single_arm(value) == 3  # arm 3: mean 5; arm 1: mean 4 over its two cells; arm 2: none
+    value[2, 1] = 8.0
+    assert ev.best_single_arm(value) == 1  # now 5.33 against 4
+    assert ev.best_arm_per_segment(value, np.array(["a", "a", "b"])) == {"a": 3, "b": 1}

@@ -158,3 +158,52 @@ def test_retraining_after_a_drift_is_judged_on_the_weeks_since_it_began() -> Non
     assert drift_unknown_to(drifting, events, 3) == pd.Timestamp(checks[1].since)
     assert drift_unknown_to(drifting, events, 4) is None
     assert drift_unknown_to(runs(checks[1], checks[0]), events, 3) is None  # the drift is over
+
+
+def test_the_drifted_offers_stay_stale_evidence_while_campaigns_before_the_drift_are_held_out(tmp_path) -> None:
+    """Retraining's configuration over a drift's life: nothing before it; the drifted type's rows before it
+    stale (and a reason) while the alarm lasts, and while campaigns before it are held out, the alarm over or
+    not; once every held-out campaign is since an ended drift, stale for the outcome model alone, no reason."""
+    from conftest import as_built_config
+
+    from core.config import sqlite_url
+    from monitoring.rollout import judged_since_drift
+    from system_db.model_events import LoopRecord
+    from system_db.store import SystemStore
+
+    cfg = as_built_config(tmp_path / "home")
+    cfg = cfg.model_copy(update={"system_db_url": sqlite_url(tmp_path / "system.db")})
+    record = LoopRecord(SystemStore(cfg.system_db_url))
+    path = cfg.path("training", "training_set.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def campaigns(n: int) -> None:
+        at = pd.Timestamp("2026-01-05") + pd.to_timedelta(7 * np.arange(n), unit="D")
+        pd.DataFrame({"campaign_at": at}).to_parquet(path)
+
+    def run(day: str, drifted: bool) -> None:
+        since = str(pd.Timestamp(day) - pd.Timedelta(days=7))
+        figures = {"lift_drifted": drifted, "lift_since": since, "lift_event_type": "cashback"}
+        record.monitor_run(pd.Timestamp(day).to_pydatetime(), drifted, [], figures, None)
+
+    campaigns(5)
+    run("2026-01-26", False)
+    assert judged_since_drift(cfg) == (cfg, "")  # no drift yet
+    run("2026-02-02", True)  # the campaign of 01-26 is the first after the drift (since 01-26 minus a week)
+    run("2026-02-09", True)
+    got, why = judged_since_drift(cfg)
+    assert got.training.stale_evidence is not None
+    assert got.training.stale_evidence.event_types == ["cashback"]
+    assert got.training.stale_evidence.since == pd.Timestamp("2026-01-26")
+    assert "1 campaign decided since" in why
+    run("2026-02-16", True)
+    campaigns(7)
+    got, why = judged_since_drift(cfg)
+    assert got.training.stale_evidence is not None and "3 campaigns decided since" in why
+    campaigns(9)  # every held-out campaign is since the drift, which goes on: still the drift's retraining
+    assert "all since" in judged_since_drift(cfg)[1]
+    run("2026-02-23", False)  # the alarm is over (the lift check's reference weeks are past the drift too)
+    got, why = judged_since_drift(cfg)
+    assert got.training.stale_evidence is not None and why == ""
+    campaigns(7)  # (were campaigns from before it still held out, they would still be stale)
+    assert "3 campaigns decided since" in judged_since_drift(cfg)[1]

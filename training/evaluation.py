@@ -17,6 +17,10 @@ everyone, best arm per segment, the historical logged policy):
 
 The baselines' arms are chosen on the same held-out rows (by their doubly
 robust value, or by the truth when it is given), which favours the baselines.
+After a drift (``training.stale_evidence``, :mod:`training.stale`) policies, ROI
+cells, uplift curves and the reliability table cover the rows since the drift
+(:attr:`EvalData.fresh`); an arm's value, which picks the baselines, is its mean
+over every row where its evidence holds.
 """
 
 from __future__ import annotations
@@ -503,6 +507,9 @@ def evaluate(
     switch = dr_pseudo_outcomes(data.logged, mu["net_value"], y_hurdle, max_weight=data.max_weight)
     choice_inc = switch - switch[:, [0]]
     true_inc = truth.incremental_net(data.margin) if truth is not None else None
+    fresh = data.fresh  # the rows policies are valued on (all, but after a drift: :attr:`EvalData.fresh`)
+    if true_inc is not None:  # the truth before a drift is another world's: the baselines' arms by today's
+        true_inc = np.where(fresh[:, None], true_inc, np.nan)
     judge_by = true_inc if true_inc is not None else choice_inc  # the baselines' arms: by the truth when known
     supported = scores.allowed  # an arm without support is never credited: no baseline picks it
     holds = data.current if data.current is not None else True
@@ -553,14 +560,14 @@ def evaluate(
         exact_logged = true_values(truth, data.margin, {HISTORICAL: one_hot(data.logged.column, k)}, w, data.level)
         values += [exact, exact_logged]
         errors = estimator_errors(values[0], pd.concat([exact, exact_logged]))
-        cells, acc = roi_cells(scores.inc_net, true_inc, data.segment, arms, min_cell)
+        cells, acc = roi_cells(scores.inc_net[fresh], true_inc[fresh], data.segment[fresh], arms, min_cell)
         roi_source = "simulator truth"
-        curves = uplift_curves(scores.inc_net, {"truth": true_inc, "estimated": dr_inc}, arms)
+        curves = uplift_curves(scores.inc_net[fresh], {"truth": true_inc[fresh], "estimated": dr_inc[fresh]}, arms)
     else:
-        cells, acc = roi_cells(scores.inc_net, dr_inc, data.segment, arms, min_cell)
+        cells, acc = roi_cells(scores.inc_net[fresh], dr_inc[fresh], data.segment[fresh], arms, min_cell)
         roi_source = "doubly robust estimate (no truth)"
-        curves = uplift_curves(scores.inc_net, {"estimated": dr_inc}, arms)
-    right = recommendation_right(pick.arm, judge_by, exact=true_inc is not None)
+        curves = uplift_curves(scores.inc_net[fresh], {"estimated": dr_inc[fresh]}, arms)
+    right = recommendation_right(pick.arm[fresh], judge_by[fresh], exact=true_inc is not None)
     calib = calibration_table(scores, data)
     shares = (
         pd.Series(arms["arm"].to_numpy()[pick.arm])
@@ -581,7 +588,7 @@ def evaluate(
         roi_cells=cells,
         roi_accuracy=acc,
         roi_accuracy_source=roi_source,
-        reliability=reliability(judgement.confidence, right),
+        reliability=reliability(judgement.confidence[fresh], right),
         uplift=curves,
         calibration=calib,
         choice_shares=shares,

@@ -12,6 +12,7 @@ import pandas as pd
 from core.progress import SILENT, Progress
 from scoring.heads import ArmPredictions
 from training import evaluation as ev
+from training.baselines import best_single_arm
 from training.fit import Prepared, eval_data, held_out, logging_propensity
 from training.nuisance import cross_fitted_outcomes
 from training.scorer import Scorer, Scores
@@ -64,13 +65,14 @@ def judge(
         scores, judgement, data, nuisance=nuisance, truth=truth, n_boot=t.bootstrap, seed=t.seed, min_cell=t.min_cell
     )
     budget = None
-    if truth is not None:
-        true_net = truth.incremental_net(cfg.business.margin)
-        true_re = truth.incremental_reengage()
+    if truth is not None:  # on the rows policies are valued on (after a drift, those since)
+        now_truth, now_scores = truth.subset(data.fresh), scores.subset(data.fresh)
+        true_net = now_truth.incremental_net(cfg.business.margin)
+        true_re = now_truth.incremental_reengage()
         reference = {
-            "best single arm (net value)": int(np.nanmean(true_net[:, 1:], axis=0).argmax()) + 1,
-            "best single arm (re-engagement)": int(np.nanmean(true_re[:, 1:], axis=0).argmax()) + 1,
+            "best single arm (net value)": best_single_arm(true_net),
+            "best single arm (re-engagement)": best_single_arm(true_re),
         }
-        budget = ev.budget_check(scores, truth, cfg.business.margin, reference)
+        budget = ev.budget_check(now_scores, now_truth, cfg.business.margin, reference)
     mean = nuisance.predictions if nuisance is not None else scores.point
     return Judged(evaluation, rows, data, scores, truth, mean, budget)
