@@ -1,15 +1,18 @@
 # The two commands of README.md. Both create or reuse .venv from uv.lock.
-.PHONY: run test lint venv bench
+.PHONY: run test lint venv bench browser
 
 venv:
 	@bash scripts/ensure-venv
+
+browser:
+	@bash scripts/ensure-chromium
 
 ## The main job on the embedded default (no servers needed).
 run: venv
 	.venv/bin/rekindle run
 
 ## The whole test suite, linter and type checker (what CI runs).
-test: venv
+test: venv browser
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports

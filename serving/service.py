@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from core.config import load_config
 from core.errors import RekindleError
 from serving.batcher import Batcher
+from serving.dashboard.app import Dashboard
 from serving.engine import Ask, Engine, UnknownPlayersError, UnknownSegmentError
 from system_db.access import Key, check
 from system_db.overrides import OverrideError
@@ -155,6 +156,8 @@ def _openapi() -> dict[str, Any]:
 
 
 app.openapi = _openapi  # type: ignore[method-assign]
+# the marketers' dashboard (signed-in users, not API keys): serving/dashboard, docs/dashboard.md
+app.mount("/dashboard", Dashboard(lambda: load_config(os.environ.get("REKINDLE_CONFIG") or None)))
 
 
 async def _key(request: Request) -> Key:

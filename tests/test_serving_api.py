@@ -3,8 +3,6 @@ workers) on a small simulated platform, called over HTTP like an event system wo
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +20,7 @@ from click.testing import CliRunner
 
 from app.cli import main
 from tests.test_cli import run_main_job, small_model_configs
-from tests.throwaway import free_port
+from tests.throwaway import free_port, started
 
 pytestmark = pytest.mark.slow
 REKINDLE = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "rekindle")
@@ -76,31 +74,10 @@ def server(home: Path, configs: Path, log_path: Path, workers: int) -> Iterator[
     """`rekindle serve` in its own process group, ready (GET /ready 200); yields its URL; stopped by its pid."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [REKINDLE, "--home", str(home), "--config", str(configs), "serve", "--port", str(port),
-             "--workers", str(workers)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the server did not become ready:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the pid it was started with
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    args = [REKINDLE, "--home", str(home), "--config", str(configs), "serve", "--port", str(port),
+            "--workers", str(workers)]  # fmt: skip
+    with started(args, url + "/ready", log_path):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +106,10 @@ def test_health_ready_and_metrics_need_no_key(served: Served) -> None:
     ready = served.get("/ready", key=None).json()
     assert ready["ready"] and ready["model_version"] == "rekindle-response/1" and ready["degraded"] == {}
     assert httpx.get(served.url + "/metrics", timeout=10).status_code == 200
+    # the marketers' dashboard is mounted on the service: anonymous -> its sign-in page (tests/test_dashboard.py)
+    page = httpx.get(served.url + "/dashboard/", timeout=10)
+    assert page.status_code == 303 and page.headers["location"].endswith("/dashboard/signin")
+    assert "Sign in" in httpx.get(served.url + "/dashboard/signin", timeout=10).text
 
 
 def test_keys_roles_and_errors(served: Served) -> None:

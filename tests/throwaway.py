@@ -11,10 +11,40 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+
+@contextmanager
+def started(args: list[str], ready: str, log_path: Path, *, timeout: float = 180) -> Iterator[subprocess.Popen[bytes]]:
+    """``args`` run in their own process group (output to ``log_path``) until GET ``ready`` answers 200;
+    stopped by the pid they were started with (SIGTERM, then SIGKILL after 30 s)."""
+    import httpx
+
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if httpx.get(ready, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{args[0]} did not become ready:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.3)
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the pid it was started with
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def free_port() -> int:

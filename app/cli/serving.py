@@ -1,4 +1,4 @@
-"""The serving commands: serve, keys, overrides. Thin: parse, call serving/ and system_db/, print."""
+"""The serving commands: serve, keys, overrides, users, dashboard. Thin: parse, call serving/ and system_db/, print."""
 
 from __future__ import annotations
 
@@ -176,4 +176,77 @@ def campaign_send(obj: Context, name: str, url: str, chunk_size: int) -> None:
     print_delivery(report)
 
 
-COMMANDS = (serve, keys, overrides, campaign)
+@click.group("users")
+def users() -> None:
+    """The dashboard's users (viewer, marketer, admin); passwords stored as scrypt hashes."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "marketer", "admin"]), default="viewer", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (for scripts).")
+@click.pass_obj
+@friendly_errors
+def users_create(obj: Context, name: str, role: str, password_stdin: bool) -> None:
+    """Create user NAME; asks for the password (at least 10 characters) unless --password-stdin."""
+    from system_db.store import SystemStore
+    from system_db.users import Users
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    user = Users(SystemStore(obj.config().system_db_url)).create(name, role, password)
+    console.print(f"created {user.role} {user.name}")
+
+
+@users.command("list")
+@click.pass_obj
+@friendly_errors
+def users_list(obj: Context) -> None:
+    """Every user (never the passwords)."""
+    from system_db.store import SystemStore
+    from system_db.users import Users
+
+    for u in Users(SystemStore(obj.config().system_db_url)).list():
+        state = f"disabled {u['disabled_at']:%Y-%m-%d %H:%M}" if u["disabled_at"] else "active"
+        console.print(f"{u['name']:24s} {u['role']:9s} created {u['created_at']:%Y-%m-%d %H:%M}  {state}")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.pass_obj
+@friendly_errors
+def users_disable(obj: Context, name: str) -> None:
+    """Disable user NAME (signed-in sessions end at their next page)."""
+    from system_db.store import SystemStore
+    from system_db.users import Users
+
+    Users(SystemStore(obj.config().system_db_url)).disable(name)
+    console.print(f"disabled {name}")
+
+
+@click.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8090, show_default=True)
+@click.pass_obj
+@friendly_errors
+def dashboard(obj: Context, host: str, port: int) -> None:
+    """Start the marketers' dashboard alone (the service also serves it at /dashboard). Sign in with a user
+    made by `rekindle users create`."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Mount, Route
+
+    from serving.dashboard.app import Dashboard
+
+    cfg = obj.config()
+    root = Route("/", lambda request: RedirectResponse("/dashboard/"))
+    app = Starlette(routes=[root, Mount("/dashboard", app=Dashboard(lambda: cfg))])
+    console.print(f"dashboard on http://{host}:{port}/dashboard/ (stop with Ctrl-C or SIGTERM to this process)")
+    sys.stdout.flush()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+COMMANDS = (serve, keys, overrides, campaign, users, dashboard)

@@ -1,0 +1,181 @@
+"""The dashboard's Starlette app: sign-in, the overview and the adjustments page (issue 15, first part).
+
+Every page needs a signed-in user (else a redirect to sign-in); a change needs the role the action names
+and the form's CSRF token. Plotly's JavaScript is served from the installed ``plotly`` package: the pages
+work with no internet. Amounts are whole KRW with thousands separators."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import plotly
+import plotly.graph_objects as go
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from core.config import Config
+from serving.dashboard import data
+from serving.dashboard.auth import (
+    SESSION_HOURS,
+    SignInNeededError,
+    check_csrf,
+    csrf_token,
+    current_user,
+    require,
+    signing_key,
+)
+from system_db.overrides import FIELDS, OverrideError, Overrides
+from system_db.store import SystemStore
+from system_db.users import Users
+
+TEMPLATES = Path(__file__).parent / "templates"
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def krw(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} KRW"
+
+
+def chart(figure: go.Figure) -> str:
+    """A figure as a div and its script, drawn by the page's own plotly.min.js."""
+    figure.update_layout(margin={"l": 40, "r": 10, "t": 30, "b": 40}, height=320, template="plotly_white")
+    return str(figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
+
+
+class Dashboard:
+    """The dashboard as an ASGI app, built on its first request (the configuration is read then, not when
+    the service's module is imported)."""
+
+    def __init__(self, config: Callable[[], Config]) -> None:
+        self.config = config
+        self.app: Starlette | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            self.app = build(self.config)
+        await self.app(scope, receive, send)
+
+
+def href(request: Request, path: str) -> str:
+    """``path`` under wherever the dashboard is mounted (``/dashboard`` on the service)."""
+    return str(request.scope.get("root_path", "")).rstrip("/") + path
+
+
+def build(config: Callable[[], Config]) -> Starlette:
+    """The dashboard's app for the configuration ``config`` gives."""
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.filters["krw"] = krw
+
+    @cache
+    def stores() -> tuple[Config, SystemStore, Users]:
+        cfg = config()
+        store = SystemStore(cfg.system_db_url)
+        return cfg, store, Users(store)
+
+    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        user = current_user(request, stores()[2])
+        context = {"user": user, "csrf": csrf_token(request), "base": href(request, ""), **context}
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    async def signin_form(request: Request) -> Response:
+        context = {"csrf": csrf_token(request), "base": href(request, ""), "error": None}
+        return templates.TemplateResponse(request, "signin.html", context)
+
+    async def signin(request: Request) -> Response:
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf", "")))
+        name, password = str(form.get("name", "")), str(form.get("password", ""))
+        user = stores()[2].check(name, password)
+        if user is None:
+            error = "unknown user or wrong password"
+            context = {"csrf": csrf_token(request), "base": href(request, ""), "error": error}
+            return templates.TemplateResponse(request, "signin.html", context, status_code=401)
+        request.session.clear()  # a new session (and CSRF token) for the signed-in user
+        request.session["user"] = user.name
+        return RedirectResponse(href(request, "/"), status_code=303)
+
+    async def signout(request: Request) -> Response:
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf", "")))
+        request.session.clear()
+        return RedirectResponse(href(request, "/signin"), status_code=303)
+
+    async def overview(request: Request) -> Response:
+        _, store, _ = stores()
+        segments = data.dormant_by_segment(store)
+        at, arms = data.latest_batch_by_arm(store)
+        figure = None
+        if len(segments):
+            bars = go.Figure(go.Bar(x=segments["players"], y=segments["segment"], orientation="h"))
+            figure = chart(bars.update_layout(title="dormant players by segment", yaxis={"autorange": "reversed"}))
+        return page(request, "overview.html", segments=segments.to_dict("records"), batch_at=at,
+                    arms=arms.to_dict("records"), segments_chart=figure)  # fmt: skip
+
+    def adjustments_page(request: Request, error: str | None = None) -> Response:
+        _, store, _ = stores()
+        o = Overrides(store)
+        audit = o.history().tail(50).iloc[::-1].to_dict("records")
+        return page(request, "adjustments.html", 422 if error else 200, overrides=o.read(), fields=list(FIELDS),
+                    audit=audit, error=error)  # fmt: skip
+
+    async def adjustments(request: Request) -> Response:
+        return adjustments_page(request)
+
+    async def adjust(request: Request) -> Response:
+        cfg, store, users = stores()
+        user = current_user(request, users)
+        form = await request.form()
+        check_csrf(request, str(form.get("csrf", "")))
+        require(user, "marketer")
+        field, text = str(form.get("field", "")), str(form.get("value", "")).strip()
+        try:
+            value = None if text == "" else json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare word: a string setting
+        try:
+            Overrides(store).set(field, value, who=f"{user.name} (dashboard)", base=cfg.serving.policy)
+        except OverrideError as exc:
+            return adjustments_page(request, str(exc))
+        return RedirectResponse(href(request, "/adjustments"), status_code=303)
+
+    async def plotly_js(request: Request) -> Response:
+        return FileResponse(PLOTLY_JS, media_type="application/javascript")
+
+    async def sign_in_first(request: Request, exc: Exception) -> Response:
+        return RedirectResponse(href(request, "/signin"), status_code=303)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        context = {"status": exc.status_code, "detail": exc.detail, "base": href(request, "")}
+        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status_code)
+
+    routes = [
+        Route("/", overview, name="overview"),
+        Route("/signin", signin_form, methods=["GET"], name="signin_form"),
+        Route("/signin", signin, methods=["POST"], name="signin"),
+        Route("/signout", signout, methods=["POST"], name="signout"),
+        Route("/adjustments", adjustments, methods=["GET"], name="adjustments"),
+        Route("/adjustments", adjust, methods=["POST"], name="adjust"),
+        Route("/static/plotly.min.js", plotly_js, name="plotly_js"),
+    ]
+
+    def session() -> Middleware:
+        key = signing_key(stores()[0].home)
+        return Middleware(SessionMiddleware, secret_key=key, session_cookie="rekindle_dashboard",
+                          max_age=SESSION_HOURS * 3600, same_site="strict", https_only=False)  # fmt: skip
+
+    return Starlette(
+        routes=routes,
+        middleware=[session()],
+        exception_handlers={SignInNeededError: sign_in_first, HTTPException: refused},
+    )
