@@ -8,6 +8,7 @@ CSRF, the overview and the adjustments page with its audit log (issue 15, first 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.throwaway import free_port, started
 
@@ -90,13 +91,13 @@ def sign_in(page: Page, url: str, name: str, password: str) -> None:
 
 def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(dashboard: str, page: Page) -> None:
     page.goto(dashboard + "/")  # not signed in: sent to sign in
-    assert page.url.endswith("/dashboard/signin")
+    expect(page).to_have_url(re.compile(r"/dashboard/signin$"))
     shot(page, "signin")
     sign_in(page, dashboard, "ana", "wrong password here")
-    assert page.get_by_role("alert").inner_text() == "unknown user or wrong password"
+    expect(page.get_by_role("alert")).to_have_text("unknown user or wrong password")
     sign_in(page, dashboard, "ana", "correct horse battery")
-    assert page.url.endswith("/dashboard/")
-    assert page.get_by_role("heading", name="Overview").is_visible()
+    expect(page).to_have_url(re.compile(r"/dashboard/$"))
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     rows = page.locator("table tr").all_inner_texts()
     assert any("mid-value new dormant" in r and "2" in r for r in rows)
     assert any(HOSTILE in r for r in rows)  # shown as text ...
@@ -105,26 +106,37 @@ def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(
     assert page.locator(".plotly-graph-div").count() == 1  # the chart, drawn by the locally served plotly.js
     shot(page, "overview")
 
+    page.get_by_role("link", name="Experiments").click()
+    expect(page.locator("main")).to_contain_text("No experiment yet")
+    page.get_by_role("link", name="Model health").click()
+    expect(page.get_by_role("heading", name="Models in service")).to_be_visible()
+    models = page.locator("table").first.locator("tr").all_inner_texts()
+    assert [m.split()[0] for m in models[1:]] == ["champion", "challenger", "canary"]  # none registered yet
+    assert "No monitoring run yet" in page.locator("main").inner_text()
+
     page.get_by_role("link", name="Adjustments").click()
+    expect(page.get_by_role("heading", name="Change a setting")).to_be_visible()
     page.get_by_label("Setting").select_option("exploration")
     page.get_by_label("Value").fill("0.1")
     page.get_by_role("button", name="Apply").click()
+    expect(page.locator("table").last.locator("tr")).to_have_count(2)
     audit = page.locator("table").last.locator("tr").all_inner_texts()
     assert len(audit) == 2 and "ana (dashboard)" in audit[1] and "exploration" in audit[1] and "0.1" in audit[1]
     page.get_by_label("Setting").select_option("exploration")
     page.get_by_label("Value").fill("2")  # not a share: refused, nothing written
     page.get_by_role("button", name="Apply").click()
-    assert "exploration" in page.get_by_role("alert").inner_text()
+    expect(page.get_by_role("alert")).to_contain_text("exploration")
     assert len(page.locator("table").last.locator("tr").all_inner_texts()) == 2
     shot(page, "adjustments")
     page.get_by_role("button", name="Sign out").click()
-    assert page.url.endswith("/dashboard/signin")
+    expect(page).to_have_url(re.compile(r"/dashboard/signin$"))
 
 
 def test_a_viewer_reads_but_is_refused_changes_and_forms_need_their_csrf_token(dashboard: str, page: Page) -> None:
     sign_in(page, dashboard, "vic", "viewer password 1")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     page.goto(dashboard + "/adjustments")
-    assert page.get_by_role("heading", name="Audit log").is_visible()
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
     assert page.get_by_role("button", name="Apply").count() == 0  # no form for a viewer
     token = page.locator("input[name=csrf]").first.get_attribute("value")
     change = {"field": "exploration", "value": "0.2"}

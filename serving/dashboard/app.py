@@ -1,4 +1,5 @@
-"""The dashboard's Starlette app: sign-in, the overview and the adjustments page (issue 15, first part).
+"""The dashboard's Starlette app: sign-in, the overview, experiments, model health and adjustments (issue 15,
+first part).
 
 Every page needs a signed-in user (else a redirect to sign-in); a change needs the role the action names
 and the form's CSRF token. Plotly's JavaScript is served from the installed ``plotly`` package: the pages
@@ -148,6 +149,45 @@ def build(config: Callable[[], Config]) -> Starlette:
             return adjustments_page(request, str(exc))
         return RedirectResponse(href(request, "/adjustments"), status_code=303)
 
+    async def experiments(request: Request) -> Response:
+        cfg, store, _ = stores()
+        listed = data.experiments(store)
+        rows = []
+        for e in listed.to_dict("records"):
+            table, p = data.exposures(store, str(e["name"]), dict(e["shares"]))
+            report = cfg.path("experiments", str(e["name"]), "report.html").is_file()
+            rows.append({**e, "exposures": table.to_dict("records"), "srm": p, "report": report})
+        return page(request, "experiments.html", experiments=rows)
+
+    async def experiment_report(request: Request) -> Response:
+        cfg, store, _ = stores()
+        current_user(request, stores()[2])
+        name = request.path_params["name"]
+        if name not in set(data.experiments(store)["name"]):  # only a known experiment's own report: no paths
+            raise HTTPException(404, f"no experiment named {name!r}")
+        path = cfg.path("experiments", name, "report.html")
+        if not path.is_file():
+            raise HTTPException(404, f"experiment {name!r} has no report yet: run `rekindle experiment report {name}`")
+        return FileResponse(path, media_type="text/html")
+
+    async def health(request: Request) -> Response:
+        cfg, store, _ = stores()
+        runs, events = data.monitor_runs(store), data.model_events(store)
+        figure = None
+        if len(runs):
+            fig = go.Figure()
+            fig.add_trace(go.Scatter(x=runs["at"], y=runs["roi_accuracy"], name="ROI accuracy", mode="lines+markers"))
+            fig.add_trace(go.Scatter(x=runs["at"], y=runs["lift_z"], name="lift check z", mode="lines+markers",
+                                     yaxis="y2"))  # fmt: skip
+            alerts = runs[runs["alert"]]
+            fig.add_trace(go.Scatter(x=alerts["at"], y=[0] * len(alerts), name="alert", mode="markers",
+                                     marker={"color": "#b42318", "size": 12, "symbol": "x"}, yaxis="y2"))  # fmt: skip
+            fig.update_layout(title="monitoring runs", yaxis={"title": "ROI accuracy"},
+                              yaxis2={"title": "z", "overlaying": "y", "side": "right"})  # fmt: skip
+            figure = chart(fig)
+        return page(request, "health.html", models=data.served_models(cfg), runs_chart=figure,
+                    runs=runs.iloc[::-1].to_dict("records"), events=events.to_dict("records"))  # fmt: skip
+
     async def plotly_js(request: Request) -> Response:
         return FileResponse(PLOTLY_JS, media_type="application/javascript")
 
@@ -166,6 +206,9 @@ def build(config: Callable[[], Config]) -> Starlette:
         Route("/signout", signout, methods=["POST"], name="signout"),
         Route("/adjustments", adjustments, methods=["GET"], name="adjustments"),
         Route("/adjustments", adjust, methods=["POST"], name="adjust"),
+        Route("/experiments", experiments, name="experiments"),
+        Route("/experiments/{name}/report", experiment_report, name="experiment_report"),
+        Route("/health", health, name="health"),
         Route("/static/plotly.min.js", plotly_js, name="plotly_js"),
     ]
 
