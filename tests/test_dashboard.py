@@ -62,6 +62,33 @@ def seed(home: Path) -> None:
               "deposit_count": 1, "claims": 0, "bonus_ratio": 0.0, "main_game": "slots", "is_bonus_hunter": False,
               "segment": s} for p, s in rows],
         )  # fmt: skip
+    # an experiment with a batch under it, two monitoring runs (one alerting) and a retraining
+    import pandas as pd
+
+    from system_db.decision_log import DecisionLog
+    from system_db.experiments import ExperimentStore
+    from system_db.model_events import LoopRecord
+
+    shares = {"policy": 0.5, "holdout": 0.5}
+    ExperimentStore(store).start("spring", {"salt": "spring", "variants": [[v, x] for v, x in shares.items()]},
+                                 "test", at)  # fmt: skip
+    n = 300
+    policy = [i < 160 for i in range(n)]
+    DecisionLog(store).write_batch("batch-1", pd.DataFrame({
+        "decision_id": [f"d{i}" for i in range(n)], "caller": "batch", "request_id": [f"batch-1:{i}" for i in range(n)],
+        "player_id": range(n), "decided_at": at, "source": "batch", "segment": "mid-value new dormant",
+        "event_type": ["cashback" if p else "none" for p in policy], "reward": [10_000 if p else 0 for p in policy],
+        "propensity": 1.0, "explored": False, "holdout": [not p for p in policy], "fallback": False, "reason": "r",
+        "expected_cost": [10_000.0 if p else 0.0 for p in policy], "incremental_net_value": 0.0,
+        "incremental_reengage": 0.0, "model_version": "m/1", "policy_version": "0",
+        "policy_arm": "cashback@10000", "experiment": "spring",
+        "variant": ["policy" if p else "holdout" for p in policy],
+    }))  # fmt: skip
+    record = LoopRecord(store)
+    record.monitor_run(datetime(2026, 11, 23, 10), False, [], {"roi_accuracy": 0.91}, None)
+    record.monitor_run(datetime(2026, 11, 30, 10), True, ["outcome drift: cashback lost its pull"],
+                       {"roi_accuracy": 0.62, "lift_z": -4.4}, None)  # fmt: skip
+    record.event(datetime(2026, 11, 30, 11), "retrained", 2, "not promoted: judged on the weeks since", {})
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +131,25 @@ def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(
     assert page.evaluate("window.hacked") is None  # ... never run
     assert "&lt;script&gt;" in page.content()
     assert page.locator(".plotly-graph-div").count() == 1  # the chart, drawn by the locally served plotly.js
+    batch = page.locator("table").nth(1).locator("tr").all_inner_texts()  # the latest batch by arm
+    assert batch[1].split("\t")[:3] == ["cashback@10000", "160", "1,600,000 KRW"]
+    assert batch[2].split("\t")[:3] == ["none", "140", "0 KRW"]
     shot(page, "overview")
 
     page.get_by_role("link", name="Experiments").click()
-    expect(page.locator("main")).to_contain_text("No experiment yet")
+    expect(page.get_by_role("heading", name="spring")).to_be_visible()
+    exposed = page.locator("table").first.locator("tr").all_inner_texts()
+    assert [r.split("\t")[:3] for r in exposed[1:]] == [["policy", "160", "53.3%"], ["holdout", "140", "46.7%"]]
+    expect(page.locator("main")).to_contain_text("Sample ratio: p = 0.248 — as configured")  # chi-square, 1 dof
     page.get_by_role("link", name="Model health").click()
     expect(page.get_by_role("heading", name="Models in service")).to_be_visible()
     models = page.locator("table").first.locator("tr").all_inner_texts()
     assert [m.split()[0] for m in models[1:]] == ["champion", "challenger", "canary"]  # none registered yet
-    assert "No monitoring run yet" in page.locator("main").inner_text()
+    runs = page.locator("table").nth(1).locator("tr").all_inner_texts()
+    assert "ALERT" in runs[1] and "0.62" in runs[1] and "cashback lost its pull" in runs[1] and "0.91" in runs[2]
+    assert "not promoted: judged on the weeks since" in page.locator("table").nth(2).inner_text()
+    assert page.locator(".plotly-graph-div").count() == 1
+    shot(page, "health")
 
     page.get_by_role("link", name="Adjustments").click()
     expect(page.get_by_role("heading", name="Change a setting")).to_be_visible()
