@@ -35,9 +35,10 @@ from serving.dashboard.auth import (
     require,
     signing_key,
 )
-from system_db.overrides import FIELDS, OverrideError, Overrides
+from serving.policy import PolicyError
+from system_db.overrides import FIELDS, OverrideError, Overrides, merged
 from system_db.store import SystemStore
-from system_db.users import Users
+from system_db.users import User, Users
 
 TEMPLATES = Path(__file__).parent / "templates"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -67,6 +68,17 @@ class Dashboard:
         await self.app(scope, receive, send)
 
 
+def check_override(cfg: Config, store: SystemStore, field: str, value: Any) -> None:
+    """Refuse an override the served model cannot follow (:func:`serving.policy.check_settings`): the service
+    would keep its old settings and mark itself degraded until it is mended. Without a served model only the
+    settings' own checks apply (as in the API)."""
+    from serving.policy import check_settings
+
+    arms = data.served_arms(cfg)
+    if arms is not None and value is not None:
+        check_settings(merged(cfg.serving.policy, {**Overrides(store).read(), field: value}), arms)
+
+
 def href(request: Request, path: str) -> str:
     """``path`` under wherever the dashboard is mounted (``/dashboard`` on the service)."""
     return str(request.scope.get("root_path", "")).rstrip("/") + path
@@ -83,8 +95,7 @@ def build(config: Callable[[], Config]) -> Starlette:
         store = SystemStore(cfg.system_db_url)
         return cfg, store, Users(store)
 
-    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
-        user = current_user(request, stores()[2])
+    def page(request: Request, user: User, name: str, status_code: int = 200, **context: Any) -> Response:
         context = {"user": user, "csrf": csrf_token(request), "base": href(request, ""), **context}
         return templates.TemplateResponse(request, name, context, status_code=status_code)
 
@@ -112,25 +123,25 @@ def build(config: Callable[[], Config]) -> Starlette:
         return RedirectResponse(href(request, "/signin"), status_code=303)
 
     async def overview(request: Request) -> Response:
-        _, store, _ = stores()
+        _, store, users = stores()
+        user = current_user(request, users)  # before any work: an anonymous request reads nothing
         segments = data.dormant_by_segment(store)
         at, arms = data.latest_batch_by_arm(store)
         figure = None
         if len(segments):
             bars = go.Figure(go.Bar(x=segments["players"], y=segments["segment"], orientation="h"))
             figure = chart(bars.update_layout(title="dormant players by segment", yaxis={"autorange": "reversed"}))
-        return page(request, "overview.html", segments=segments.to_dict("records"), batch_at=at,
+        return page(request, user, "overview.html", segments=segments.to_dict("records"), batch_at=at,
                     arms=arms.to_dict("records"), segments_chart=figure)  # fmt: skip
 
-    def adjustments_page(request: Request, error: str | None = None) -> Response:
-        _, store, _ = stores()
-        o = Overrides(store)
+    def adjustments_page(request: Request, user: User, error: str | None = None) -> Response:
+        o = Overrides(stores()[1])
         audit = o.history().tail(50).iloc[::-1].to_dict("records")
-        return page(request, "adjustments.html", 422 if error else 200, overrides=o.read(), fields=list(FIELDS),
+        return page(request, user, "adjustments.html", 422 if error else 200, overrides=o.read(), fields=list(FIELDS),
                     audit=audit, error=error)  # fmt: skip
 
     async def adjustments(request: Request) -> Response:
-        return adjustments_page(request)
+        return adjustments_page(request, current_user(request, stores()[2]))
 
     async def adjust(request: Request) -> Response:
         cfg, store, users = stores()
@@ -143,25 +154,27 @@ def build(config: Callable[[], Config]) -> Starlette:
             value = None if text == "" else json.loads(text)
         except json.JSONDecodeError:
             value = text  # a bare word: a string setting
-        try:
+        try:  # refused as the API refuses it (an arm or event type the served model cannot send, too)
+            check_override(cfg, store, field, value)
             Overrides(store).set(field, value, who=f"{user.name} (dashboard)", base=cfg.serving.policy)
-        except OverrideError as exc:
-            return adjustments_page(request, str(exc))
+        except (OverrideError, PolicyError) as exc:
+            return adjustments_page(request, user, str(exc))
         return RedirectResponse(href(request, "/adjustments"), status_code=303)
 
     async def experiments(request: Request) -> Response:
-        cfg, store, _ = stores()
+        cfg, store, users = stores()
+        user = current_user(request, users)
         listed = data.experiments(store)
         rows = []
         for e in listed.to_dict("records"):
             table, p = data.exposures(store, str(e["name"]), dict(e["shares"]))
             report = cfg.path("experiments", str(e["name"]), "report.html").is_file()
             rows.append({**e, "exposures": table.to_dict("records"), "srm": p, "report": report})
-        return page(request, "experiments.html", experiments=rows)
+        return page(request, user, "experiments.html", experiments=rows)
 
     async def experiment_report(request: Request) -> Response:
-        cfg, store, _ = stores()
-        current_user(request, stores()[2])
+        cfg, store, users = stores()
+        current_user(request, users)
         name = request.path_params["name"]
         if name not in set(data.experiments(store)["name"]):  # only a known experiment's own report: no paths
             raise HTTPException(404, f"no experiment named {name!r}")
@@ -171,7 +184,8 @@ def build(config: Callable[[], Config]) -> Starlette:
         return FileResponse(path, media_type="text/html")
 
     async def health(request: Request) -> Response:
-        cfg, store, _ = stores()
+        cfg, store, users = stores()
+        user = current_user(request, users)
         runs, events = data.monitor_runs(store), data.model_events(store)
         figure = None
         if len(runs):
@@ -185,7 +199,7 @@ def build(config: Callable[[], Config]) -> Starlette:
             fig.update_layout(title="monitoring runs", yaxis={"title": "ROI accuracy"},
                               yaxis2={"title": "z", "overlaying": "y", "side": "right"})  # fmt: skip
             figure = chart(fig)
-        return page(request, "health.html", models=data.served_models(cfg), runs_chart=figure,
+        return page(request, user, "health.html", models=data.served_models(cfg), runs_chart=figure,
                     runs=runs.iloc[::-1].to_dict("records"), events=events.to_dict("records"))  # fmt: skip
 
     async def plotly_js(request: Request) -> Response:

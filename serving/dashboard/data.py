@@ -132,3 +132,13 @@ def served_models(cfg: Config) -> list[dict[str, object]]:
             reason = registry.version_tag(name, version, "promotion") or ""
             rows.append({"alias": alias, "version": version, "reason": reason, "fallback_rule": rule})
     return rows
+
+
+def served_arms(cfg: Config) -> pd.DataFrame | None:
+    """The arm table of the model serving decides with (the champion, else the challenger), or None."""
+    from training import registry
+
+    name = cfg.training.model_name
+    with registry.tracking(cfg):
+        version = registry.alias_version(name, registry.CHAMPION) or registry.alias_version(name, registry.CHALLENGER)
+        return None if version is None else registry.load_model(registry.model_uri(name, str(version))).arms
