@@ -42,6 +42,18 @@ class Business(_Strict):
     dormancy_days: int = Field(14, ge=1)
     attribution_days: int = Field(7, ge=1)
     margin: float = Field(0.3, gt=0, le=1)
+    time_zone: str = "Asia/Seoul"  # the platform's: the dashboard shows its dates there (stored times are UTC)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; expected an IANA name such as 'Asia/Seoul' or 'UTC'") from None
+        return v
 
 
 class Feedback(_Strict):

@@ -25,6 +25,7 @@ from core.progress import SILENT, Progress
 from features.candidates import candidate_features, snapshot_at
 from scoring.ensemble import ResponseEnsemble
 from scoring.heads import ArmPredictions
+from serving import planner
 from serving.experiments import Experiment, ExperimentError, apply_variants, assign, from_definition, variant_arms
 from serving.export import export_by_event_type
 from serving.policy import (
@@ -193,6 +194,11 @@ def run_batch(
         frame, t, snap, log.last_offers_before(t, exclude=campaign), settings.frequency_cap_days
     )
     rows = Rows(frame["player_id"].to_numpy(np.int64), frame["segment"].astype(str).to_numpy(object), blocked)
+    planner.save(planner.sample_of(
+        s.arms, rows.segment, s.point.p_reengage, s.point.deposits, s.point.cost, blocked == "",
+        seed=cfg.training.seed, holdout=settings.holdout, campaign=campaign, as_of=pd.Timestamp(t),
+        model_version=model_version, margin=s.margin, objective=objective,
+    ), planner.sample_path(cfg))  # the dashboard's campaign planner plans on it  # fmt: skip
     rng = np.random.default_rng([cfg.training.seed, int(pd.Timestamp(t).timestamp())])  # a rerun draws the same
     forced = scorer.rule_columns(frame, arm) if arm is not None else None
     d = decide(

@@ -49,6 +49,7 @@ from system_db.decision_log import DecisionLog, new_decision_id, response_json
 from system_db.experiments import ExperimentStore
 from system_db.overrides import Overrides, merged
 from system_db.store import SystemStore
+from training.arms import greedy_mask
 from training.scorer import Scorer, Scores
 
 POLICY_VERSION_PREFIX = "policy"
@@ -785,6 +786,66 @@ class Engine:
             "incremental_reengage": inc_re, "model_version": decision["model_version"],
             "policy_version": decision["policy_version"], "response": response_json(decision), "policy_arm": would,
             "experiment": decision["experiment"], "variant": decision["variant"],
+        }  # fmt: skip
+
+    def preview(self, player_id: int) -> dict[str, Any]:
+        """What the policy would choose for ``player_id`` now, and why, without deciding: nothing is logged and
+        no exploration is drawn (the dashboard's look-up). Every arm with its expected values, ranked by the
+        objective's gain, and whether the rules allow it; the features behind the best offer."""
+        self.poll()
+        model = self.model
+        if model is None:
+            raise RekindleError("no model is loaded")
+        status = self._statuses([player_id])
+        if player_id not in status:
+            raise UnknownPlayersError([player_id])
+        segment, candidate = self._look_up([player_id])
+        at = now_utc()
+        blocked = "" if status[player_id] == "active" else f"status {status[player_id]}: never offered"
+        if not blocked and not candidate[0]:
+            blocked = f"not a dormant candidate in the segmentation of {self.roster_as_of:%Y-%m-%dT%H:%M}"
+        scored, why = self._scores([player_id], model, at)
+        if scored is None:
+            raise RekindleError(f"the player's features cannot be read now ({why}): the service decides at the "
+                                "segment level meanwhile")  # fmt: skip
+        settings = self.settings
+        if not blocked and settings.frequency_cap_days > 0:
+            last = self.log.last_offers([player_id])
+            ours = np.array([(at - last[player_id]).total_seconds() / 86400 if player_id in last else np.inf])
+            since = (at - self.online.as_of).total_seconds() / 86400 if self.online is not None else 0.0
+            days = np.nan_to_num(scored.days_since_last_offer + since, nan=np.inf)
+            blocked = str(frequency_capped(days, ours, settings.frequency_cap_days)[0])
+        arms = model.scorer.arms
+        names = arm_names(arms)
+        s = Scores(arms, ArmPredictions(arms, scored.p_reengage, scored.deposits, scored.cost), model.scorer.margin)
+        gain = s.gain(self.objective)
+        forced = None
+        if model.rule is not None:
+            rule = model.rule.get(str(segment[0]), model.rule.get("all", NONE))
+            forced = np.array([names.index(rule) if rule in names else 0], np.int64)
+        rows = Rows(np.array([player_id], np.int64), segment, np.array([blocked], dtype=object))
+        quiet = settings.model_copy(update={"exploration": 0.0})
+        d = decide(gain, s.cost, s.inc_net, arms, rows, quiet, np.random.default_rng(0), objective=self.objective,
+                   forced=forced)  # fmt: skip
+        allowed = rule_mask(arms, segment.astype(str), settings)[0] & greedy_mask(arms)
+        offers = np.flatnonzero(allowed[1:]) + 1
+        best = int(offers[np.argmax(gain[0, offers])]) if len(offers) else 0
+        explained = int(d.arm[0]) or best
+        reasons = self._reasons(model, scored, np.array([0]), np.array([explained]), np.array([False]),
+                                np.array([True])).get(0, [])  # fmt: skip
+        cost, net, lift = s.cost[0], s.inc_net[0], s.inc_reengage[0]
+        ranked = [
+            {"arm": names[j], "allowed": bool(allowed[j]) or j == 0, "expected_gain": float(gain[0, j]),
+             "p_reengage": float(s.point.p_reengage[0, j]), "incremental_reengage": float(lift[j]),
+             "cost": float(cost[j]), "incremental_net_value": float(net[j]),
+             "roi": float(net[j] / cost[j]) if cost[j] > 0 else None}
+            for j in np.argsort(-gain[0], kind="stable")
+        ]  # fmt: skip
+        return {
+            "player_id": player_id, "segment": str(segment[0]), "status": status[player_id],
+            "arm": names[int(d.arm[0])], "reason": str(d.reason[0]), "holdout": bool(d.holdout[0]),
+            "explained_arm": names[explained] if explained else None, "reasons": reasons, "arms": ranked,
+            "objective": self.objective, "model_version": model.version, "policy_version": self.policy_version,
         }  # fmt: skip
 
     def segment_recommendation(self, segment: str) -> dict[str, Any]:

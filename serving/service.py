@@ -157,7 +157,13 @@ def _openapi() -> dict[str, Any]:
 
 app.openapi = _openapi  # type: ignore[method-assign]
 # the marketers' dashboard (signed-in users, not API keys): serving/dashboard, docs/dashboard.md
-app.mount("/dashboard", Dashboard(lambda: load_config(os.environ.get("REKINDLE_CONFIG") or None)))
+app.mount(
+    "/dashboard",
+    Dashboard(
+        lambda: load_config(os.environ.get("REKINDLE_CONFIG") or None),
+        engine=lambda: s.engine if (s := getattr(app.state, "service", None)) is not None else None,
+    ),
+)
 
 
 async def _key(request: Request) -> Key:

@@ -158,3 +158,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         on_pg = callspec is not None and callspec.params.get("empty_db_url") == "postgresql"
         if names & PG_FIXTURES or on_pg:
             item.add_marker(pytest.mark.postgres)
+
+
+# ---------------------------------------------------------------- browser --
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:  # pytest-playwright's launch options
+    from tests.browser import chromium
+
+    return {**browser_type_launch_args, "executable_path": chromium(), "args": ["--no-sandbox"]}

@@ -7,38 +7,25 @@ CSRF, the overview and the adjustments page with its audit log (issue 15, first 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
+from core.config import Config
+from tests.browser import shot, sign_in
 from tests.throwaway import free_port, started
 
 REKINDLE = str(Path(sys.executable).parent / "rekindle")
 HOSTILE = "<script>window.hacked = 1</script>"  # a segment name from the platform: shown, never run
-
-
-def chromium() -> str:
-    given = os.environ.get("REKINDLE_CHROMIUM") or shutil.which("chromium")
-    if not given:
-        subprocess.run(["bash", str(Path(__file__).parents[1] / "scripts" / "ensure-chromium")], check=True)
-        given = shutil.which("chromium")
-    assert given, "no chromium: scripts/ensure-chromium could not install Debian's package"
-    return given
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:  # pytest-playwright's launch options
-    return {**browser_type_launch_args, "executable_path": chromium(), "args": ["--no-sandbox"]}
 
 
 def seed(home: Path) -> None:
@@ -52,6 +39,7 @@ def seed(home: Path) -> None:
     users = Users(store)
     users.create("ana", "marketer", "correct horse battery")
     users.create("vic", "viewer", "viewer password 1")
+    users.create("ada", "admin", "admin password 12")
     at = datetime(2026, 11, 30, 10)
     rows = [(1, "mid-value new dormant"), (2, "mid-value new dormant"), (3, HOSTILE)]
     with store.engine.begin() as conn:
@@ -63,8 +51,6 @@ def seed(home: Path) -> None:
               "segment": s} for p, s in rows],
         )  # fmt: skip
     # an experiment with a batch under it, two monitoring runs (one alerting) and a retraining
-    import pandas as pd
-
     from system_db.decision_log import DecisionLog
     from system_db.experiments import ExperimentStore
     from system_db.model_events import LoopRecord
@@ -84,11 +70,41 @@ def seed(home: Path) -> None:
         "policy_arm": "cashback@10000", "experiment": "spring",
         "variant": ["policy" if p else "holdout" for p in policy],
     }))  # fmt: skip
+    # outcomes of that batch: 64 of the 160 offers re-engaged, 28 of the 140 without (a lift of +20 points)
+    from system_db.outcomes import Outcomes
+
+    Outcomes(store).write(pd.DataFrame({
+        "decision_id": [f"d{i}" for i in range(n)], "sent": policy, "offer_id": None, "measured_from": at,
+        "window_end": datetime(2026, 12, 7, 10), "reengaged": [i < 64 or 160 <= i < 188 for i in range(n)],
+        "converted": False, "deposits": 0, "reward_cost": 0, "net_value": 0.0,
+    }), datetime(2026, 12, 7, 11))  # fmt: skip
+    seed_planner(cfg)
     record = LoopRecord(store)
     record.monitor_run(datetime(2026, 11, 23, 10), False, [], {"roi_accuracy": 0.91}, None)
     record.monitor_run(datetime(2026, 11, 30, 10), True, ["outcome drift: cashback lost its pull"],
                        {"roi_accuracy": 0.62, "lift_z": -4.4}, None)  # fmt: skip
     record.event(datetime(2026, 11, 30, 11), "retrained", 2, "not promoted: judged on the weeks since", {})
+
+
+PLAN_ARMS = pd.DataFrame({"event_type": ["none", "reminder", "cashback"], "reward": [0, 0, 10_000],
+                          "supported": True})  # fmt: skip
+
+
+def seed_planner(cfg: Config) -> None:
+    """The latest batch's sample for the planner: 1,000 candidates of one segment, standing for 10,000."""
+    from serving import planner
+
+    rng = np.random.default_rng(7)
+    n = 1000
+    p = np.column_stack([np.full(n, 0.2), np.full(n, 0.22), rng.uniform(0.2, 0.6, n)])
+    deposits = p * 60_000  # cashback pays (over reminder's +360 KRW) where p > 0.495: ~26% of them
+    cost = p * PLAN_ARMS["reward"].to_numpy(float)
+    eligible = np.ones(n, bool)
+    s = planner.sample_of(PLAN_ARMS, np.full(n, "mid-value new dormant", object), p, deposits, cost, eligible,
+                          seed=1, holdout=0.0, campaign="batch-1", as_of=pd.Timestamp("2026-11-30 10:00"),
+                          model_version="m/1", margin=0.3, objective="net_value")  # fmt: skip
+    s.candidates = 10_000
+    planner.save(s, planner.sample_path(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -100,20 +116,6 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     args = [REKINDLE, "--home", str(home), "dashboard", "--port", str(port)]
     with started(args, url + "/signin", home / "dashboard.log", timeout=60):
         yield url
-
-
-def shot(page: Page, name: str) -> None:
-    folder = os.environ.get("REKINDLE_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Page, url: str, name: str, password: str) -> None:
-    page.goto(url + "/signin")
-    page.get_by_label("User").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(dashboard: str, page: Page) -> None:
@@ -130,7 +132,10 @@ def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(
     assert any(HOSTILE in r for r in rows)  # shown as text ...
     assert page.evaluate("window.hacked") is None  # ... never run
     assert "&lt;script&gt;" in page.content()
-    assert page.locator(".plotly-graph-div").count() == 1  # the chart, drawn by the locally served plotly.js
+    assert page.locator(".plotly-graph-div").count() == 2  # the charts, drawn by the locally served plotly.js
+    campaign = page.locator("table").last.locator("tr").nth(1).inner_text().split("\t")
+    assert campaign[1:7] == ["300", "160", "1,600,000 KRW", "300", "40.0%", "20.0%"]  # offered vs held out
+    assert campaign[0].endswith("19:00 KST")  # 10:00 UTC in the platform's time zone
     batch = page.locator("table").nth(1).locator("tr").all_inner_texts()  # the latest batch by arm
     assert batch[1].split("\t")[:3] == ["cashback@10000", "160", "1,600,000 KRW"]
     assert batch[2].split("\t")[:3] == ["none", "140", "0 KRW"]
@@ -183,3 +188,64 @@ def test_a_viewer_reads_but_is_refused_changes_and_forms_need_their_csrf_token(d
     assert forged.status == 403 and "CSRF" in forged.text()
     anonymous = httpx.get(dashboard + "/adjustments", follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"].endswith("/dashboard/signin")
+
+
+def test_preferences_planner_and_recommendations_read_the_measured_and_the_planned(dashboard: str, page: Page) -> None:
+    sign_in(page, dashboard, "ana", "correct horse battery")
+    page.get_by_role("link", name="Player preferences").click()
+    expect(page.get_by_role("heading", name="Player preferences")).to_be_visible()
+    rows = {r.split("\t")[0]: r.split("\t") for r in page.locator("table").first.locator("tr").all_inner_texts()}
+    # 64 of 160 re-engaged: 40.0%, Wilson 95% [32.7%, 47.7%] (by hand), +20 points over no offer's 28 of 140
+    assert rows["cashback@10000"][1:5] == ["160", "40.0%", "32.7% – 47.7%", "+20.0%"]
+    assert rows["none"][1:3] == ["140", "20.0%"]
+    assert rows["reminder@0"][1] == "-" and rows["reminder@0"][6] == "22.0%"  # predicted, never measured
+    assert 0.38 < float(rows["cashback@10000"][6].rstrip("%")) / 100 < 0.42  # the sample's mean p: U(0.2, 0.6)
+    assert page.locator(".plotly-graph-div").count() == 1
+    shot(page, "preferences")
+
+    page.get_by_role("link", name="Campaign planner").click()
+    expect(page.locator(".plotly-graph-div")).to_have_count(1)
+    page.get_by_label("Budget").fill("5000000")
+    page.get_by_role("button", name="Plan").click()
+    expect(page.get_by_role("heading", name="The plan for 5,000,000 KRW")).to_be_visible()
+    totals = page.locator("table").first.locator("tr").nth(1).inner_text().split("\t")
+    cost = float(totals[1].replace(" KRW", "").replace(",", ""))
+    assert 5_000_000 - 60_000 <= cost <= 5_000_000 + 60_000  # one sample row (10 players x 6,000 KRW) either way
+    shot(page, "planner")
+    export = page.request.get(dashboard + "/planner/export.csv?budget=5000000")
+    assert export.ok and "attachment" in export.headers["content-disposition"]
+    plan = pd.read_csv(__import__("io").StringIO(export.text()))
+    assert plan["players"].sum() == 10_000 and abs(plan["expected_cost"].sum() - cost) <= 1
+    assert set(plan["arm"]) == {"cashback@10000", "reminder@0"}
+    page.get_by_label("cashback").check()  # what if cashback is switched off: everyone gets the free reminder
+    page.get_by_role("button", name="Plan").click()
+    totals = page.locator("table").first.locator("tr").nth(1).inner_text().split("\t")
+    assert totals[:2] == ["10,000", "0 KRW"] and totals[3] == "3,600,000 KRW"  # 10,000 x 0.3 x 0.02 x 60,000
+    bad = page.request.get(dashboard + "/planner?margin=1.5")
+    assert bad.status == 422 and "margin must be in (0, 1], got 1.5" in bad.text()
+
+    page.get_by_role("link", name="Recommendations").click()
+    expect(page.locator(".plotly-graph-div")).to_have_count(1)
+    page.get_by_label("Player id").fill("5")
+    page.get_by_role("button", name="Look up").click()
+    expect(page.get_by_role("alert")).to_contain_text("no SQLite database")  # this home has no platform or model
+    logged = page.locator("#player-log tr").all_inner_texts()
+    assert len(logged) == 2 and "cashback@10000" in logged[1] and "batch" in logged[1]
+    assert page.request.get(dashboard + "/recommendations?player=1%3Cb%3E").status == 422
+
+
+def test_an_admin_manages_users_and_keys_others_are_refused(dashboard: str, page: Page) -> None:
+    sign_in(page, dashboard, "ada", "admin password 12")
+    page.get_by_role("link", name="Users").click()
+    names = page.locator("table").first.locator("tr").all_inner_texts()
+    assert {r.split("\t")[0] for r in names[1:]} >= {"ana", "vic", "ada"}
+    shot(page, "users")
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("crm-prod")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("main")).to_contain_text("not shown again")
+    shot(page, "keys")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, dashboard, "ana", "correct horse battery")
+    assert page.get_by_role("link", name="Users").count() == 0
+    assert page.request.get(dashboard + "/admin/users").status == 403

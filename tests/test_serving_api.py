@@ -3,6 +3,7 @@ workers) on a small simulated platform, called over HTTP like an event system wo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -17,8 +18,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
+from playwright.sync_api import Page, expect
 
 from app.cli import main
+from tests.browser import shot, sign_in
 from tests.test_cli import run_main_job, small_model_configs
 from tests.throwaway import free_port, started
 
@@ -271,6 +274,65 @@ def test_overrides_take_effect_in_every_worker_without_a_restart(served: Served)
         assert audit[-1]["field"] == "disabled_event_types" and audit[-1]["who"].startswith("test-admin")
     finally:
         assert served.put("/v1/overrides/disabled_event_types", {"value": None}).status_code == 200
+
+
+def test_a_marketer_pins_a_segment_on_the_dashboard_and_the_api_sends_it(served: Served, page: Page) -> None:
+    """End to end in Chromium on the service's own dashboard: look a player up (the policy's preview with its
+    runners-up and reasons), pin the player's segment to an arm the policy does not send it, see the change in
+    the audit log, and the next recommendations through the API send the pinned arm."""
+    from core.config import load_config
+    from system_db.store import SystemStore
+    from system_db.users import Users
+
+    cfg = load_config(served.configs, home=served.home)
+    Users(SystemStore(cfg.system_db_url)).create("mara", "marketer", "marketer password")
+    seg = pd.read_sql("SELECT player_id, segment FROM segments WHERE is_candidate",
+                      sa.create_engine(f"sqlite:///{served.home / 'rekindle.db'}"))  # fmt: skip
+    log = served.log()
+    asked = set(log.loc[log["source"] == "online", "player_id"].astype(int))  # offered: under the frequency cap
+    fresh = seg[~seg["player_id"].isin(asked)]
+    segment = fresh["segment"].value_counts().index[0]
+    players = fresh.loc[fresh["segment"] == segment, "player_id"].astype(int).tolist()
+    assert len(players) >= 12, "too few unasked candidates in one segment"
+    look, later = players[0], players[1:12]
+
+    dash = served.url + "/dashboard"
+    sign_in(page, dash, "mara", "marketer password")
+    page.get_by_role("link", name="Recommendations").click()
+    page.get_by_label("Player id").fill(str(look))
+    page.get_by_role("button", name="Look up").click()
+    expect(page.locator("#player-decision")).to_contain_text(f"player {look} ({segment}")
+    arms = [r.split("\t") for r in page.locator("#player-arms tr").all_inner_texts()[1:]]
+    chosen = page.locator("#player-decision strong").inner_text()
+    assert chosen in [a[0] for a in arms] and len(arms) >= 3 and arms[0][0] != arms[1][0]
+    shot(page, "recommendations")  # a real model's preview, its runners-up and reasons
+    pin = next(a[0] for a in reversed(arms) if a[1] == "yes" and a[0] not in (chosen, "none"))
+    assert len(served.log()) == len(log)  # a preview logs nothing
+
+    page.get_by_role("link", name="Adjustments").click()
+    page.get_by_label("Setting").select_option("pins")
+    page.get_by_label("Value").fill(json.dumps({segment: pin}))
+    page.get_by_role("button", name="Apply").click()
+    audit = page.locator("table").last.locator("tr").nth(1)
+    expect(audit).to_contain_text("mara (dashboard)")
+    expect(audit).to_contain_text(pin)
+    try:
+        time.sleep(2.5)  # two polls of the overrides
+        got = served.post("/v1/recommendations:batch", {"requests": [{"player_id": p} for p in later]}).json()
+        decided = got["decisions"]
+        live = [d for d in decided if not d["holdout"] and "frequency" not in d["reason"]]
+        assert len(live) >= 8 and all(d["event_type"] + "@" + str(d["reward"]) == pin for d in live)
+        assert all(f"pinned to {pin}" in d["reason"] for d in live)
+        page.get_by_role("link", name="Recommendations").click()  # the preview follows the pin too
+        page.get_by_label("Player id").fill(str(look))
+        page.get_by_role("button", name="Look up").click()
+        expect(page.locator("#player-decision strong")).to_have_text(pin)
+    finally:
+        page.get_by_role("link", name="Adjustments").click()
+        page.get_by_label("Setting").select_option("pins")
+        page.get_by_label("Value").fill("")
+        page.get_by_role("button", name="Apply").click()
+        expect(page.locator("table").last.locator("tr").nth(1)).to_contain_text("(cleared)")
 
 
 def test_concurrent_clients_lose_and_double_no_decision(served: Served) -> None:

@@ -4,9 +4,12 @@ millions of rows; the pages get a few dozen)."""
 from __future__ import annotations
 
 import json
+import threading
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from cachetools import TTLCache, cached
 
 from core.config import Config
 from platform_db.db import read_sql
@@ -28,13 +31,20 @@ def dormant_by_segment(store: SystemStore) -> pd.DataFrame:
     return read_sql(store.engine, query)
 
 
+def latest_batch_at(store: SystemStore) -> pd.Timestamp | None:
+    """The decision time of the latest batch in the decision log, or None before any."""
+    t = DecisionLog(store).table
+    latest = read_sql(store.engine, sa.select(sa.func.max(t.c.decided_at).label("at")).where(t.c.source == "batch"))
+    at = latest["at"].iloc[0] if len(latest) else None
+    return None if at is None or pd.isna(at) else pd.Timestamp(at)
+
+
 def latest_batch_by_arm(store: SystemStore) -> tuple[pd.Timestamp | None, pd.DataFrame]:
     """The latest batch's time and its decisions per arm: arm, decisions, expected cost and incremental net
     value (KRW, summed)."""
     t = DecisionLog(store).table
-    latest = read_sql(store.engine, sa.select(sa.func.max(t.c.decided_at).label("at")).where(t.c.source == "batch"))
-    at = latest["at"].iloc[0] if len(latest) else None
-    if at is None or pd.isna(at):
+    at = latest_batch_at(store)
+    if at is None:
         return None, pd.DataFrame(columns=["arm", "decisions", "expected_cost", "incremental_net_value"])
     query = (
         sa.select(
@@ -42,12 +52,11 @@ def latest_batch_by_arm(store: SystemStore) -> tuple[pd.Timestamp | None, pd.Dat
             sa.func.sum(t.c.expected_cost).label("expected_cost"),
             sa.func.sum(t.c.incremental_net_value).label("incremental_net_value"),
         )
-        .where(t.c.source == "batch", t.c.decided_at == at)
+        .where(t.c.source == "batch", t.c.decided_at == at.to_pydatetime())
         .group_by(t.c.event_type, t.c.reward)
     )  # fmt: skip
     frame = read_sql(store.engine, query)
-    pairs = zip(frame["event_type"], frame["reward"], strict=True)
-    frame.insert(0, "arm", [e if e == "none" else f"{e}@{int(r)}" for e, r in pairs])
+    frame.insert(0, "arm", _arm_column(frame))
     frame = frame.drop(columns=["event_type", "reward"]).sort_values("decisions", ascending=False)
     return pd.Timestamp(at), frame.fillna(0.0).reset_index(drop=True)
 
@@ -116,6 +125,12 @@ def model_events(store: SystemStore, last: int = 50) -> pd.DataFrame:
     return events[["at", "kind", "version", "reason"]].tail(last).iloc[::-1].reset_index(drop=True)
 
 
+REGISTRY_SECONDS = 30  # the registry's answers are kept this long: an alias moves at most once a retraining
+_registry: TTLCache[tuple[str, str, str], object] = TTLCache(maxsize=32, ttl=REGISTRY_SECONDS)
+_registry_lock = threading.Lock()
+
+
+@cached(_registry, key=lambda cfg: ("models", str(cfg.home), cfg.training.model_name), lock=_registry_lock)
 def served_models(cfg: Config) -> list[dict[str, object]]:
     """The registry's champion, challenger and canary: alias, version, why (the promotion's reason), the
     fallback rule it serves when no model is trusted."""
@@ -134,6 +149,7 @@ def served_models(cfg: Config) -> list[dict[str, object]]:
     return rows
 
 
+@cached(_registry, key=lambda cfg: ("arms", str(cfg.home), cfg.training.model_name), lock=_registry_lock)
 def served_arms(cfg: Config) -> pd.DataFrame | None:
     """The arm table of the model serving decides with (the champion, else the challenger), or None."""
     from training import registry
@@ -142,3 +158,145 @@ def served_arms(cfg: Config) -> pd.DataFrame | None:
     with registry.tracking(cfg):
         version = registry.alias_version(name, registry.CHAMPION) or registry.alias_version(name, registry.CHALLENGER)
         return None if version is None else registry.load_model(registry.model_uri(name, str(version))).arms
+
+
+def _arm_column(frame: pd.DataFrame) -> pd.Series:
+    pairs = zip(frame["event_type"], frame["reward"], strict=True)
+    return pd.Series([e if e == "none" else f"{e}@{int(r)}" for e, r in pairs], index=frame.index, dtype=object)
+
+
+def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval of a proportion (95% by default): right at small counts and near 0 or 1."""
+    n = np.asarray(n, float)
+    p = np.divide(successes, n, out=np.zeros_like(n), where=n > 0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.where(n > 0, centre - half, 0.0), np.where(n > 0, centre + half, 1.0)
+
+
+def outcomes_version(store: SystemStore) -> tuple[int, str]:
+    """Changes whenever an outcome is added: what a cached aggregate of the outcomes is keyed on."""
+    from system_db.outcomes import Outcomes
+
+    o = Outcomes(store).table
+    got = read_sql(store.engine, sa.select(sa.func.count().label("n"), sa.func.max(o.c.measured_at).label("at")))
+    return int(got["n"].iloc[0]), str(got["at"].iloc[0])
+
+
+def history_by_segment(store: SystemStore) -> pd.DataFrame:
+    """What re-engaged each segment: per segment and arm of every decision whose outcome is measured, the
+    decisions, the share that re-engaged with its Wilson 95% interval, and the mean net value (KRW). "none"
+    holds the no-offer decisions (the holdout and the model's own), the reference an offer is read against."""
+    from system_db.outcomes import Outcomes
+
+    d, o = DecisionLog(store).table, Outcomes(store).table
+    query = (
+        sa.select(
+            d.c.segment, d.c.event_type, d.c.reward, sa.func.count().label("decisions"),
+            sa.func.sum(sa.case((o.c.reengaged, 1), else_=0)).label("reengaged"),
+            sa.func.avg(o.c.net_value).label("net_value"),
+        )
+        .select_from(d.join(o, o.c.decision_id == d.c.decision_id))
+        .where(d.c.segment.is_not(None))
+        .group_by(d.c.segment, d.c.event_type, d.c.reward)
+    )  # fmt: skip
+    frame = read_sql(store.engine, query)
+    if frame.empty:
+        return pd.DataFrame(columns=["segment", "arm", "decisions", "reengaged", "rate", "low", "high", "net_value"])
+    frame.insert(1, "arm", _arm_column(frame))
+    frame["rate"] = frame["reengaged"] / frame["decisions"]
+    frame["low"], frame["high"] = wilson(frame["reengaged"].to_numpy(float), frame["decisions"].to_numpy(float))
+    return frame.drop(columns=["event_type", "reward"]).sort_values(["segment", "arm"]).reset_index(drop=True)
+
+
+def arm_mix(store: SystemStore) -> tuple[pd.Timestamp | None, pd.DataFrame]:
+    """The latest batch's decisions per segment and arm: segment, arm, decisions, share of the segment."""
+    t = DecisionLog(store).table
+    at = latest_batch_at(store)
+    if at is None:
+        return None, pd.DataFrame(columns=["segment", "arm", "decisions", "share"])
+    query = (
+        sa.select(t.c.segment, t.c.event_type, t.c.reward, sa.func.count().label("decisions"))
+        .where(t.c.source == "batch", t.c.decided_at == at.to_pydatetime())
+        .group_by(t.c.segment, t.c.event_type, t.c.reward)
+    )
+    frame = read_sql(store.engine, query)
+    frame["segment"] = frame["segment"].fillna("unknown")
+    frame.insert(1, "arm", _arm_column(frame))
+    frame["share"] = frame["decisions"] / frame.groupby("segment")["decisions"].transform("sum")
+    frame = frame.drop(columns=["event_type", "reward"]).sort_values(["segment", "decisions"], ascending=[True, False])
+    return pd.Timestamp(at), frame.reset_index(drop=True)
+
+
+def player_decisions(store: SystemStore, player_id: int, last: int = 10) -> pd.DataFrame:
+    """A player's latest logged decisions, newest first: when, source, segment, arm, reason, expected values."""
+    t = DecisionLog(store).table
+    query = (
+        sa.select(
+            t.c.decided_at, t.c.source, t.c.segment, t.c.event_type, t.c.reward, t.c.reason, t.c.expected_cost,
+            t.c.incremental_net_value, t.c.explored, t.c.holdout, t.c.model_version, t.c.experiment, t.c.variant,
+        )
+        .where(t.c.player_id == player_id)
+        .order_by(t.c.decided_at.desc())
+        .limit(last)
+    )  # fmt: skip
+    frame = read_sql(store.engine, query)
+    frame.insert(3, "arm", _arm_column(frame) if len(frame) else pd.Series(dtype=object))
+    return frame.drop(columns=["event_type", "reward"])
+
+
+def dormant_trend(store: SystemStore, last: int = 26) -> pd.DataFrame:
+    """The dormant players per segment at each of the latest ``last`` segmentations: as_of, segment, players."""
+    t = store.segments
+    store.ensure()
+    times = sa.select(t.c.as_of).distinct().order_by(t.c.as_of.desc()).limit(last).subquery()
+    query = (
+        sa.select(t.c.as_of, t.c.segment, sa.func.count().label("players"))
+        .where(t.c.is_dormant, t.c.as_of.in_(sa.select(times.c.as_of)))
+        .group_by(t.c.as_of, t.c.segment)
+        .order_by(t.c.as_of)
+    )
+    return read_sql(store.engine, query)
+
+
+def recent_campaigns(store: SystemStore, last: int = 8) -> pd.DataFrame:
+    """The latest ``last`` batches, newest first: when, decisions, offers, expected reward cost; and once their
+    outcomes are measured: how many, the share re-engaged among the offered and among the held out, the
+    realised reward cost and net value (KRW)."""
+    from system_db.outcomes import Outcomes
+
+    d, o = DecisionLog(store).table, Outcomes(store).table
+    times = (
+        sa.select(d.c.decided_at).where(d.c.source == "batch").distinct()
+        .order_by(d.c.decided_at.desc()).limit(last).subquery()
+    )  # fmt: skip
+    offered = d.c.event_type != "none"
+    query = (
+        sa.select(
+            d.c.decided_at.label("at"), sa.func.count().label("decisions"),
+            sa.func.sum(sa.case((offered, 1), else_=0)).label("offers"),
+            sa.func.sum(d.c.expected_cost).label("expected_cost"),
+            sa.func.count(o.c.decision_id).label("measured"),
+            sa.func.sum(sa.case((offered & o.c.reengaged, 1), else_=0)).label("offers_reengaged"),
+            sa.func.sum(sa.case((offered & o.c.decision_id.is_not(None), 1), else_=0)).label("offers_measured"),
+            sa.func.sum(sa.case((d.c.holdout & o.c.reengaged, 1), else_=0)).label("holdout_reengaged"),
+            sa.func.sum(sa.case((d.c.holdout & o.c.decision_id.is_not(None), 1), else_=0)).label("holdout_measured"),
+            sa.func.sum(o.c.reward_cost).label("reward_cost"), sa.func.sum(o.c.net_value).label("net_value"),
+        )
+        .select_from(d.outerjoin(o, o.c.decision_id == d.c.decision_id))
+        .where(d.c.source == "batch", d.c.decided_at.in_(sa.select(times.c.decided_at)))
+        .group_by(d.c.decided_at)
+        .order_by(d.c.decided_at.desc())
+    )  # fmt: skip
+    frame = read_sql(store.engine, query)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["offered_rate"] = frame["offers_reengaged"] / frame["offers_measured"].where(frame["offers_measured"] > 0)
+        frame["holdout_rate"] = frame["holdout_reengaged"] / frame["holdout_measured"].where(
+            frame["holdout_measured"] > 0
+        )
+    return frame
+
+
+def spent_on(store: SystemStore, day: object) -> float:
+    """The online decisions' expected reward cost counted against ``day``'s budget (UTC day), KRW."""
+    return DecisionLog(store).spent(day)  # type: ignore[arg-type]
