@@ -163,3 +163,24 @@ def write_html(report: ExperimentReport, out: Path) -> Path:
     tmp.write_text(page)
     tmp.replace(out)
     return out
+
+
+def write_summary(report: ExperimentReport, out: Path) -> Path:
+    """The report's figures as JSON (the dashboard's experiments page reads it): players measured and
+    waiting, the sample-ratio p-value, each variant's means with intervals, every comparison with its effect,
+    interval, adjusted p-value and verdict, and the sentences. Written whole or not at all."""
+    import json
+
+    def records(frame: pd.DataFrame) -> list[dict[str, object]]:
+        return json.loads(frame.to_json(orient="records"))  # NaN -> null
+
+    body = {
+        "name": report.name, "measured": len(report.players), "waiting": report.waiting,
+        "srm_pvalue": report.stats.srm_pvalue, "variants": records(report.stats.variants),
+        "comparisons": records(report.stats.comparisons), "sentences": report.stats.sentences,
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, default=str))
+    tmp.replace(out)
+    return out

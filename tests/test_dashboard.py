@@ -79,6 +79,7 @@ def seed(home: Path) -> None:
         "converted": False, "deposits": 0, "reward_cost": 0, "net_value": 0.0,
     }), datetime(2026, 12, 7, 11))  # fmt: skip
     seed_planner(cfg)
+    seed_report(cfg, policy)
     record = LoopRecord(store)
     record.monitor_run(datetime(2026, 11, 23, 10), False, [], {"roi_accuracy": 0.91}, None)
     record.monitor_run(datetime(2026, 11, 30, 10), True, ["outcome drift: cashback lost its pull"],
@@ -105,6 +106,25 @@ def seed_planner(cfg: Config) -> None:
                           model_version="m/1", margin=0.3, objective="net_value")  # fmt: skip
     s.candidates = 10_000
     planner.save(s, planner.sample_path(cfg))
+
+
+def seed_report(cfg: Config, policy: list[bool]) -> None:
+    """The summary `rekindle experiment report spring` writes, from the seeded players' outcomes."""
+    from monitoring.experiment_report import METRICS, ExperimentReport, write_summary
+    from monitoring.experiment_stats import analyse
+
+    rng = np.random.default_rng(3)
+    n = len(policy)
+    reengaged = np.array([i < 64 or 160 <= i < 188 for i in range(n)], float)
+    players = pd.DataFrame({
+        "variant": ["policy" if p else "holdout" for p in policy], "reengaged": reengaged, "converted": reengaged,
+        "deposits": reengaged * 60_000, "reward_cost": np.array(policy, float) * reengaged * 10_000,
+        "sessions_pre": rng.poisson(3, n), "net_value_pre": rng.normal(1000, 300, n),
+    })  # fmt: skip
+    players["net_value"] = 0.3 * players["deposits"] - players["reward_cost"] + rng.normal(0, 100, n)
+    stats = analyse(players, {"policy": 0.5, "holdout": 0.5}, treatments=["policy"], controls=["holdout"],
+                    metrics=METRICS)  # fmt: skip
+    write_summary(ExperimentReport("spring", players, 12, stats), cfg.path("experiments", "spring", "summary.json"))
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +166,14 @@ def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(
     exposed = page.locator("table").first.locator("tr").all_inner_texts()
     assert [r.split("\t")[:3] for r in exposed[1:]] == [["policy", "160", "53.3%"], ["holdout", "140", "46.7%"]]
     expect(page.locator("main")).to_contain_text("Sample ratio: p = 0.248 — as configured")  # chi-square, 1 dof
+    expect(page.locator("main")).to_contain_text("300 players measured, 12 waiting")
+    variants = {r.split("\t")[0]: r.split("\t") for r in page.locator("table").nth(1).locator("tr").all_inner_texts()}
+    assert variants["policy"][1:3] == ["160", "40.0%"] and variants["holdout"][1:3] == ["140", "20.0%"]
+    compared = page.locator("table").nth(2).locator("tr").all_inner_texts()
+    lift = next(r.split("\t") for r in compared if r.startswith("policy vs holdout\treengaged"))
+    assert lift[-1] == "yes" and abs(float(lift[2]) - 0.20) < 0.01  # 20 points (CUPED-adjusted), significant
+    assert page.locator(".plotly-graph-div").count() == 1  # the comparisons' forest plot
+    shot(page, "experiments")
     page.get_by_role("link", name="Model health").click()
     expect(page.get_by_role("heading", name="Models in service")).to_be_visible()
     models = page.locator("table").first.locator("tr").all_inner_texts()

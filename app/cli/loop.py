@@ -270,7 +270,7 @@ def experiment_report(obj: Context, name: str, out: Path | None) -> None:
 
 
 def run_experiment_report(cfg: Config, name: str, out: Path | None) -> ExperimentReport | None:
-    from monitoring.experiment_report import build_report, write_html
+    from monitoring.experiment_report import build_report, write_html, write_summary
     from serving.experiments import from_definition
     from system_db.decision_log import DecisionLog
     from system_db.experiments import ExperimentStore
@@ -300,6 +300,7 @@ def run_experiment_report(cfg: Config, name: str, out: Path | None) -> Experimen
         console.print("\ndetectable relative effect at this size (80% power), and players needed for 15%:")
         console.print(p.round(4).to_string(index=False))
     path = write_html(report, out or cfg.path("experiments", name, "report.html"))
+    write_summary(report, cfg.path("experiments", name, "summary.json"))  # the dashboard's experiments page
     console.print(f"\nreport: {path}")
     return report
 

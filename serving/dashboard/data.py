@@ -300,3 +300,14 @@ def recent_campaigns(store: SystemStore, last: int = 8) -> pd.DataFrame:
 def spent_on(store: SystemStore, day: object) -> float:
     """The online decisions' expected reward cost counted against ``day``'s budget (UTC day), KRW."""
     return DecisionLog(store).spent(day)  # type: ignore[arg-type]
+
+
+def experiment_summary(cfg: Config, name: str) -> dict[str, object] | None:
+    """The figures of ``rekindle experiment report NAME`` (``<home>/experiments/NAME/summary.json``), or None
+    before the first report."""
+    path = cfg.path("experiments", name, "summary.json")
+    if not path.is_file():
+        return None
+    summary: dict[str, object] = json.loads(path.read_text())
+    summary["updated"] = pd.Timestamp(path.stat().st_mtime, unit="s")
+    return summary

@@ -71,6 +71,30 @@ def campaign_chart(campaigns: pd.DataFrame) -> str | None:
     return chart(fig)
 
 
+def forest_chart(summary: dict[str, Any]) -> str | None:
+    """Each primary comparison's difference with its 95% interval, a panel per metric (their scales differ),
+    green where significant after correction."""
+    from plotly.subplots import make_subplots
+
+    rows = [c for c in summary.get("comparisons", []) if c.get("primary") and c.get("effect") is not None]
+    if not rows:
+        return None
+    metrics = list(dict.fromkeys(c["metric"] for c in rows))
+    fig = make_subplots(rows=len(metrics), cols=1, subplot_titles=metrics, vertical_spacing=0.25 / len(metrics))
+    for i, metric in enumerate(metrics, start=1):
+        mine = [c for c in rows if c["metric"] == metric]
+        fig.add_trace(go.Scatter(
+            x=[c["effect"] for c in mine], y=[f"{c['treatment']} vs {c['control']}" for c in mine], mode="markers",
+            marker={"size": 10, "color": ["#2f855a" if c["significant"] else "#7b8794" for c in mine]},
+            error_x={"type": "data", "symmetric": False, "array": [c["effect_upper"] - c["effect"] for c in mine],
+                     "arrayminus": [c["effect"] - c["effect_lower"] for c in mine]},
+        ), row=i, col=1)  # fmt: skip
+        fig.add_vline(x=0, line_color="#1f2933", row=i, col=1)  # type: ignore[arg-type]
+    fig.update_layout(title="difference against the control, 95% interval (green: significant after correction)",
+                      showlegend=False)  # fmt: skip
+    return chart(fig, height=140 + 110 * len(metrics), top=70)
+
+
 def routes(site: Site) -> list[Route]:
     async def overview(request: Request) -> Response:
         user = site.user(request)
@@ -111,7 +135,9 @@ def routes(site: Site) -> list[Route]:
         for e in data.experiments(site.store).to_dict("records"):
             table, p = data.exposures(site.store, str(e["name"]), dict(e["shares"]))
             report = site.cfg.path("experiments", str(e["name"]), "report.html").is_file()
-            rows.append({**e, "exposures": table.to_dict("records"), "srm": p, "report": report})
+            summary = data.experiment_summary(site.cfg, str(e["name"]))
+            rows.append({**e, "exposures": table.to_dict("records"), "srm": p, "report": report, "summary": summary,
+                         "forest": forest_chart(summary) if summary else None})  # fmt: skip
         return site.page(request, user, "experiments.html", experiments=rows)
 
     async def experiment_report(request: Request) -> Response:

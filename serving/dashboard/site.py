@@ -31,9 +31,14 @@ def krw(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:,.0f} KRW"
 
 
-def chart(figure: go.Figure, height: int = 320) -> str:
+def pct(value: float | None, signed: bool = False) -> str:
+    """A share as a percentage with one decimal ("-" for none)."""
+    return "-" if value is None or value != value else (f"{value:+.1%}" if signed else f"{value:.1%}")
+
+
+def chart(figure: go.Figure, height: int = 320, top: int = 30) -> str:
     """A figure as a div and its script, drawn by the page's own plotly.min.js (served from the package)."""
-    figure.update_layout(margin={"l": 40, "r": 10, "t": 30, "b": 40}, height=height, template="plotly_white")
+    figure.update_layout(margin={"l": 40, "r": 10, "t": top, "b": 40}, height=height, template="plotly_white")
     return str(figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
 
 
@@ -53,6 +58,7 @@ class Site:
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
         self.templates.env.filters["krw"] = krw
         self.templates.env.filters["when"] = self.when
+        self.templates.env.filters["pct"] = pct
 
     @cached_property
     def cfg(self) -> Config:
