@@ -80,6 +80,16 @@ def seed(home: Path) -> None:
     }), datetime(2026, 12, 7, 11))  # fmt: skip
     seed_planner(cfg)
     seed_report(cfg, policy)
+    # two feedback runs' realised-against-predicted cells, and a monitoring run's Evidently report
+    cells = pd.DataFrame({"segment": ["a", "b"], "arm": "cashback@10000", "n_offered": [600, 400],
+                          "n_control": 50, "predicted_cost": None, "realised_cost": None, "accuracy": None,
+                          "reliable": True})  # fmt: skip
+    Outcomes(store).write_cells(cells.assign(predicted=[500.0, 500.0], realised=[400.0, 700.0], se=[50.0, 80.0]),
+                                datetime(2026, 11, 23, 11))  # fmt: skip
+    Outcomes(store).write_cells(cells.assign(predicted=[450.0, 450.0], realised=[200.0, 450.0], se=[50.0, 80.0]),
+                                datetime(2026, 11, 30, 11))  # fmt: skip
+    cfg.path("monitor").mkdir(parents=True, exist_ok=True)
+    cfg.path("monitor", "data-drift-20261130T100500.html").write_text("<html><body>an Evidently report</body></html>")
     record = LoopRecord(store)
     record.monitor_run(datetime(2026, 11, 23, 10), False, [], {"roi_accuracy": 0.91}, None)
     record.monitor_run(datetime(2026, 11, 30, 10), True, ["outcome drift: cashback lost its pull"],
@@ -181,7 +191,13 @@ def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(
     runs = page.locator("table").nth(1).locator("tr").all_inner_texts()
     assert "ALERT" in runs[1] and "0.62" in runs[1] and "cashback lost its pull" in runs[1] and "0.91" in runs[2]
     assert "not promoted: judged on the weeks since" in page.locator("table").nth(2).inner_text()
-    assert page.locator(".plotly-graph-div").count() == 1
+    assert page.locator(".plotly-graph-div").count() == 2  # realised against predicted; the monitoring runs
+    roi = page.evaluate("document.querySelectorAll('.plotly-graph-div')[0].data.map(t => t.y)")
+    assert roi == [[500, 450], [520, 300]]  # pooled by offers, by hand: (600 x 400 + 400 x 700) / 1,000 = 520
+    page.get_by_role("link", name="data-drift-20261130T100500.html").click()
+    expect(page.locator("body")).to_contain_text("an Evidently report")
+    page.go_back()
+    assert page.request.get(dashboard + "/health/reports/..%2Frekindle.db").status == 404
     shot(page, "health")
 
     page.get_by_role("link", name="Adjustments").click()

@@ -3,6 +3,7 @@ millions of rows; the pages get a few dozen)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 
@@ -125,6 +126,52 @@ def model_events(store: SystemStore, last: int = 50) -> pd.DataFrame:
     return events[["at", "kind", "version", "reason"]].tail(last).iloc[::-1].reset_index(drop=True)
 
 
+FIGURES = {  # a model's evaluation on its held-out campaigns (off-policy, doubly robust), from its MLflow run
+    "net_value": "learned_net_value_dr_hurdle",  # KRW per candidate under the learned policy
+    "best_single_net_value": "best_single_net_value_dr_hurdle",  # ... under the best single arm
+    "reengaged": "learned_reengaged_dr_hurdle",
+    "mean_confidence": "mean_confidence",
+}
+
+
+def _evaluation(run_id: str | None) -> dict[str, float | None]:
+    """The evaluation figures of a model version's training run (None where the run has none)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    metrics: dict[str, float] = {}
+    if run_id:
+        with contextlib.suppress(MlflowException):
+            metrics = MlflowClient().get_run(run_id).data.metrics
+    return {k: metrics.get(m) for k, m in FIGURES.items()}
+
+
+def roi_over_time(store: SystemStore) -> pd.DataFrame:
+    """Realised against predicted incremental net value per offer, pooled over each feedback run's (segment,
+    arm) cells weighted by their offers: measured_at, predicted, realised, its standard error, offers."""
+    from system_db.outcomes import Outcomes
+
+    cells = Outcomes(store).read_cells()
+    if cells.empty:
+        return pd.DataFrame(columns=["measured_at", "predicted", "realised", "se", "offers"])
+    w = cells["n_offered"].astype(float)
+    cells = cells.assign(wp=cells["predicted"] * w, wr=cells["realised"] * w, wv=(cells["se"] * w) ** 2, w=w)
+    g = cells.groupby("measured_at", as_index=False)[["wp", "wr", "wv", "w"]].sum()
+    return pd.DataFrame({
+        "measured_at": g["measured_at"], "predicted": g["wp"] / g["w"], "realised": g["wr"] / g["w"],
+        "se": np.sqrt(g["wv"]) / g["w"], "offers": g["w"].astype(int),
+    })  # fmt: skip
+
+
+def drift_reports(cfg: Config, last: int = 12) -> list[dict[str, object]]:
+    """The monitoring runs' Evidently reports (``<home>/monitor/*.html``), newest first: name, when written."""
+    folder = cfg.path("monitor")
+    if not folder.is_dir():
+        return []
+    files = sorted(folder.glob("*.html"), key=lambda f: f.stat().st_mtime, reverse=True)[:last]
+    return [{"name": f.name, "at": pd.Timestamp(f.stat().st_mtime, unit="s")} for f in files]
+
+
 REGISTRY_SECONDS = 30  # the registry's answers are kept this long: an alias moves at most once a retraining
 _registry: TTLCache[tuple[str, str, str], object] = TTLCache(maxsize=32, ttl=REGISTRY_SECONDS)
 _registry_lock = threading.Lock()
@@ -141,11 +188,13 @@ def served_models(cfg: Config) -> list[dict[str, object]]:
         for alias in (registry.CHAMPION, registry.CHALLENGER, registry.CANARY):
             version = registry.alias_version(name, alias)
             if version is None:
-                rows.append({"alias": alias, "version": None, "reason": "none", "fallback_rule": ""})
+                none = {"alias": alias, "version": None, "reason": "none", "fallback_rule": ""}
+                rows.append({**none, **_evaluation(None)})
                 continue
             rule = registry.version_tag(name, version, registry.FALLBACK_TAG) or ""
             reason = registry.version_tag(name, version, "promotion") or ""
-            rows.append({"alias": alias, "version": version, "reason": reason, "fallback_rule": rule})
+            figures = _evaluation(registry.version_tag(name, version, "run_id"))
+            rows.append({"alias": alias, "version": version, "reason": reason, "fallback_rule": rule, **figures})
     return rows
 
 

@@ -95,6 +95,19 @@ def forest_chart(summary: dict[str, Any]) -> str | None:
     return chart(fig, height=140 + 110 * len(metrics), top=70)
 
 
+def roi_chart(roi: pd.DataFrame) -> str | None:
+    """Realised against predicted incremental net value per offer over the feedback runs, with the realised
+    value's 95% interval."""
+    if roi.empty:
+        return None
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=roi["measured_at"], y=roi["predicted"], name="predicted", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=roi["measured_at"], y=roi["realised"], name="realised (95% interval)",
+                             mode="lines+markers", error_y={"type": "data", "array": 1.96 * roi["se"]}))  # fmt: skip
+    fig.update_layout(title="incremental net value per offer: realised against predicted (KRW)")
+    return chart(fig)
+
+
 def routes(site: Site) -> list[Route]:
     async def overview(request: Request) -> Response:
         user = site.user(request)
@@ -165,8 +178,17 @@ def routes(site: Site) -> list[Route]:
             fig.update_layout(title="monitoring runs", yaxis={"title": "ROI accuracy"},
                               yaxis2={"title": "z", "overlaying": "y", "side": "right"})  # fmt: skip
             figure = chart(fig)
+        roi = data.roi_over_time(site.store)
         return site.page(request, user, "health.html", models=data.served_models(site.cfg), runs_chart=figure,
-                         runs=runs.iloc[::-1].to_dict("records"), events=events.to_dict("records"))  # fmt: skip
+                         runs=runs.iloc[::-1].to_dict("records"), events=events.to_dict("records"),
+                         roi_chart=roi_chart(roi), reports=data.drift_reports(site.cfg))  # fmt: skip
+
+    async def drift_report(request: Request) -> Response:
+        site.user(request)
+        name = request.path_params["name"]
+        if name not in {str(r["name"]) for r in data.drift_reports(site.cfg, last=10_000)}:  # listed files only
+            raise HTTPException(404, f"no monitoring report named {name!r}")
+        return FileResponse(site.cfg.path("monitor", name), media_type="text/html")
 
     return [
         Route("/", overview, name="overview"),
@@ -175,4 +197,5 @@ def routes(site: Site) -> list[Route]:
         Route("/experiments", experiments, name="experiments"),
         Route("/experiments/{name}/report", experiment_report, name="experiment_report"),
         Route("/health", health, name="health"),
+        Route("/health/reports/{name}", drift_report, name="drift_report"),
     ]

@@ -28,12 +28,15 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def krw(value: float | None) -> str:
     """Whole KRW with thousands separators ("-" for none)."""
-    return "-" if value is None or value != value else f"{value:,.0f} KRW"
+    ok = isinstance(value, int | float) and value == value
+    return f"{value:,.0f} KRW" if ok else "-"
 
 
 def pct(value: float | None, signed: bool = False) -> str:
     """A share as a percentage with one decimal ("-" for none)."""
-    return "-" if value is None or value != value else (f"{value:+.1%}" if signed else f"{value:.1%}")
+    if not isinstance(value, int | float) or value != value:
+        return "-"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
 def chart(figure: go.Figure, height: int = 320, top: int = 30) -> str:
