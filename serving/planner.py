@@ -173,14 +173,15 @@ def allowed(sample: Sample, rules: PolicySettings, what: WhatIf) -> np.ndarray:
 
 
 def _totals(sample: Sample, arm: np.ndarray, inc_net: np.ndarray, inc_re: np.ndarray) -> dict[str, float]:
-    rows = np.arange(len(arm))
+    k = sample.cost.shape[1]
+    at = np.arange(len(arm)) * k + arm  # flat positions of the chosen cells: one gather per array
     s = sample.scale
-    cost = float(sample.cost[rows, arm].sum()) * s
-    net = float(inc_net[rows, arm].sum()) * s
+    cost = float(sample.cost.ravel()[at].sum()) * s
+    net = float(inc_net.ravel()[at].sum()) * s
     return {
-        "offers": float((arm > 0).sum()) * s,
+        "offers": float(np.count_nonzero(arm)) * s,
         "cost": cost,
-        "reengagements": float(inc_re[rows, arm].sum()) * s,
+        "reengagements": float(inc_re.ravel()[at].sum()) * s,
         "net_value": net,
         "roi": net / cost if cost > 0 else float("nan"),
     }
@@ -192,16 +193,18 @@ def curve(sample: Sample, rules: PolicySettings, what: WhatIf, points: int = CUR
     what.check(sample)
     gain, inc_net, inc_re = sample.gain(what.objective, what.margin)
     ok = allowed(sample, rules, what)
-    cost = sample.cost
+    # the arms a row may not get can never win: -inf gain; no offer (column 0) scores 0 at every price
+    g = np.where(ok, gain, -np.inf).astype(np.float32)
+    c = np.where(ok, sample.cost, 0.0).astype(np.float32)
+    g[:, 0], c[:, 0] = 0.0, 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(ok & (cost > 0) & (gain > 0), gain / cost, 0.0)
+        ratio = np.where((c > 0) & (g > 0), g / c, 0.0)
     top = float(ratio.max()) if ratio.size else 0.0
     lams = [0.0] if top <= 0 else [*(top * np.geomspace(1.0, 1e-3, points - 1)), 0.0]
     out = []
     for lam in lams:
-        score = np.where(ok, gain - lam * cost, -np.inf)
-        score[:, 0] = 0.0
-        out.append({"shadow_price": lam, **_totals(sample, score.argmax(axis=1), inc_net, inc_re)})
+        arm = (g - np.float32(lam) * c).argmax(axis=1)
+        out.append({"shadow_price": lam, **_totals(sample, arm, inc_net, inc_re)})
     frame = pd.DataFrame(out).rename(columns={"cost": "budget"})
     return frame.drop_duplicates("budget").sort_values("budget").reset_index(drop=True)
 

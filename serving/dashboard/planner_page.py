@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
+from cachetools import LRUCache
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,14 +26,14 @@ class SampleCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._key: tuple[str, float] | None = None
+        self.key: tuple[str, float] | None = None
         self._sample: planner.Sample | None = None
 
     def get(self, path: Path) -> planner.Sample | None:
         key = (str(path), path.stat().st_mtime) if path.is_file() else None
         with self._lock:
-            if key != self._key:
-                self._sample, self._key = planner.load(path), key
+            if key != self.key:
+                self._sample, self.key = planner.load(path), key
             return self._sample
 
 
@@ -93,12 +94,30 @@ def routes(site: Site) -> list[Route]:
             raise HTTPException(422, str(exc)) from None
         return sample, what, budget
 
+    answers: LRUCache[tuple[object, ...], Any] = LRUCache(maxsize=64)  # a what-if asked again: no numpy
+    lock = threading.Lock()
+
+    def remembered(kind: str, sample: planner.Sample, settings: Any, what: planner.WhatIf, budget: float | None,
+                   compute: Any) -> Any:  # fmt: skip
+        key = (kind, cache.key, settings.model_dump_json(), what, budget)
+        with lock:
+            if key in answers:
+                return answers[key]
+        value = compute()
+        with lock:
+            answers[key] = value
+        return value
+
     async def page(request: Request) -> Response:
         user = site.user(request)
         sample, what, budget = planned(request)
         settings = rules()
-        points = planner.curve(sample, settings, what)
-        totals, table = planner.plan(sample, settings, what, budget) if budget is not None else (None, None)
+        points = remembered("curve", sample, settings, what, None, lambda: planner.curve(sample, settings, what))
+        totals, table = (
+            remembered("plan", sample, settings, what, budget, lambda: planner.plan(sample, settings, what, budget))
+            if budget is not None
+            else (None, None)
+        )
         event_types = sorted(set(sample.arms["event_type"].astype(str)) - {"none"})
         return site.page(
             request, user, "planner.html", sample=sample, what=what, budget=budget, points=points.to_dict("records"),
