@@ -16,7 +16,7 @@ test: venv browser
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
-	.venv/bin/pytest -n 2 --dist loadfile --durations=15
+	.venv/bin/pytest --durations=15
 
 bench: venv
 	.venv/bin/python benchmarks/simulate.py

@@ -61,6 +61,8 @@ def decisions_table(md: sa.MetaData) -> sa.Table:
         sa.Column("variant", sa.String(16), nullable=True),  # the JSON answered online, returned again on a retry
         sa.UniqueConstraint("caller", "request_id", name="decisions_caller_request_id"),
         sa.Index("decisions_player_time", "player_id", "decided_at"),
+        # a batch's decisions, and the latest batch (the dashboard's overview and arm mix, feedback)
+        sa.Index("decisions_source_time", "source", "decided_at"),
         # the offers alone: the frequency cap's "last offer" of a player does not walk the no-offer rows that
         # every call for a capped player logs (SQLite uses a partial index for the literal term only)
         sa.Index("decisions_offers", "player_id", "decided_at", sqlite_where=OFFERED, postgresql_where=OFFERED),

@@ -13,6 +13,7 @@ written by the system.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pandas as pd
@@ -70,12 +71,24 @@ class SystemStore:
         self.metadata = sa.MetaData(schema=self.schema)
         self.segments = segments_table(self.metadata)
         self.attributes = attributes_table(self.metadata)
+        self._ensured: set[str] = set()
+        self._lock = threading.RLock()
 
     def ensure(self) -> None:
-        with self.engine.begin() as conn:
-            if self.schema:
-                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-        self.metadata.create_all(self.engine)
+        """Create the declared tables that are missing, and the declared indexes a table created by an earlier
+        release lacks; once per table and store (every reader calls this: a page of the dashboard, ten times)."""
+        with self._lock:  # two threads of one process (a page and the dashboard's warm-up) create a table once
+            new = [t for name, t in self.metadata.tables.items() if name not in self._ensured]
+            if not new:
+                return
+            with self.engine.begin() as conn:
+                if self.schema:
+                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            self.metadata.create_all(self.engine, tables=new)
+            for table in new:
+                for index in table.indexes:
+                    index.create(self.engine, checkfirst=True)
+            self._ensured.update(t.key for t in new)
 
     def write_segments(self, frame: pd.DataFrame, as_of: datetime) -> int:
         """Replace the segments of ``as_of`` with ``frame`` in one transaction."""

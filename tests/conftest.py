@@ -130,9 +130,8 @@ def _redis_up() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def redis_server(worker_id: str) -> Iterator[str]:
-    """A Redis database number of its own for this session (flushed before and after), as a Feast connection
-    string; each pytest-xdist worker its own (``worker_id`` gw0, gw1, ...; "master" without xdist)."""
+def redis_server() -> Iterator[str]:
+    """A Redis database number of its own for this session (flushed before and after), as a Feast connection string."""
     import redis
 
     why = _redis_up()
@@ -140,7 +139,7 @@ def redis_server(worker_id: str) -> Iterator[str]:
         msg = f"Redis at {REDIS_HOST}:{REDIS_PORT} is DOWN and could not be started: {why}"
         print(f"\n!!! SKIPPING REDIS TESTS: {msg}\n")
         pytest.skip(msg)
-    db = 11 + (int(worker_id.removeprefix("gw")) if worker_id.startswith("gw") else 0)
+    db = 11
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
     client.flushdb()
     yield f"{REDIS_HOST}:{REDIS_PORT},db={db}"

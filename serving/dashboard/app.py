@@ -102,8 +102,9 @@ def build(config: Callable[[], Config], engine: Callable[[], Engine | None] | No
         return Middleware(SessionMiddleware, secret_key=key, session_cookie="rekindle_dashboard",
                           max_age=SESSION_HOURS * 3600, same_site="strict", https_only=False)  # fmt: skip
 
-    def warm() -> None:  # the registry's answers before the first model-health page (seconds, once)
-        with contextlib.suppress(Exception):  # no registry yet: the page says so when asked
+    def warm() -> None:  # the registry's answers and the overview's aggregates before the first visitor
+        with contextlib.suppress(Exception):  # no registry or store yet: the pages say so when asked
+            pages.overview_figures(site)
             data.served_models(site.cfg)
 
     threading.Thread(target=warm, name="dashboard-warm", daemon=True).start()

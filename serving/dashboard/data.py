@@ -18,6 +18,14 @@ from system_db.decision_log import DecisionLog
 from system_db.store import SystemStore
 
 
+def latest_segmentation_at(store: SystemStore) -> pd.Timestamp | None:
+    """The time of the latest segmentation stored (read from the table's primary key), or None."""
+    store.ensure()
+    with store.engine.connect() as conn:
+        at = conn.execute(sa.select(sa.func.max(store.segments.c.as_of))).scalar()
+    return None if at is None else pd.Timestamp(at)
+
+
 def dormant_by_segment(store: SystemStore) -> pd.DataFrame:
     """The dormant players per segment at the latest segmentation: segment, players (most first)."""
     t = store.segments
@@ -221,15 +229,6 @@ def wilson(successes: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.nd
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return np.where(n > 0, centre - half, 0.0), np.where(n > 0, centre + half, 1.0)
-
-
-def outcomes_version(store: SystemStore) -> tuple[int, str]:
-    """Changes whenever an outcome is added: what a cached aggregate of the outcomes is keyed on."""
-    from system_db.outcomes import Outcomes
-
-    o = Outcomes(store).table
-    got = read_sql(store.engine, sa.select(sa.func.count().label("n"), sa.func.max(o.c.measured_at).label("at")))
-    return int(got["n"].iloc[0]), str(got["at"].iloc[0])
 
 
 def history_by_segment(store: SystemStore) -> pd.DataFrame:

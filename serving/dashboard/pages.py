@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -44,9 +45,8 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def base_chart(site: Site) -> str | None:
+def base_chart(trend: pd.DataFrame) -> str | None:
     """The dormant players per segment over the latest segmentations (a bar chart when there is one)."""
-    trend = data.dormant_trend(site.store)
     if trend.empty:
         return None
     if trend["as_of"].nunique() == 1:
@@ -108,17 +108,27 @@ def roi_chart(roi: pd.DataFrame) -> str | None:
     return chart(fig)
 
 
+def overview_figures(site: Site) -> tuple[pd.DataFrame, str | None, tuple[Any, pd.DataFrame], pd.DataFrame]:
+    """The overview's aggregates (the dormant base, its trend, the latest batch, the recent campaigns), each
+    computed again only when a segmentation or a batch is added, or a minute has passed. Called once when the
+    dashboard starts, so its first visitor does not wait for them."""
+    seg_at, batch_at = data.latest_segmentation_at(site.store), data.latest_batch_at(site.store)
+    segments = site.memo("segments", seg_at, lambda: data.dormant_by_segment(site.store))
+    trend = site.memo("trend", seg_at, lambda: base_chart(data.dormant_trend(site.store)))
+    batch = site.memo("batch", batch_at, lambda: data.latest_batch_by_arm(site.store))
+    campaigns = site.memo("campaigns", batch_at, lambda: data.recent_campaigns(site.store))
+    return segments, trend, batch, campaigns
+
+
 def routes(site: Site) -> list[Route]:
     async def overview(request: Request) -> Response:
         user = site.user(request)
-        segments = data.dormant_by_segment(site.store)
-        at, arms = data.latest_batch_by_arm(site.store)
-        campaigns = data.recent_campaigns(site.store)
+        segments, trend, (at, arms), campaigns = overview_figures(site)
         settings = merged(site.cfg.serving.policy, Overrides(site.store).read())
         today = datetime.now(UTC).date()
         spend = {"daily_budget": settings.daily_budget, "today": data.spent_on(site.store, today), "day": today}
         return site.page(request, user, "overview.html", segments=segments.to_dict("records"), batch_at=at,
-                         arms=arms.to_dict("records"), segments_chart=base_chart(site),
+                         arms=arms.to_dict("records"), segments_chart=trend,
                          campaigns=campaigns.to_dict("records"), campaigns_chart=campaign_chart(campaigns),
                          spend=spend)  # fmt: skip
 
@@ -145,8 +155,10 @@ def routes(site: Site) -> list[Route]:
     async def experiments(request: Request) -> Response:
         user = site.user(request)
         rows = []
+        batch_at = data.latest_batch_at(site.store)
         for e in data.experiments(site.store).to_dict("records"):
-            table, p = data.exposures(site.store, str(e["name"]), dict(e["shares"]))
+            name, shares = str(e["name"]), dict(e["shares"])
+            table, p = site.memo(f"exposures:{name}", batch_at, partial(data.exposures, site.store, name, shares))
             report = site.cfg.path("experiments", str(e["name"]), "report.html").is_file()
             summary = data.experiment_summary(site.cfg, str(e["name"]))
             rows.append({**e, "exposures": table.to_dict("records"), "srm": p, "report": report, "summary": summary,

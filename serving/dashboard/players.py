@@ -4,9 +4,6 @@ with its reasons and runners-up."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,22 +16,6 @@ from core.errors import RekindleError
 from serving import planner
 from serving.dashboard import data
 from serving.dashboard.site import Site, chart
-
-
-class Keyed:
-    """One value, computed again only when its key changes (an aggregate of millions of rows, kept between
-    page loads until the data behind it moves)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: object = None
-        self._value: Any = None
-
-    def get(self, key: object, compute: Any) -> Any:
-        with self._lock:
-            if key != self._key or self._value is None:
-                self._value, self._key = compute(), key
-            return self._value
 
 
 def preferences_table(history: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
@@ -79,9 +60,6 @@ def mix_chart(mix: pd.DataFrame) -> str:
 
 
 def routes(site: Site) -> list[Route]:
-    history = Keyed()
-    predicted = Keyed()
-
     def model_predictions() -> tuple[pd.DataFrame | None, planner.Sample | None]:
         path = planner.sample_path(site.cfg)
         if not path.is_file():
@@ -91,9 +69,9 @@ def routes(site: Site) -> list[Route]:
 
     async def preferences(request: Request) -> Response:
         user = site.user(request)
-        hist = history.get(data.outcomes_version(site.store), lambda: data.history_by_segment(site.store))
+        hist = site.memo("history", None, lambda: data.history_by_segment(site.store))  # fresh within a minute
         path = planner.sample_path(site.cfg)
-        pred, sample = predicted.get(path.stat().st_mtime if path.is_file() else None, model_predictions)
+        pred, sample = site.memo("predicted", path.stat().st_mtime if path.is_file() else None, model_predictions)
         table = preferences_table(hist, pred)
         segments = sorted(table["segment"].dropna().unique())
         segment = request.query_params.get("segment") or (segments[0] if segments else "")
@@ -116,7 +94,7 @@ def routes(site: Site) -> list[Route]:
 
     async def recommendations(request: Request) -> Response:
         user = site.user(request)
-        at, mix = data.arm_mix(site.store)
+        at, mix = site.memo("mix", data.latest_batch_at(site.store), lambda: data.arm_mix(site.store))
         text = request.query_params.get("player", "").strip()
         player, decided, error = None, [], None
         if text:
