@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, sync_playwright
 
 
 def chromium() -> str:
@@ -34,3 +36,28 @@ def sign_in(page: Page, url: str, name: str, password: str) -> None:
     page.get_by_label("User").fill(name)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+def in_browser(work: Callable[[Page], None]) -> None:
+    """``work(page)`` in Debian's Chromium, without pytest-playwright's ``page`` fixture: that fixture is
+    parametrised by browser and pytest groups the tests using it together, splitting their modules (a
+    module-scoped server would be started twice). On a thread of its own: Playwright's sync API runs one
+    instance per thread, and the fixture's may be open."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+                try:
+                    work(browser.new_page())
+                finally:
+                    browser.close()
+        except BaseException as exc:  # re-raised in the test's thread, assertion errors included
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="browser")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]

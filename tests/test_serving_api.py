@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from playwright.sync_api import Page, expect
 
 from app.cli import main
-from tests.browser import shot, sign_in
+from tests.browser import in_browser, shot, sign_in
 from tests.test_cli import run_main_job, small_model_configs
 from tests.throwaway import free_port, started
 
@@ -276,7 +276,7 @@ def test_overrides_take_effect_in_every_worker_without_a_restart(served: Served)
         assert served.put("/v1/overrides/disabled_event_types", {"value": None}).status_code == 200
 
 
-def test_a_marketer_pins_a_segment_on_the_dashboard_and_the_api_sends_it(served: Served, page: Page) -> None:
+def test_a_marketer_pins_a_segment_on_the_dashboard_and_the_api_sends_it(served: Served) -> None:
     """End to end in Chromium on the service's own dashboard: look a player up (the policy's preview with its
     runners-up and reasons), pin the player's segment to an arm the policy does not send it, see the change in
     the audit log, and the next recommendations through the API send the pinned arm."""
@@ -296,6 +296,10 @@ def test_a_marketer_pins_a_segment_on_the_dashboard_and_the_api_sends_it(served:
     assert len(players) >= 12, "too few unasked candidates in one segment"
     look, later = players[0], players[1:12]
 
+    in_browser(lambda page: pin_and_ask(served, page, segment, look, later, log))
+
+
+def pin_and_ask(served: Served, page: Page, segment: str, look: int, later: list[int], log: pd.DataFrame) -> None:
     dash = served.url + "/dashboard"
     sign_in(page, dash, "mara", "marketer password")
     page.get_by_role("link", name="Recommendations").click()

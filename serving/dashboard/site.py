@@ -53,6 +53,7 @@ LIGHT = go.layout.Template(layout={
 def chart(figure: go.Figure, height: int = 320, top: int = 30) -> str:
     """A figure as a div and its script, drawn by the page's own plotly.min.js (served from the package)."""
     figure.update_layout(margin={"l": 40, "r": 10, "t": top, "b": 40}, height=height, template=LIGHT)
+    figure.update_xaxes(automargin=True).update_yaxes(automargin=True)  # long segment and arm names fit
     return str(figure.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False}))
 
 
