@@ -827,6 +827,28 @@ class Engine:
         quiet = settings.model_copy(update={"exploration": 0.0})
         d = decide(gain, s.cost, s.inc_net, arms, rows, quiet, np.random.default_rng(0), objective=self.objective,
                    forced=forced)  # fmt: skip
+        notes, variant = [], None
+        experiment = self.experiment
+        if experiment is not None:  # the player's variant decides, as in serving
+            assigned = assign(rows.player_id, experiment)
+            try:
+                codes = variant_arms(assigned, segment, experiment, names)
+            except ExperimentError as exc:
+                notes.append(f"experiment {experiment.name} does not fit this model ({exc}): the model decides alone")
+            else:
+                variant = str(assigned[0])
+                mask = rule_mask(arms, segment.astype(str), quiet)
+                d = apply_variants(d, assigned, codes, mask, rows.blocked == "", np.random.default_rng(0), experiment,
+                                   names, s.inc_reengage, s.cost, segment)  # fmt: skip
+                notes.append(f"in experiment {experiment.name}, variant {variant}")
+                if variant == "challenger" and self.canary is not None:
+                    notes.append(f"serving decides this variant with the canary model {self.canary.version}; "
+                                 "the arms below are the served model's")  # fmt: skip
+        if settings.daily_budget is not None and d.arm[0] > 0:
+            spent = self.log.spent(at.date())
+            if spent + float(s.cost[0, d.arm[0]]) > settings.daily_budget:
+                notes.append(f"today's online budget is spent ({spent:,.0f} of {settings.daily_budget:,.0f} KRW): "
+                             "an online call would get no offer")  # fmt: skip
         allowed = rule_mask(arms, segment.astype(str), settings)[0] & greedy_mask(arms)
         offers = np.flatnonzero(allowed[1:]) + 1
         best = int(offers[np.argmax(gain[0, offers])]) if len(offers) else 0
@@ -846,6 +868,7 @@ class Engine:
             "arm": names[int(d.arm[0])], "reason": str(d.reason[0]), "holdout": bool(d.holdout[0]),
             "explained_arm": names[explained] if explained else None, "reasons": reasons, "arms": ranked,
             "objective": self.objective, "model_version": model.version, "policy_version": self.policy_version,
+            "experiment": None if experiment is None else experiment.name, "variant": variant, "notes": notes,
         }  # fmt: skip
 
     def segment_recommendation(self, segment: str) -> dict[str, Any]:

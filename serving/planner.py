@@ -146,6 +146,8 @@ class WhatIf:
     disabled_event_types: tuple[str, ...] = ()
 
     def check(self, sample: Sample) -> None:
+        if not len(sample.segment):
+            raise PlannerError(f"batch {sample.campaign} had no eligible candidate: there is nothing to plan")
         if not 0 < self.margin <= 1:
             raise PlannerError(f"margin must be in (0, 1], got {self.margin}")
         if self.objective not in ("net_value", "reengagement"):

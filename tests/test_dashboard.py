@@ -90,6 +90,7 @@ def seed(home: Path) -> None:
                                 datetime(2026, 11, 30, 11))  # fmt: skip
     cfg.path("monitor").mkdir(parents=True, exist_ok=True)
     cfg.path("monitor", "data-drift-20261130T100500.html").write_text("<html><body>an Evidently report</body></html>")
+    cfg.path("monitor", "data-drift-20261130T100500.json").write_text("{}")  # beside it, not a page
     record = LoopRecord(store)
     record.monitor_run(datetime(2026, 11, 23, 10), False, [], {"roi_accuracy": 0.91}, None)
     record.monitor_run(datetime(2026, 11, 30, 10), True, ["outcome drift: cashback lost its pull"],
@@ -197,7 +198,9 @@ def test_a_marketer_signs_in_reads_the_overview_and_adjusts_with_an_audit_trail(
     page.get_by_role("link", name="data-drift-20261130T100500.html").click()
     expect(page.locator("body")).to_contain_text("an Evidently report")
     page.go_back()
-    assert page.request.get(dashboard + "/health/reports/..%2Frekindle.db").status == 404
+    # a file in the folder but not a listed report (the report's JSON), or a made-up name: not served
+    for unlisted in ("data-drift-20261130T100500.json", "secret.html"):
+        assert page.request.get(dashboard + "/health/reports/" + unlisted).status == 404
     shot(page, "health")
 
     page.get_by_role("link", name="Adjustments").click()

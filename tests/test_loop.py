@@ -19,7 +19,8 @@ from monitoring.experiment_stats import counts_ratio_pvalue
 @pytest.mark.slow
 def test_the_quick_loop_plays_every_week_and_measures_each_decision_once(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    result = CliRunner().invoke(main, ["--home", str(home), "run", "--quick"], catch_exceptions=False)
+    args = ["--home", str(home), "run", "--quick", "--players", "3000"]  # the quick world, smaller: minutes of CI
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output[-3000:]
     out = result.output
     weeks = 4

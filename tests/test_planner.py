@@ -119,3 +119,13 @@ def test_sample_keeps_the_eligible_rows_and_survives_a_round_trip(tmp_path) -> N
     # the sampled rows are eligible ones: their predictions are rows of the eligible part
     keep = {tuple(r) for r in np.round(p[eligible, :2].astype(np.float32), 6)}
     assert all(tuple(r) in keep for r in np.round(s.p_reengage[:, :2], 6))
+
+
+def test_a_batch_without_eligible_candidates_is_refused_not_divided_by() -> None:
+    k = len(ARMS)
+    empty = planner.sample_of(ARMS, np.array([], object), np.zeros((0, k)), np.zeros((0, k)), np.zeros((0, k)),
+                              np.zeros(0, bool), seed=1, holdout=0.05, campaign="batch-x",
+                              as_of=pd.Timestamp("2026-12-01"), model_version="m/1", margin=0.3,
+                              objective="net_value")  # fmt: skip
+    with pytest.raises(planner.PlannerError, match="batch-x had no eligible candidate"):
+        planner.plan(empty, RULES, planner.WhatIf(margin=0.3), 1_000_000)

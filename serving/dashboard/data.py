@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,27 @@ from core.config import Config
 from platform_db.db import read_sql
 from system_db.decision_log import DecisionLog
 from system_db.store import SystemStore
+
+_logs: WeakKeyDictionary[SystemStore, DecisionLog] = WeakKeyDictionary()
+_outcome_tables: WeakKeyDictionary[SystemStore, Any] = WeakKeyDictionary()
+
+
+def _log(store: SystemStore) -> DecisionLog:
+    """The store's decision log, opened once (opening checks its columns and indexes: DDL, not for every page)."""
+    log = _logs.get(store)
+    if log is None:
+        log = _logs[store] = DecisionLog(store)
+    return log
+
+
+def _outcomes(store: SystemStore) -> Any:
+    """The store's outcomes tables, opened once."""
+    from system_db.outcomes import Outcomes
+
+    got = _outcome_tables.get(store)
+    if got is None:
+        got = _outcome_tables[store] = Outcomes(store)
+    return got
 
 
 def latest_segmentation_at(store: SystemStore) -> pd.Timestamp | None:
@@ -42,7 +65,7 @@ def dormant_by_segment(store: SystemStore) -> pd.DataFrame:
 
 def latest_batch_at(store: SystemStore) -> pd.Timestamp | None:
     """The decision time of the latest batch in the decision log, or None before any."""
-    t = DecisionLog(store).table
+    t = _log(store).table
     latest = read_sql(store.engine, sa.select(sa.func.max(t.c.decided_at).label("at")).where(t.c.source == "batch"))
     at = latest["at"].iloc[0] if len(latest) else None
     return None if at is None or pd.isna(at) else pd.Timestamp(at)
@@ -51,7 +74,7 @@ def latest_batch_at(store: SystemStore) -> pd.Timestamp | None:
 def latest_batch_by_arm(store: SystemStore) -> tuple[pd.Timestamp | None, pd.DataFrame]:
     """The latest batch's time and its decisions per arm: arm, decisions, expected cost and incremental net
     value (KRW, summed)."""
-    t = DecisionLog(store).table
+    t = _log(store).table
     at = latest_batch_at(store)
     if at is None:
         return None, pd.DataFrame(columns=["arm", "decisions", "expected_cost", "incremental_net_value"])
@@ -93,7 +116,7 @@ def exposures(store: SystemStore, name: str, shares: dict[str, float]) -> tuple[
     ratio's chi-square p-value (None before any exposure)."""
     from scipy.stats import chisquare
 
-    t = DecisionLog(store).table
+    t = _log(store).table
     query = (
         sa.select(t.c.variant, sa.func.count(sa.distinct(t.c.player_id)).label("players"))
         .where(t.c.experiment == name)
@@ -157,9 +180,7 @@ def _evaluation(run_id: str | None) -> dict[str, float | None]:
 def roi_over_time(store: SystemStore) -> pd.DataFrame:
     """Realised against predicted incremental net value per offer, pooled over each feedback run's (segment,
     arm) cells weighted by their offers: measured_at, predicted, realised, its standard error, offers."""
-    from system_db.outcomes import Outcomes
-
-    cells = Outcomes(store).read_cells()
+    cells = _outcomes(store).read_cells()
     if cells.empty:
         return pd.DataFrame(columns=["measured_at", "predicted", "realised", "se", "offers"])
     w = cells["n_offered"].astype(float)
@@ -235,9 +256,7 @@ def history_by_segment(store: SystemStore) -> pd.DataFrame:
     """What re-engaged each segment: per segment and arm of every decision whose outcome is measured, the
     decisions, the share that re-engaged with its Wilson 95% interval, and the mean net value (KRW). "none"
     holds the no-offer decisions (the holdout and the model's own), the reference an offer is read against."""
-    from system_db.outcomes import Outcomes
-
-    d, o = DecisionLog(store).table, Outcomes(store).table
+    d, o = _log(store).table, _outcomes(store).table
     query = (
         sa.select(
             d.c.segment, d.c.event_type, d.c.reward, sa.func.count().label("decisions"),
@@ -259,7 +278,7 @@ def history_by_segment(store: SystemStore) -> pd.DataFrame:
 
 def arm_mix(store: SystemStore) -> tuple[pd.Timestamp | None, pd.DataFrame]:
     """The latest batch's decisions per segment and arm: segment, arm, decisions, share of the segment."""
-    t = DecisionLog(store).table
+    t = _log(store).table
     at = latest_batch_at(store)
     if at is None:
         return None, pd.DataFrame(columns=["segment", "arm", "decisions", "share"])
@@ -278,7 +297,7 @@ def arm_mix(store: SystemStore) -> tuple[pd.Timestamp | None, pd.DataFrame]:
 
 def player_decisions(store: SystemStore, player_id: int, last: int = 10) -> pd.DataFrame:
     """A player's latest logged decisions, newest first: when, source, segment, arm, reason, expected values."""
-    t = DecisionLog(store).table
+    t = _log(store).table
     query = (
         sa.select(
             t.c.decided_at, t.c.source, t.c.segment, t.c.event_type, t.c.reward, t.c.reason, t.c.expected_cost,
@@ -311,9 +330,7 @@ def recent_campaigns(store: SystemStore, last: int = 8) -> pd.DataFrame:
     """The latest ``last`` batches, newest first: when, decisions, offers, expected reward cost; and once their
     outcomes are measured: how many, the share re-engaged among the offered and among the held out, the
     realised reward cost and net value (KRW)."""
-    from system_db.outcomes import Outcomes
-
-    d, o = DecisionLog(store).table, Outcomes(store).table
+    d, o = _log(store).table, _outcomes(store).table
     times = (
         sa.select(d.c.decided_at).where(d.c.source == "batch").distinct()
         .order_by(d.c.decided_at.desc()).limit(last).subquery()
@@ -347,7 +364,7 @@ def recent_campaigns(store: SystemStore, last: int = 8) -> pd.DataFrame:
 
 def spent_on(store: SystemStore, day: object) -> float:
     """The online decisions' expected reward cost counted against ``day``'s budget (UTC day), KRW."""
-    return DecisionLog(store).spent(day)  # type: ignore[arg-type]
+    return _log(store).spent(day)  # type: ignore[arg-type]
 
 
 def experiment_summary(cfg: Config, name: str) -> dict[str, object] | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -76,7 +77,8 @@ def forest_chart(summary: dict[str, Any]) -> str | None:
     green where significant after correction."""
     from plotly.subplots import make_subplots
 
-    rows = [c for c in summary.get("comparisons", []) if c.get("primary") and c.get("effect") is not None]
+    rows = [c for c in summary.get("comparisons", []) if c.get("primary")
+            and None not in (c.get("effect"), c.get("effect_lower"), c.get("effect_upper"))]  # fmt: skip
     if not rows:
         return None
     metrics = list(dict.fromkeys(c["metric"] for c in rows))
@@ -121,7 +123,7 @@ def overview_figures(site: Site) -> tuple[pd.DataFrame, str | None, tuple[Any, p
 
 
 def routes(site: Site) -> list[Route]:
-    async def overview(request: Request) -> Response:
+    def overview(request: Request) -> Response:
         user = site.user(request)
         segments, trend, (at, arms), campaigns = overview_figures(site)
         settings = merged(site.cfg.serving.policy, Overrides(site.store).read())
@@ -138,7 +140,7 @@ def routes(site: Site) -> list[Route]:
         return site.page(request, user, "adjustments.html", 422 if error else 200, overrides=o.read(),
                          fields=list(FIELDS), audit=audit, error=error)  # fmt: skip
 
-    async def adjustments(request: Request) -> Response:
+    def adjustments(request: Request) -> Response:
         return adjustments_page(request, site.user(request))
 
     async def adjust(request: Request) -> Response:
@@ -146,13 +148,14 @@ def routes(site: Site) -> list[Route]:
         form = await site.form(request, user, "marketer")
         field, value = form.get("field", ""), parse_value(form.get("value", ""))
         try:  # refused as the API refuses it (an arm or event type the served model cannot send, too)
-            check_override(site.cfg, site.store, field, value)
+            # the served model's arms: loaded from the registry (seconds, then kept), off the event loop
+            await run_in_threadpool(check_override, site.cfg, site.store, field, value)
             Overrides(site.store).set(field, value, who=f"{user.name} (dashboard)", base=site.cfg.serving.policy)
         except (OverrideError, PolicyError) as exc:
             return adjustments_page(request, user, str(exc))
         return RedirectResponse(href(request, "/adjustments"), status_code=303)
 
-    async def experiments(request: Request) -> Response:
+    def experiments(request: Request) -> Response:
         user = site.user(request)
         rows = []
         batch_at = data.latest_batch_at(site.store)
@@ -165,7 +168,7 @@ def routes(site: Site) -> list[Route]:
                          "forest": forest_chart(summary) if summary else None})  # fmt: skip
         return site.page(request, user, "experiments.html", experiments=rows)
 
-    async def experiment_report(request: Request) -> Response:
+    def experiment_report(request: Request) -> Response:
         site.user(request)
         name = request.path_params["name"]
         if name not in set(data.experiments(site.store)["name"]):  # only a known experiment's own report: no paths
@@ -175,7 +178,7 @@ def routes(site: Site) -> list[Route]:
             raise HTTPException(404, f"experiment {name!r} has no report yet: run `rekindle experiment report {name}`")
         return FileResponse(path, media_type="text/html")
 
-    async def health(request: Request) -> Response:
+    def health(request: Request) -> Response:
         user = site.user(request)
         runs, events = data.monitor_runs(site.store), data.model_events(site.store)
         figure = None
@@ -195,7 +198,7 @@ def routes(site: Site) -> list[Route]:
                          runs=runs.iloc[::-1].to_dict("records"), events=events.to_dict("records"),
                          roi_chart=roi_chart(roi), reports=data.drift_reports(site.cfg))  # fmt: skip
 
-    async def drift_report(request: Request) -> Response:
+    def drift_report(request: Request) -> Response:
         site.user(request)
         name = request.path_params["name"]
         if name not in {str(r["name"]) for r in data.drift_reports(site.cfg, last=10_000)}:  # listed files only

@@ -4,6 +4,7 @@ and the plan at one budget exported as CSV."""
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,14 @@ class SampleCache:
         self.key: tuple[str, float] | None = None
         self._sample: planner.Sample | None = None
 
-    def get(self, path: Path) -> planner.Sample | None:
+    def get(self, path: Path) -> tuple[tuple[str, float] | None, planner.Sample | None]:
+        """The sample and the key it was read under (together: a new batch between two reads cannot pair an
+        old sample with the new key)."""
         key = (str(path), path.stat().st_mtime) if path.is_file() else None
         with self._lock:
             if key != self.key:
                 self._sample, self.key = planner.load(path), key
-            return self._sample
+            return self.key, self._sample
 
 
 def _number(params: QueryParams, name: str, default: float | None, what: str) -> float | None:
@@ -42,9 +45,12 @@ def _number(params: QueryParams, name: str, default: float | None, what: str) ->
     if not text:
         return default
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise planner.PlannerError(f"{name} must be {what}, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise planner.PlannerError(f"{name} must be {what}, got {text!r}")
+    return value
 
 
 def read_what_if(params: QueryParams, sample: planner.Sample) -> tuple[planner.WhatIf, float | None]:
@@ -83,8 +89,8 @@ def routes(site: Site) -> list[Route]:
     def rules() -> Any:
         return merged(site.cfg.serving.policy, Overrides(site.store).read())
 
-    def planned(request: Request) -> tuple[planner.Sample, planner.WhatIf, float | None]:
-        sample = cache.get(planner.sample_path(site.cfg))
+    def planned(request: Request) -> tuple[object, planner.Sample, planner.WhatIf, float | None]:
+        key, sample = cache.get(planner.sample_path(site.cfg))
         if sample is None:
             raise HTTPException(404, "no batch has run yet: the planner plans on the latest batch's candidates "
                                      "(run `rekindle batch` or `rekindle run`)")  # fmt: skip
@@ -92,14 +98,14 @@ def routes(site: Site) -> list[Route]:
             what, budget = read_what_if(request.query_params, sample)
         except planner.PlannerError as exc:
             raise HTTPException(422, str(exc)) from None
-        return sample, what, budget
+        return key, sample, what, budget
 
     answers: LRUCache[tuple[object, ...], Any] = LRUCache(maxsize=64)  # a what-if asked again: no numpy
     lock = threading.Lock()
 
-    def remembered(kind: str, sample: planner.Sample, settings: Any, what: planner.WhatIf, budget: float | None,
+    def remembered(kind: str, sample_key: object, settings: Any, what: planner.WhatIf, budget: float | None,
                    compute: Any) -> Any:  # fmt: skip
-        key = (kind, cache.key, settings.model_dump_json(), what, budget)
+        key = (kind, sample_key, settings.model_dump_json(), what, budget)
         with lock:
             if key in answers:
                 return answers[key]
@@ -108,13 +114,13 @@ def routes(site: Site) -> list[Route]:
             answers[key] = value
         return value
 
-    async def page(request: Request) -> Response:
+    def page(request: Request) -> Response:
         user = site.user(request)
-        sample, what, budget = planned(request)
+        key, sample, what, budget = planned(request)
         settings = rules()
-        points = remembered("curve", sample, settings, what, None, lambda: planner.curve(sample, settings, what))
+        points = remembered("curve", key, settings, what, None, lambda: planner.curve(sample, settings, what))
         totals, table = (
-            remembered("plan", sample, settings, what, budget, lambda: planner.plan(sample, settings, what, budget))
+            remembered("plan", key, settings, what, budget, lambda: planner.plan(sample, settings, what, budget))
             if budget is not None
             else (None, None)
         )
@@ -125,9 +131,9 @@ def routes(site: Site) -> list[Route]:
             curve=curve_chart(points, totals), query=str(request.query_params),
         )  # fmt: skip
 
-    async def export(request: Request) -> Response:
+    def export(request: Request) -> Response:
         site.user(request)
-        sample, what, budget = planned(request)
+        _, sample, what, budget = planned(request)
         _, table = planner.plan(sample, rules(), what, budget)
         table = table.round({"players": 0, "expected_cost": 0, "reengagements": 2, "net_value": 0})
         name = f"plan-{sample.campaign}-{'unlimited' if budget is None else f'{budget:.0f}'}.csv"

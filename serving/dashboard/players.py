@@ -67,7 +67,7 @@ def routes(site: Site) -> list[Route]:
         sample = planner.load(path)
         return (None if sample is None else planner.predicted_by_segment(sample)), sample
 
-    async def preferences(request: Request) -> Response:
+    def preferences(request: Request) -> Response:
         user = site.user(request)
         hist = site.memo("history", None, lambda: data.history_by_segment(site.store))  # fresh within a minute
         path = planner.sample_path(site.cfg)
@@ -92,13 +92,13 @@ def routes(site: Site) -> list[Route]:
             best=best.to_dict("records"), sample=sample, chart=preference_chart(rows, segment) if len(rows) else None,
         )  # fmt: skip
 
-    async def recommendations(request: Request) -> Response:
+    def recommendations(request: Request) -> Response:
         user = site.user(request)
         at, mix = site.memo("mix", data.latest_batch_at(site.store), lambda: data.arm_mix(site.store))
         text = request.query_params.get("player", "").strip()
         player, decided, error = None, [], None
         if text:
-            if not text.isdigit() or len(text) > 18:
+            if not (text.isascii() and text.isdecimal()) or len(text) > 18:
                 raise HTTPException(422, f"player must be a player id (digits), got {text!r}")
             pid = int(text)
             decided = data.player_decisions(site.store, pid).to_dict("records")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from functools import cached_property
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +32,16 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def krw(value: float | None) -> str:
     """Whole KRW with thousands separators ("-" for none)."""
-    ok = isinstance(value, int | float) and value == value
-    return f"{value:,.0f} KRW" if ok else "-"
+    if not isinstance(value, Real | Decimal) or value != value:  # PostgreSQL sums integers as Decimal
+        return "-"
+    return f"{float(value):,.0f} KRW"
 
 
 def pct(value: float | None, signed: bool = False) -> str:
     """A share as a percentage with one decimal ("-" for none)."""
-    if not isinstance(value, int | float) or value != value:
+    if not isinstance(value, Real | Decimal) or value != value:
         return "-"
-    return f"{value:+.1%}" if signed else f"{value:.1%}"
+    return f"{float(value):+.1%}" if signed else f"{float(value):.1%}"
 
 
 # plotly_white's look in a few lines: the full template is deep-copied into every figure (~100 ms a chart)
