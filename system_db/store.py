@@ -75,8 +75,9 @@ class SystemStore:
         self._lock = threading.RLock()
 
     def ensure(self) -> None:
-        """Create the declared tables that are missing, and the declared indexes a table created by an earlier
-        release lacks; once per table and store (every reader calls this: a page of the dashboard, ten times)."""
+        """Create the declared tables that are missing, once per table and store (every reader calls this: a
+        page of the dashboard, ten times). An index added to an existing table is its owner's to create
+        (:class:`system_db.decision_log.DecisionLog` does, IF NOT EXISTS)."""
         with self._lock:  # two threads of one process (a page and the dashboard's warm-up) create a table once
             new = [t for name, t in self.metadata.tables.items() if name not in self._ensured]
             if not new:
@@ -85,9 +86,6 @@ class SystemStore:
                 if self.schema:
                     conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             self.metadata.create_all(self.engine, tables=new)
-            for table in new:
-                for index in table.indexes:
-                    index.create(self.engine, checkfirst=True)
             self._ensured.update(t.key for t in new)
 
     def write_segments(self, frame: pd.DataFrame, as_of: datetime) -> int:
