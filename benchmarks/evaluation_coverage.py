@@ -5,6 +5,8 @@
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/covalt --seeds 1-10 --config experiments/worlds/alt
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --retrain --param deposit_model=tree
     .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/cov20k --retrain --set training.ope_max_weight=100
+    .venv/bin/python -m benchmarks.evaluation_coverage --work /tmp/loop --seeds 1-4 --weeks 6 --drift-week 99 \
+        [--set training.logged_propensities=false]
 
 Each world is the main command's (`rekindle run --seed S`, 20,000 players and 150 days by default): a world
 whose home under ``--work`` holds no trained model is built by running that command. Then, with the code as it
@@ -15,6 +17,12 @@ interval (``training.interval``, 90% by default) and the truth; then, over the s
 estimator's interval covered the truth, whether the guard ever promoted a policy worth less than the best
 single arm in truth, and how often the fallback it names (the best single arm, or the segment rule when that
 is estimated better) was the better of the two in truth. ``--out FILE.csv`` keeps the rows.
+
+The main command plays the closed loop after its first training, so its latest campaigns, the held-out ones,
+are Rekindle's own decisions: the evaluation weights them by the propensities logged with them
+(``training.logged_propensities``; the random variant and the exploration give every arm exact support), and
+their truth is the as-of truth the simulator archived at each decision. ``--set
+training.logged_propensities=false`` judges the same rows with estimated propensities, for comparison.
 """
 
 from __future__ import annotations
@@ -49,13 +57,14 @@ def seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def build(home: Path, seed: int, players: int, days: int, config: Path | None) -> None:
-    """The main command on this world, unless its home already holds a trained model."""
+def build(home: Path, seed: int, players: int, days: int, config: Path | None, loop: list[str] | None = None) -> None:
+    """The main command on this world (``loop``: its options for the closed loop, e.g. ``--weeks 6``), unless
+    its home already holds a trained model."""
     if (home / "mlflow.db").exists() and (home / "training" / "training_set.parquet").exists():
         return
     cmd = [sys.executable, "-m", "app.cli", "--home", str(home)]
     cmd += ["--config", str(config)] if config else []
-    cmd += ["run", "--seed", str(seed), "--players", str(players), "--days", str(days)]
+    cmd += ["run", "--seed", str(seed), "--players", str(players), "--days", str(days), *(loop or [])]
     print(f"building seed {seed}: {' '.join(cmd)}", flush=True)
     log = home.with_suffix(".log")
     home.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +115,7 @@ def judge_world(
     support = e.support.set_index("policy")
     rows["reliable"] = rows["policy"].map(support["reliable"])
     rows["ess"] = rows["policy"].map(support["ess"])
+    rows["logged"] = rows["policy"].map(support["logged"])  # of the correction, on Rekindle's logged propensities
     true_single, true_segment = truth[ev.BEST_SINGLE], truth[ev.PER_SEGMENT]
     fallback_truth = float(e.fallback_truth) if e.fallback_truth is not None else float("nan")
     rules = {b: rule_truth(j, e.estimated_baselines.get(b, {})) for b in (ev.BEST_SINGLE, ev.PER_SEGMENT)}
@@ -121,6 +131,7 @@ def judge_world(
         "estimated_single_truth": rules[ev.BEST_SINGLE],
         "estimated_segment_truth": rules[ev.PER_SEGMENT],
         "outcome_model": e.outcome_model,
+        "logged_rows": float(j.data.logged.is_known[j.data.fresh].mean()),
     }
     return rows, summary
 
@@ -157,6 +168,8 @@ def main() -> None:
         metavar="SECTION.KEY=VALUE",
         help="a configuration override for the judging, e.g. training.ope_max_weight=100",
     )
+    ap.add_argument("--weeks", type=int, help="weeks of the main command's closed loop (its default: 8)")
+    ap.add_argument("--drift-week", type=int, help="the loop's drift week (past --weeks: no drift)")
     ap.add_argument("--out", type=Path, help="write every row to this CSV")
     args = ap.parse_args()
     for flag, given, example in (
@@ -175,13 +188,18 @@ def main() -> None:
     frames, summaries = [], []
     for s in seeds(args.seeds):
         home = args.work / f"seed{s}"
-        build(home, s, args.players, args.days, args.config)
+        loop = [*(["--weeks", str(args.weeks)] if args.weeks is not None else [])]
+        loop += ["--drift-week", str(args.drift_week)] if args.drift_week is not None else []
+        build(home, s, args.players, args.days, args.config, loop)
         t0 = time.perf_counter()
         rows, summary = judge_world(home, args.config, args.retrain, params, settings)
         rows.insert(0, "seed", s)
         frames.append(rows)
         summaries.append({"seed": s, **summary})
-        print(f"\nseed {s} ({time.perf_counter() - t0:.0f} s; outcome model: {summary['outcome_model']})")
+        print(
+            f"\nseed {s} ({time.perf_counter() - t0:.0f} s; outcome model: {summary['outcome_model']}; "
+            f"{summary['logged_rows']:.0%} of the held-out rows with logged propensities)"
+        )
         shown = rows.assign(interval=[f"[{a:,.0f}, {b:,.0f}]" for a, b in zip(rows["low"], rows["high"], strict=True)])
         print(
             shown.pivot_table(index=["policy", "truth"], columns="estimator", values="estimate", aggfunc="first")
@@ -193,7 +211,7 @@ def main() -> None:
                 f"  {r['policy']:<22} {r['estimator']:<9} {r['estimate']:>7,.0f} {r['interval']:<18} "
                 f"truth {r['truth']:>7,.0f}"
                 f"  {'covered' if r['covered'] else 'MISSED '}  ess {r['ess']:>8,.0f}"
-                f"  {'reliable' if r['reliable'] else 'UNRELIABLE'}"
+                f"  {'reliable' if r['reliable'] else 'UNRELIABLE'}  logged e {r['logged']:.0%}"
             )
         print(f"  promoted: {summary['reason']}")
         print(

@@ -330,6 +330,8 @@ class Training(_Strict):
     propensity_clip: float = Field(0.002, gt=0, lt=1)
     max_weight: float = Field(20.0, ge=1)  # cap of the stabilised inverse-propensity weights
     ope_max_weight: float = Field(20.0, ge=1)  # dr-hurdle: no correction where 1 / propensity exceeds this
+    # rows of Rekindle's own decisions are weighted by the propensity logged with them, not an estimate
+    logged_propensities: bool = True
     bootstrap: int = Field(200, ge=0)  # resamples of the evaluation's intervals
     interval: float = Field(0.9, gt=0.5, lt=1)  # coverage of the evaluation's intervals and the promotion test
     min_cell: int = Field(300, ge=1)  # rows a (segment, arm) cell needs to enter the ROI accuracy

@@ -128,6 +128,19 @@ class Outcomes:
         c = self.cells
         return read_sql(self.store.engine, sa.select(c).order_by(c.c.measured_at, c.c.segment, c.c.arm))
 
+    def assignments(self, since: datetime, until: datetime) -> pd.DataFrame:
+        """Decisions made in ``[since, until]`` that have an outcome: player, time, arm, the propensity logged
+        with it, and whether (and as which platform offer) it was sent; what the evaluation needs to use the
+        logged propensities (:mod:`training.logged_propensity`)."""
+        d, o = self.log.table, self.table
+        query = (
+            sa.select(d.c.player_id, d.c.decided_at, d.c.event_type, d.c.reward, d.c.propensity, o.c.sent, o.c.offer_id)
+            .select_from(o.join(d, d.c.decision_id == o.c.decision_id))
+            .where(d.c.decided_at >= since, d.c.decided_at <= until)
+        )
+        frame = read_sql(self.store.engine, query)
+        return _typed(frame).astype({"propensity": "float64", "sent": bool, "offer_id": "Int64"})
+
     def read(self) -> pd.DataFrame:
         """Every outcome with its decision's columns (segment, arm, propensity, predictions, versions)."""
         d, o = self.log.table, self.table

@@ -48,3 +48,7 @@ def test_the_quick_loop_plays_every_week_and_measures_each_decision_once(tmp_pat
     assert len(runs) == weeks
     events = pd.read_sql("SELECT kind FROM model_events", db)
     assert (events["kind"] == "retrained").sum() >= 1
+    # a retraining judged the loop's own campaigns on the propensities logged with their decisions
+    tracking = sa.create_engine(f"sqlite:///{home / 'mlflow.db'}")
+    metrics = pd.read_sql("SELECT key, value FROM metrics", tracking).groupby("key")["value"].max()
+    assert metrics["logged_propensity_rows"] > 0.2 and metrics["best_single_logged_share"] > 0.2

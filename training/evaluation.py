@@ -344,6 +344,9 @@ def support_table(
     - ``uncorrected``: the share of the matched weight on rows past the weight cap, where "dr-hurdle" takes
       the outcome model's word alone;
     - ``unsupported``: the policy's share on arms without support, which no estimator can check;
+    - ``logged``: the share of the corrected matched weight (rows within the cap) on rows whose propensity
+      was logged with Rekindle's decision (randomised or explored by the policy, known exactly) rather than
+      estimated from the marketers' history;
     - ``reliable``: no unsupported share and an effective sample size of at least ``min_ess``. An unreliable
       estimate is marked in the report and never promotes a policy. (Most matched weight is past the cap on
       a world of many arms and a mostly rule-driven logging policy: the uncorrected share is reported, and
@@ -359,6 +362,8 @@ def support_table(
         r = pi * inverse
         ess = float(r.sum() ** 2 / (r**2).sum()) if (r > 0).any() else 0.0
         uncorrected = float(r[inverse > data.max_weight].sum() / r.sum()) if r.sum() > 0 else 1.0
+        corrected = r * (inverse <= data.max_weight)
+        known = float(corrected[logged.is_known].sum() / corrected.sum()) if corrected.sum() > 0 else 0.0
         unsupported = float(target[data.fresh][:, ~supported].sum() / max(int(data.fresh.sum()), 1))
         out.append(
             {
@@ -367,6 +372,7 @@ def support_table(
                 "ess": ess,
                 "uncorrected": uncorrected,
                 "unsupported": unsupported,
+                "logged": known,
                 "reliable": bool(unsupported == 0 and ess >= min_ess),
             }
         )

@@ -54,6 +54,11 @@ def headline(j: Judged) -> dict[str, float]:
                 if not np.isnan(v):
                     out[f"{key}_{q}_{est.replace('-', '_')}"] = v
     out["roi_accuracy"] = e.roi_accuracy
+    out["logged_propensity_rows"] = float(j.data.logged.is_known.mean()) if len(j.data.segment) else 0.0
+    for r in e.support.to_dict("records"):  # the share of each estimate's correction on logged propensities
+        name = {ev.LEARNED: "learned", ev.BEST_SINGLE: "best_single", ev.PER_SEGMENT: "per_segment"}.get(r["policy"])
+        if name:
+            out[f"{name}_logged_share"] = float(r["logged"])
     if "learned_net_value_truth" in out:
         best, oracle, pol = (
             out["best_single_net_value_truth"],
@@ -98,6 +103,7 @@ def policy_table(j: Judged) -> pd.DataFrame:
     table["uncorrected"] = (
         support["uncorrected"].reindex(table.index).map(lambda x: f"{x:.0%}" if pd.notna(x) else None)
     )
+    table["logged e"] = support["logged"].reindex(table.index).map(lambda x: f"{x:.0%}" if pd.notna(x) else None)
     table["reliable"] = (
         support["reliable"].reindex(table.index).map(lambda x: ("yes" if x else "NO") if pd.notna(x) else None)
     )
@@ -139,6 +145,24 @@ def warnings(j: Judged) -> list[str]:
     return out
 
 
+def evidence_line(j: Judged) -> str:
+    """How much of the evidence has a known propensity (Rekindle's own decisions) rather than an estimated one."""
+    known = j.data.logged.is_known & j.data.fresh
+    n = int(j.data.fresh.sum())
+    if not known.any():
+        return (
+            f"None of the {n:,} held-out rows is a decision Rekindle logged: every correction rests on propensities "
+            "estimated from the marketers' history, and a bias there is not in the intervals."
+        )
+    s = j.evaluation.support.set_index("policy")["logged"]
+    shares = ", ".join(f"{p} {s[p]:.0%}" for p in (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT) if p in s.index)
+    return (
+        f"{int(known.sum()):,} of the {n:,} held-out rows ({known.sum() / max(n, 1):.0%}) are Rekindle's decisions, "
+        f"weighted by the propensity logged with them (exact: the random variant and the exploration); the share "
+        f"of each estimate's correction resting on them: {shares}."
+    )
+
+
 def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
     """The opening of the report: the decision (or, for an evaluation, the comparison), the paired differences
     against both baselines with their intervals, what those intervals do not cover, and the truth when known."""
@@ -178,6 +202,7 @@ def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
             f"model's error on the {uncorrected:.0%} of the learned policy's matched weight past the weight cap, "
             f"arms without support ({unsupported:.0%} of its choices), or a world that changes after these campaigns."
         )
+    lines.append(evidence_line(j))
     truth = {p: e.value(p, "net_value", "truth") for p in (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT)}
     if not np.isnan(truth[ev.LEARNED]):
         fb = f"; the fallback {e.fallback_truth:,.0f}" if e.fallback_truth is not None else ""

@@ -123,19 +123,28 @@ def logging_propensity(cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame) -> n
 
 
 def eval_data(
-    cfg: Config, rows: pd.DataFrame, arms: pd.DataFrame, e: np.ndarray, stale: StaleEvidence | None = None
+    cfg: Config,
+    rows: pd.DataFrame,
+    arms: pd.DataFrame,
+    e: np.ndarray,
+    stale: StaleEvidence | None = None,
+    known: np.ndarray | None = None,
 ) -> EvalData:
     """Held-out population rows as the arrays the evaluation needs; ``e``: :func:`logging_propensity`; the
-    evidence that still holds after ``stale`` (:func:`current_evidence`)."""
+    evidence that still holds after ``stale`` (:func:`current_evidence`); ``known``: per row the propensity
+    logged with Rekindle's decision (NaN where none was, :mod:`training.logged_propensity`), used instead of
+    ``e`` on the rows whose logged arm is in the table."""
     logged = logged_arm_index(rows, arms)
     prop = np.where(logged >= 0, e[np.arange(len(rows)), np.maximum(logged, 0)], 1.0)
+    is_known = np.zeros(len(rows), bool) if known is None else (logged >= 0) & np.isfinite(known)
+    prop = np.where(is_known, known if known is not None else prop, prop)
     y = {
         "reengaged": rows["reengaged"].to_numpy(np.float64),
         "net_value": rows["net_value"].to_numpy(np.float64),
         "reward_cost": rows["reward_cost"].to_numpy(np.float64),
     }
     return EvalData(
-        LoggedData(logged, prop, rows["player_id"].to_numpy()),
+        LoggedData(logged, prop, rows["player_id"].to_numpy(), is_known),
         y,
         rows["segment"].astype(str).to_numpy(),
         cfg.business.margin,

@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import Config
 from core.progress import SILENT, Progress
+from platform_db.db import sqlite_path
 from scoring.heads import ArmPredictions
 from training import evaluation as ev
 from training.baselines import best_single_arm
 from training.fit import Prepared, eval_data, held_out, logging_propensity
+from training.logged_propensity import known_propensities
 from training.nuisance import cross_fitted_outcomes
 from training.scorer import Scorer, Scores
 from training.truth import ArmTruth, decision_truth
@@ -32,6 +35,26 @@ class Judged:
     budget: pd.DataFrame | None = None
     report: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
+
+
+def logged_propensities(cfg: Config, rows: pd.DataFrame) -> np.ndarray:
+    """Per decision row, the propensity Rekindle logged for the decision behind it (NaN for the platform's own
+    decisions, or with ``training.logged_propensities`` off): :mod:`training.logged_propensity`, on the
+    decisions of the system store that ``rekindle feedback`` has measured. Nothing is created where no store
+    is."""
+    out = np.full(len(rows), np.nan)
+    path = sqlite_path(cfg.system_db_url)
+    if not cfg.training.logged_propensities or not len(rows) or (path is not None and not path.is_file()):
+        return out
+    from system_db.outcomes import Outcomes
+    from system_db.store import SystemStore
+
+    window = pd.Timedelta(hours=cfg.feedback.send_within_hours)
+    at = pd.to_datetime(rows["campaign_at"])
+    decided = Outcomes(SystemStore(cfg.system_db_url)).assignments(
+        (at.min() - window).to_pydatetime(), pd.to_datetime(rows["decision_at"]).max().to_pydatetime()
+    )
+    return known_propensities(rows, decided, window)
 
 
 def judge(
@@ -54,7 +77,11 @@ def judge(
             truth = truth.subset(truth.matched)
     progress.note(f"propensities of the logging policy (cross-fitted on the {len(rows):,} held-out rows)")
     propensity = logging_propensity(cfg, rows, prepared.arms) if propensity is None else propensity
-    data = eval_data(cfg, rows, prepared.arms, propensity, cfg.training.stale_evidence)
+    known = logged_propensities(cfg, rows)
+    if np.isfinite(known).any():
+        n = int(np.isfinite(known).sum())
+        progress.note(f"{n:,} held-out rows are Rekindle's decisions: weighted by the propensities it logged")
+    data = eval_data(cfg, rows, prepared.arms, propensity, cfg.training.stale_evidence, known)
     progress.note(f"scoring {len(rows):,} held-out decisions x {len(prepared.arms)} arms")
     scores = scorer.score(rows)
     judgement = scorer.judge(rows, scores, objective="net_value")

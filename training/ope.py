@@ -30,12 +30,15 @@ ESTIMATORS = ("ips", "snips", "dr")
 @dataclass(frozen=True)
 class LoggedData:
     logged: np.ndarray  # column of the logged arm per row (-1: an arm outside the table)
-    propensity: np.ndarray  # estimated e(logged | x) per row
+    propensity: np.ndarray  # e(logged | x) per row: estimated, or logged where ``known``
     cluster: np.ndarray  # bootstrap unit per row (player id)
+    known: np.ndarray | None = None  # rows whose propensity was logged with the decision, not estimated
 
     def __post_init__(self) -> None:
         if not (len(self.logged) == len(self.propensity) == len(self.cluster)):
             raise ValueError("logged, propensity and cluster must have one entry per row")
+        if self.known is not None and len(self.known) != len(self.logged):
+            raise ValueError("known must have one entry per row")
         if (self.propensity[self.logged >= 0] <= 0).any():
             raise ValueError("propensities of logged arms must be > 0")
 
@@ -48,6 +51,15 @@ class LoggedData:
     def column(self) -> np.ndarray:
         """The logged arm's column per row (0, i.e. no offer, where it is outside the table: mask with in_table)."""
         return np.where(self.logged >= 0, self.logged, 0)
+
+    def subset(self, rows: np.ndarray) -> LoggedData:
+        known = None if self.known is None else self.known[rows]
+        return LoggedData(self.logged[rows], self.propensity[rows], self.cluster[rows], known)
+
+    @property
+    def is_known(self) -> np.ndarray:
+        """Rows whose propensity was logged (all False when none was)."""
+        return np.zeros(len(self.logged), bool) if self.known is None else np.asarray(self.known, bool)
 
 
 def bootstrap_weights(cluster: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

@@ -77,13 +77,37 @@ def decision_truth(truth_dir: Path, rows: pd.DataFrame, arms: pd.DataFrame) -> A
     keys = ids["decision_id"].to_numpy(np.float64)
     wanted = np.unique(keys[~np.isnan(keys)]).astype(np.int64)
     table = ds.dataset(arms_path).to_table(filter=ds.field("decision_id").isin(wanted))
-    return _pivot(table.to_pandas(), "decision_id", keys, arms)
+    out = _pivot(table.to_pandas(), "decision_id", keys, arms)
+    return _with_forward_campaigns(out, truth_dir, rows, arms)
+
+
+_TRUTH_COLUMNS = ["player_id", "event_type", "reward", "p_reengage", "expected_deposits", "expected_cost"]
+
+
+def _with_forward_campaigns(found: ArmTruth, truth_dir: Path, rows: pd.DataFrame, arms: pd.DataFrame) -> ArmTruth:
+    """``found``, completed for the rows of campaigns decided after the simulation (the closed loop's weeks):
+    forward mode archives the as-of truth it held when each week's decisions were made
+    (``history/truth-<decision time>.parquet``), every candidate's expectation for every arm at that moment.
+    (A drift applied in a week is not in the truth archived at its start.)"""
+    missing = ~found.matched
+    archive = truth_dir / "history"
+    if not missing.any() or not archive.is_dir():
+        return found
+    at = pd.to_datetime(rows["campaign_at"]).to_numpy()
+    arrays = [found.p_reengage.copy(), found.deposits.copy(), found.cost.copy()]
+    for t in np.unique(at[missing]):
+        path = archive / f"truth-{pd.Timestamp(t):%Y%m%dT%H%M}.parquet"
+        if not path.is_file():
+            continue
+        sel = np.flatnonzero(missing & (at == t))
+        players = rows["player_id"].to_numpy(np.float64)[sel]
+        got = _pivot(pd.read_parquet(path, columns=_TRUTH_COLUMNS), "player_id", players, arms)
+        for whole, part in zip(arrays, (got.p_reengage, got.deposits, got.cost), strict=True):
+            whole[sel] = part
+    return ArmTruth(arrays[0], arrays[1], arrays[2], ~np.isnan(arrays[0][:, 0]))
 
 
 def asof_truth(truth_dir: Path, player_ids: np.ndarray, arms: pd.DataFrame) -> ArmTruth:
     """The truth of every arm for the candidates ``player_ids`` at the truth's as-of time."""
-    long = pd.read_parquet(
-        _require(truth_dir, "truth.parquet"),
-        columns=["player_id", "event_type", "reward", "p_reengage", "expected_deposits", "expected_cost"],
-    )
+    long = pd.read_parquet(_require(truth_dir, "truth.parquet"), columns=_TRUTH_COLUMNS)
     return _pivot(long, "player_id", np.asarray(player_ids, np.float64), arms)

@@ -107,8 +107,7 @@ class PolicyValue:
         sel = np.arange(len(self.mu)) if rows is None else rows
         arm = choose(inc_net, cost, allowed=self.allowed).arm
         target = one_hot(arm, self.mu.shape[1])
-        logged = self.data.logged
-        sub = type(logged)(logged.logged[sel], logged.propensity[sel], logged.cluster[sel])
+        sub = self.data.logged.subset(sel)
         cap = self.data.max_weight
         terms = row_terms(sub, self.y[sel], self.mu[sel], target, max_weight=cap)["dr-switch"]
         none = one_hot(np.zeros(len(sel), int), self.mu.shape[1])

@@ -1,0 +1,94 @@
+"""Known assignment probabilities: the propensities Rekindle logged for its own decisions, matched to the
+decision rows of the training set.
+
+The platform's history before Rekindle holds no assignment probabilities: the evaluation estimates them
+(:mod:`training.propensity`), and a biased estimate biases every off-policy value. The campaigns Rekindle
+decided carry theirs in the decision log: the probability each player had of getting the arm it got, under
+the policy's exploration, the holdout and the experiment's variant (random assignment: ``1/m``; the policy's
+greedy arm: ``1 - e + e/m``; a fixed arm: 1). With those in place of the estimate, the doubly robust
+correction on those rows is unbiased whatever the outcome model, and the random variant and the exploration
+give every arm the support the marketers' rules never did.
+
+A decision row is matched to the decision that caused it:
+
+- an offer row, by the platform's offer id, through the outcome ``rekindle feedback`` wrote for the
+  decision it attributed that offer to (same player, event type and reward, sent within
+  ``feedback.send_within_hours`` of the decision);
+- a no-offer row (player ``p`` eligible at campaign time ``T`` who got nothing), to ``p``'s latest decision
+  in ``[T - send_within, T]`` when that decision was no offer. When it was an offer the platform did not
+  send, the row's arm is not the one decided and its probability is unknown.
+
+Rows matched to nothing (the platform's own campaigns, decisions without an outcome yet) keep the estimate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+NO_OFFER = "none"
+
+ASSIGNMENT_COLUMNS = ("player_id", "decided_at", "event_type", "reward", "propensity", "sent", "offer_id")
+
+
+def known_propensities(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> np.ndarray:
+    """Per row of ``rows`` (``player_id``, ``campaign_at``, ``offer_id``, ``event_type``, ``reward``,
+    ``is_offer``), the propensity logged for the decision that caused it, NaN where none did.
+
+    ``decisions``: :data:`ASSIGNMENT_COLUMNS`, decisions that have an outcome (``sent``; ``offer_id``, the
+    platform's offer the decision was matched to)."""
+    out = np.full(len(rows), np.nan)
+    if not len(rows) or not len(decisions):
+        return out
+    bad = decisions["propensity"].isna() | ~decisions["propensity"].between(0.0, 1.0, inclusive="right")
+    if bad.any():
+        p = float(decisions.loc[bad, "propensity"].iloc[0])
+        raise ValueError(f"a logged propensity must be in (0, 1], found {p!r}: is the decision log intact?")
+    is_offer = rows["is_offer"].to_numpy(bool)
+    out[is_offer] = _offers(rows[is_offer], decisions)
+    out[~is_offer] = _no_offers(rows[~is_offer], decisions, send_within)
+    return out
+
+
+def _offers(rows: pd.DataFrame, decisions: pd.DataFrame) -> np.ndarray:
+    sent = decisions[decisions["sent"].astype(bool) & decisions["offer_id"].notna()]
+    sent = sent.drop_duplicates("offer_id", keep=False)  # an offer claimed twice is no one's for sure
+    by_offer = pd.DataFrame(
+        {
+            "arm": (sent["event_type"].astype(str) + "@" + sent["reward"].astype(np.int64).astype(str)).to_numpy(),
+            "propensity": sent["propensity"].to_numpy(np.float64),
+        },
+        index=sent["offer_id"].astype(np.int64).to_numpy(),
+    )
+    offer = rows["offer_id"].astype("Int64")
+    found = offer.notna().to_numpy()
+    ids = offer.fillna(-1).astype(np.int64).to_numpy()
+    arm = (rows["event_type"].astype(str) + "@" + rows["reward"].astype(np.int64).astype(str)).to_numpy()
+    hit = by_offer.reindex(ids)
+    same = found & (hit["arm"].to_numpy() == arm)  # the decision's arm is the offer's
+    return np.where(same, hit["propensity"].to_numpy(np.float64), np.nan)
+
+
+def _no_offers(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> np.ndarray:
+    if not len(rows):
+        return np.empty(0)
+    left = pd.DataFrame(
+        {
+            "at": pd.to_datetime(rows["campaign_at"]).to_numpy("datetime64[ns]"),
+            "player_id": rows["player_id"].to_numpy(np.int64),
+            "order": np.arange(len(rows)),
+        }
+    ).sort_values("at", kind="stable")
+    right = pd.DataFrame(
+        {
+            "at": pd.to_datetime(decisions["decided_at"]).to_numpy("datetime64[ns]"),
+            "player_id": decisions["player_id"].to_numpy(np.int64),
+            "none": (decisions["event_type"].astype(str) == NO_OFFER).to_numpy(),
+            "propensity": decisions["propensity"].to_numpy(np.float64),
+        }
+    ).sort_values("at", kind="stable")
+    hit = pd.merge_asof(left, right, on="at", by="player_id", direction="backward", tolerance=send_within)
+    p = np.where(hit["none"].eq(True).to_numpy(bool), hit["propensity"].to_numpy(np.float64), np.nan)
+    out = np.empty(len(rows))
+    out[hit["order"].to_numpy()] = p
+    return out
