@@ -28,6 +28,7 @@ training.logged_propensities=false`` judges the same rows with estimated propens
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ from training import evaluation as ev
 from training import registry
 from training.fit import fit_scorer, prepare
 from training.judge import Judged, judge
-from training.promotion import promotion_decision
+from training.promotion import promotion_decision, settle_fallback
 from training.scorer import Scorer
 
 POLICIES = (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT, ev.RANDOM)
@@ -95,16 +96,26 @@ def judge_world(
     cfg = load_config(config, home=home, overrides=settings)
     prepared = prepare(cfg)
     cfg = prepared.cfg
+    name = cfg.training.model_name
+    with registry.tracking(cfg):
+        challenger = registry.alias_version(name, registry.CHALLENGER)
+        # the fallback in force when the judged model was trained: the challenger's (the previous version's
+        # when the judged model is the challenger itself)
+        before = challenger if retrain else (challenger - 1 if challenger else None)
+        tag = registry.version_tag(name, before, registry.FALLBACK_TAG) if before else None
+    in_force = json.loads(tag) if tag else None
     if retrain:
         chosen = cfg.training.model.model_validate(cfg.training.model.model_dump() | (params or {}))
         scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, chosen, members=cfg.training.ensemble)
     else:
         with registry.tracking(cfg):
-            model = registry.load_model(registry.model_uri(cfg.training.model_name, registry.CHALLENGER))
+            model = registry.load_model(registry.model_uri(name, registry.CHALLENGER))
         scorer = Scorer(model, cfg.business.margin, cfg.training.objective)
         prepared.arms = scorer.arms
     j = judge(prepared, scorer, truth_dir=home / "truth")
     promotion = promotion_decision(prepared, j, None, None)
+    t = cfg.training
+    settled = settle_fallback(j, in_force, bootstrap=t.bootstrap, seed=t.seed)
     v = j.evaluation.values
     v = v[(v["quantity"] == "net_value") & v["policy"].isin(POLICIES)]
     truth = v[v["estimator"] == "truth"].set_index("policy")["estimate"]
@@ -132,6 +143,11 @@ def judge_world(
         "estimated_segment_truth": rules[ev.PER_SEGMENT],
         "outcome_model": e.outcome_model,
         "logged_rows": float(j.data.logged.is_known[j.data.fresh].mean()),
+        "in_force": json.dumps(in_force) if in_force else "",
+        "settled": json.dumps(settled.rule),
+        "settled_reason": settled.reason or "",
+        # the fallback registered once the rule in force had its say (training.promotion.settle_fallback)
+        "settled_truth": rule_truth(j, settled.rule),
     }
     return rows, summary
 
@@ -214,6 +230,8 @@ def main() -> None:
                 f"  {'reliable' if r['reliable'] else 'UNRELIABLE'}  logged e {r['logged']:.0%}"
             )
         print(f"  promoted: {summary['reason']}")
+        if summary["settled_reason"]:
+            print(f"  fallback in force {summary['in_force']}: {summary['settled_reason']}")
         print(
             f"  rules by the estimate, in truth: single arm {summary['estimated_single_truth']:,.0f}, "
             f"segment rule {summary['estimated_segment_truth']:,.0f}\n"
@@ -240,8 +258,14 @@ def report(rows: pd.DataFrame, summaries: pd.DataFrame) -> None:
     # right: the fallback is the better in truth of the two rules it chooses between (arms as the estimate picks)
     better = np.maximum(s["estimated_single_truth"], s["estimated_segment_truth"])
     fallback_right = (s["fallback_truth"] >= better - 1e-9).sum()
-    deployed = np.where(s["promoted"], s["learned_truth"], s["fallback_truth"])
+    deployed = np.where(s["promoted"], s["learned_truth"], s["settled_truth"])
     ratio = deployed / s["best_single_truth"]
+    chosen = np.where(s["promoted"], s["learned_truth"], s["fallback_truth"]) / s["best_single_truth"]
+    print(
+        "without the rule in force (the evaluation's own fallback) / best single arm (truth): "
+        + ", ".join(f"{r:.2f}" for r in chosen)
+        + f"; mean {chosen.mean():.3f}"
+    )
     print(f"promoted: {int(s['promoted'].sum())} of {n}; promoted below the best single arm in truth: {int(wrong)}")
     print(f"fallback the better in truth of the two rules it chose between: {int(fallback_right)} of {n}")
     print(

@@ -131,10 +131,19 @@ class Outcomes:
     def assignments(self, since: datetime, until: datetime) -> pd.DataFrame:
         """Decisions made in ``[since, until]`` that have an outcome: player, time, arm, the propensity logged
         with it, and whether (and as which platform offer) it was sent; what the evaluation needs to use the
-        logged propensities (:mod:`training.logged_propensity`)."""
+        logged propensities (:mod:`training.logged_propensity`); ``variant``, the experiment's (or None)."""
         d, o = self.log.table, self.table
         query = (
-            sa.select(d.c.player_id, d.c.decided_at, d.c.event_type, d.c.reward, d.c.propensity, o.c.sent, o.c.offer_id)
+            sa.select(
+                d.c.player_id,
+                d.c.decided_at,
+                d.c.event_type,
+                d.c.reward,
+                d.c.propensity,
+                d.c.variant,
+                o.c.sent,
+                o.c.offer_id,
+            )  # fmt: skip
             .select_from(o.join(d, d.c.decision_id == o.c.decision_id))
             .where(d.c.decided_at >= since, d.c.decided_at <= until)
         )

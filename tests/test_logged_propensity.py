@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.logged_propensity import known_propensities
+from training.logged_propensity import known_propensities, match_decisions
 from training.ope import LoggedData, row_terms
 
 T = pd.Timestamp("2026-01-05 09:00")
@@ -75,6 +75,21 @@ def test_an_offer_claimed_by_two_decisions_is_left_to_the_estimate() -> None:
         (1, T - pd.Timedelta(hours=1), "cashback", 5000, 0.5, True, 10),
     )
     assert np.isnan(known_propensities(rows, twice, WITHIN)).all()
+
+
+def test_rows_of_a_variant_that_sends_by_a_fixed_rule_are_marked() -> None:
+    rows = _rows((1, None, "none", 0), (2, 10, "cashback", 5000), (3, 11, "cashback", 5000), (4, None, "none", 0))
+    decisions = _decisions(
+        (1, T, "none", 0, 1.0, False, None),  # the holdout: every decision of it has propensity 1
+        (2, T, "cashback", 5000, 1.0, True, 10),  # the policy's pinned arm: 1, but the variant explores elsewhere
+        (3, T, "cashback", 5000, 0.25, True, 11),  # random
+        (4, T, "none", 0, 1.0, False, None),  # no experiment
+        (5, T, "cashback", 5000, 0.96, False, None),  # the policy's greedy arm (not sent)
+    ).assign(variant=["holdout", "policy", "random", None, "policy"])
+    matched = match_decisions(rows, decisions, WITHIN)
+    np.testing.assert_array_equal(matched.propensity, [1.0, 1.0, 0.25, 1.0])
+    assert list(matched.variant) == ["holdout", "policy", "random", None]
+    np.testing.assert_array_equal(matched.fixed_variant(decisions), [True, False, False, False])
 
 
 def test_a_propensity_outside_0_1_is_refused_naming_it() -> None:

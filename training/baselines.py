@@ -68,3 +68,16 @@ def historical_rule(
     counts = sent.groupby(["segment", "arm"]).size().reset_index(name="n")
     top = counts.sort_values(["segment", "n", "arm"], ascending=[True, False, True]).drop_duplicates("segment")
     return dict(zip(top["segment"], top["arm"], strict=True))
+
+
+def rule_arms(rule: str | dict[str, str], segment: np.ndarray, names: list[str]) -> np.ndarray:
+    """The arm column per row of a fixed rule: one arm for everyone, or a segment -> arm mapping (a segment it
+    does not name gets its ``"all"`` entry, else no offer). An arm outside ``names`` is a ValueError naming it."""
+    arms = {"all": rule} if isinstance(rule, str) else rule
+    unknown = sorted(set(arms.values()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown arm {unknown[0]!r}; the arms are {names}")
+    columns = {s: names.index(a) for s, a in arms.items()}
+    if set(columns) == {"all"}:
+        return np.full(len(segment), columns["all"], np.int64)
+    return pd.Series(segment).astype(str).map(columns).fillna(columns.get("all", 0)).to_numpy(np.int64)

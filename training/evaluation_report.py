@@ -55,6 +55,7 @@ def headline(j: Judged) -> dict[str, float]:
                     out[f"{key}_{q}_{est.replace('-', '_')}"] = v
     out["roi_accuracy"] = e.roi_accuracy
     out["logged_propensity_rows"] = float(j.data.logged.is_known.mean()) if len(j.data.segment) else 0.0
+    out["fixed_rule_rows_left_out"] = float(j.fixed_rows)
     for r in e.support.to_dict("records"):  # the share of each estimate's correction on logged propensities
         name = {ev.LEARNED: "learned", ev.BEST_SINGLE: "best_single", ev.PER_SEGMENT: "per_segment"}.get(r["policy"])
         if name:
@@ -156,10 +157,16 @@ def evidence_line(j: Judged) -> str:
         )
     s = j.evaluation.support.set_index("policy")["logged"]
     shares = ", ".join(f"{p} {s[p]:.0%}" for p in (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT) if p in s.index)
+    fixed = (
+        f" ({j.fixed_rows:,} rows of experiment variants that send by a fixed rule are left out: they had no chance"
+        " of another arm, and the variants are drawn at random)"
+        if j.fixed_rows
+        else ""
+    )
     return (
         f"{int(known.sum()):,} of the {n:,} held-out rows ({known.sum() / max(n, 1):.0%}) are Rekindle's decisions, "
-        f"weighted by the propensity logged with them (exact: the random variant and the exploration); the share "
-        f"of each estimate's correction resting on them: {shares}."
+        f"weighted by the propensity logged with them (exact: the random variant and the exploration){fixed}; the "
+        f"share of each estimate's correction resting on them: {shares}."
     )
 
 
@@ -169,6 +176,10 @@ def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
     e = j.evaluation
     fallback = describe_rule(e.fallback, e.estimated_baselines.get(e.fallback, {}))
     short = {ev.BEST_SINGLE: fallback, ev.PER_SEGMENT: f"the {ev.PER_SEGMENT} (the rule below)"}
+    if promotion is not None and promotion.kept_rule:  # the rule in force, kept over the evaluation's choice
+        kind = ev.BEST_SINGLE if set(promotion.kept_rule) == {"all"} else ev.PER_SEGMENT
+        fallback = describe_rule(kind, promotion.kept_rule)
+        short = {e.fallback: f"{fallback}, the rule in force"}
     if promotion is None:
         headline_ = "Evaluation of the learned policy against the baselines (no promotion decided here)"
         passed = None

@@ -23,31 +23,74 @@ Rows matched to nothing (the platform's own campaigns, decisions without an outc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 NO_OFFER = "none"
 
-ASSIGNMENT_COLUMNS = ("player_id", "decided_at", "event_type", "reward", "propensity", "sent", "offer_id")
+ASSIGNMENT_COLUMNS = ("player_id", "decided_at", "event_type", "reward", "propensity", "variant", "sent", "offer_id")
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Per decision row: the propensity logged for the decision that caused it (NaN where none did) and that
+    decision's experiment variant (None outside an experiment or unmatched)."""
+
+    propensity: np.ndarray
+    variant: np.ndarray
+
+    @property
+    def known(self) -> np.ndarray:
+        return np.isfinite(self.propensity)
+
+    def fixed_variant(self, decisions: pd.DataFrame) -> np.ndarray:
+        """Rows decided in an experiment variant that sends by a fixed rule (every decision of it has
+        propensity 1: no offer, one arm, the marketers' table, a knapsack). Such a row had no chance of any
+        other arm, so a doubly robust value of a policy that picks another arm rests on the outcome model alone
+        there. Variants are drawn by a hash of the player id, independent of how players respond: leaving these
+        rows out of an evaluation keeps a random sample of the players, and every remaining row of Rekindle's
+        had every allowed arm with a chance above zero."""
+        if "variant" not in decisions or decisions["variant"].isna().all():
+            return np.zeros(len(self.variant), bool)
+        named = decisions.dropna(subset=["variant"])
+        fixed = named.groupby("variant")["propensity"].min() >= 1.0 - 1e-9
+        rule = set(fixed.index[fixed.to_numpy()])
+        return np.array([v in rule for v in self.variant], bool) & self.known
 
 
 def known_propensities(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> np.ndarray:
-    """Per row of ``rows`` (``player_id``, ``campaign_at``, ``offer_id``, ``event_type``, ``reward``,
-    ``is_offer``), the propensity logged for the decision that caused it, NaN where none did.
+    """Per row of ``rows``, the propensity logged for the decision that caused it, NaN where none did
+    (:func:`match_decisions`)."""
+    return match_decisions(rows, decisions, send_within).propensity
+
+
+def match_decisions(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> Matched:
+    """Each row of ``rows`` (``player_id``, ``campaign_at``, ``offer_id``, ``event_type``, ``reward``,
+    ``is_offer``) matched to the decision that caused it (module docstring).
 
     ``decisions``: :data:`ASSIGNMENT_COLUMNS`, decisions that have an outcome (``sent``; ``offer_id``, the
     platform's offer the decision was matched to)."""
-    out = np.full(len(rows), np.nan)
-    if not len(rows) or not len(decisions):
-        return out
-    bad = decisions["propensity"].isna() | ~decisions["propensity"].between(0.0, 1.0, inclusive="right")
-    if bad.any():
-        p = float(decisions.loc[bad, "propensity"].iloc[0])
-        raise ValueError(f"a logged propensity must be in (0, 1], found {p!r}: is the decision log intact?")
-    is_offer = rows["is_offer"].to_numpy(bool)
-    out[is_offer] = _offers(rows[is_offer], decisions)
-    out[~is_offer] = _no_offers(rows[~is_offer], decisions, send_within)
-    return out
+    at = np.full(len(rows), -1, np.int64)  # position in ``decisions`` of each row's decision
+    if len(rows) and len(decisions):
+        bad = decisions["propensity"].isna() | ~decisions["propensity"].between(0.0, 1.0, inclusive="right")
+        if bad.any():
+            p = float(decisions.loc[bad, "propensity"].iloc[0])
+            raise ValueError(f"a logged propensity must be in (0, 1], found {p!r}: is the decision log intact?")
+        decisions = decisions.reset_index(drop=True)
+        is_offer = rows["is_offer"].to_numpy(bool)
+        at[is_offer] = _offers(rows[is_offer], decisions)
+        at[~is_offer] = _no_offers(rows[~is_offer], decisions, send_within)
+    hit = at >= 0
+    propensity = np.full(len(rows), np.nan)
+    variant = np.full(len(rows), None, dtype=object)
+    if hit.any():
+        propensity[hit] = decisions["propensity"].to_numpy(np.float64)[at[hit]]
+        if "variant" in decisions:
+            named = decisions["variant"].astype(object)
+            variant[hit] = named.where(named.notna(), None).to_numpy()[at[hit]]
+    return Matched(propensity, variant)
 
 
 def _offers(rows: pd.DataFrame, decisions: pd.DataFrame) -> np.ndarray:
@@ -56,7 +99,7 @@ def _offers(rows: pd.DataFrame, decisions: pd.DataFrame) -> np.ndarray:
     by_offer = pd.DataFrame(
         {
             "arm": (sent["event_type"].astype(str) + "@" + sent["reward"].astype(np.int64).astype(str)).to_numpy(),
-            "propensity": sent["propensity"].to_numpy(np.float64),
+            "at": sent.index.to_numpy(np.int64),
         },
         index=sent["offer_id"].astype(np.int64).to_numpy(),
     )
@@ -66,12 +109,12 @@ def _offers(rows: pd.DataFrame, decisions: pd.DataFrame) -> np.ndarray:
     arm = (rows["event_type"].astype(str) + "@" + rows["reward"].astype(np.int64).astype(str)).to_numpy()
     hit = by_offer.reindex(ids)
     same = found & (hit["arm"].to_numpy() == arm)  # the decision's arm is the offer's
-    return np.where(same, hit["propensity"].to_numpy(np.float64), np.nan)
+    return np.where(same, hit["at"].fillna(-1).to_numpy(), -1).astype(np.int64)
 
 
 def _no_offers(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> np.ndarray:
     if not len(rows):
-        return np.empty(0)
+        return np.empty(0, np.int64)
     left = pd.DataFrame(
         {
             "at": pd.to_datetime(rows["campaign_at"]).to_numpy("datetime64[ns]"),
@@ -84,11 +127,11 @@ def _no_offers(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Time
             "at": pd.to_datetime(decisions["decided_at"]).to_numpy("datetime64[ns]"),
             "player_id": decisions["player_id"].to_numpy(np.int64),
             "none": (decisions["event_type"].astype(str) == NO_OFFER).to_numpy(),
-            "propensity": decisions["propensity"].to_numpy(np.float64),
+            "position": np.arange(len(decisions)),
         }
     ).sort_values("at", kind="stable")
     hit = pd.merge_asof(left, right, on="at", by="player_id", direction="backward", tolerance=send_within)
-    p = np.where(hit["none"].eq(True).to_numpy(bool), hit["propensity"].to_numpy(np.float64), np.nan)
-    out = np.empty(len(rows))
-    out[hit["order"].to_numpy()] = p
+    found = hit["none"].eq(True).to_numpy(bool)
+    out = np.full(len(rows), -1, np.int64)
+    out[hit["order"].to_numpy()] = np.where(found, hit["position"].fillna(-1).to_numpy(), -1).astype(np.int64)
     return out

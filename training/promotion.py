@@ -17,6 +17,7 @@ import pandas as pd
 
 from scoring.design import DesignError
 from training import evaluation as ev
+from training.baselines import rule_arms
 from training.fit import Prepared
 from training.judge import Judged
 from training.policy import choose
@@ -30,6 +31,7 @@ class Promotion:
     promoted: bool
     reason: str
     figures: dict[str, float] = field(default_factory=dict)
+    kept_rule: dict[str, str] | None = None  # the fallback in force, kept over the evaluation's choice
 
 
 def verdict(gaps: pd.DataFrame) -> tuple[bool, str]:
@@ -113,3 +115,52 @@ def promotion_decision(
     ok, text = verdict(gaps)
     said = "promoted: beats" if ok else "not promoted: does not beat"
     return Promotion(ok, f"{said} champion v{champion_version} on the same held-out rows ({text})", figures)
+
+
+@dataclass(frozen=True)
+class SettledFallback:
+    """The fallback rule to register, and why it is that one."""
+
+    rule: dict[str, str]
+    kept: bool  # the rule in force was kept over the evaluation's new choice
+    reason: str | None  # None: nothing to compare (no rule in force, the same rule, or one the model cannot value)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def settle_fallback(j: Judged, served: dict[str, str] | None, *, bootstrap: int, seed: int) -> SettledFallback:
+    """The fallback rule once the rule in force (``served``, None without one) has had its say: the
+    evaluation's new choice replaces it only when it beats it as a new model must beat a baseline
+    (:func:`verdict`, on the same held-out rows, paired). Choosing the best of many arms on one slice of
+    campaigns picks noise as often as value (the winner's curse): on the closed loop's campaigns, where every
+    arm but the one in force rests on a few hundred randomised rows, the new choice was worth 0.75x the rule in
+    force in truth (docs/training.md); a rule that is not shown better does not replace one that serves."""
+    e = j.evaluation
+    new = e.estimated_baselines.get(e.fallback, {})
+    if not served or served == new or not new:
+        return SettledFallback(new, False, None)
+    names = list(j.scores.arms["arm"])
+    try:
+        theirs = rule_arms(served, j.data.segment, names)
+    except ValueError as exc:  # an arm the new model does not have
+        return SettledFallback(new, False, f"the rule in force cannot be valued on the new model's arms ({exc})")
+    mine = rule_arms(new, j.data.segment, names)
+    w = ev.resample_weights(j.data, bootstrap, seed)
+    gaps = ev.policy_gaps(j.mean, j.data, mine, theirs, w)
+    ok, text = verdict(gaps)
+    figures = gap_figures(gaps, "gap_fallback_in_force")
+    before = describe_rule("rule in force", served)
+    if ok:
+        return SettledFallback(new, False, f"the new fallback replaces {before}: it beats it ({text})", figures)
+    return SettledFallback(served, True, f"{before} is kept: the new choice does not beat it ({text})", figures)
+
+
+def with_fallback(promotion: Promotion, settled: SettledFallback) -> Promotion:
+    """``promotion`` whose reason names the fallback as settled (:func:`settle_fallback`) and says why."""
+    if settled.reason is None:
+        return promotion
+    reason = promotion.reason
+    if settled.kept and "; fall back to " in reason:
+        name = ev.BEST_SINGLE if set(settled.rule) == {"all"} else ev.PER_SEGMENT
+        reason = reason.rsplit("; fall back to ", 1)[0] + f"; fall back to {describe_rule(name, settled.rule)}"
+    kept = settled.rule if settled.kept else None
+    return Promotion(promotion.promoted, f"{reason} ({settled.reason})", promotion.figures | settled.figures, kept)

@@ -22,6 +22,7 @@ from scoring.design import Design
 from scoring.ensemble import ResponseEnsemble, Spread
 from scoring.heads import ArmPredictions
 from training.arms import greedy_mask
+from training.baselines import rule_arms
 from training.ensemble import confidence, interval
 from training.policy import Choice, Objective, choose, gains
 
@@ -116,13 +117,9 @@ class Scorer:
 
     def rule_columns(self, frame: pd.DataFrame, rule: ArmRule) -> np.ndarray:
         """The arm column per row of a fixed rule: one arm for everyone, or a segment -> arm mapping (a
-        segment it does not name gets its ``"all"`` entry, else no offer)."""
-        if isinstance(rule, str):
-            return np.full(len(frame), self.arm_column(rule))
-        columns = {segment: self.arm_column(a) for segment, a in rule.items()}
-        default = columns.get("all", 0)
-        segment = frame["segment"].astype(str)
-        return segment.map(columns).fillna(default).to_numpy(np.int64)
+        segment it does not name gets its ``"all"`` entry, else no offer): :func:`training.baselines.rule_arms`."""
+        segment = frame["segment"].to_numpy() if "segment" in frame else np.full(len(frame), "")
+        return rule_arms(rule, segment, list(self.arms["arm"]))
 
     def judge(
         self,

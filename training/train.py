@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from training import evaluation as ev
 from training.evaluation_report import headline, write_report
 from training.fit import FEATURE_SERVICE, Prepared, fit_scorer, prepare
 from training.judge import Judged, judge
-from training.promotion import Promotion, promotion_decision
+from training.promotion import Promotion, promotion_decision, settle_fallback, with_fallback
 from training.scorer import Scorer
 
 
@@ -101,6 +101,9 @@ def run_train(
             champ_version = registry.alias_version(name, registry.CHAMPION)
             champion = _champion(cfg, champ_version, progress)
             promotion = promotion_decision(prepared, j, champion, champ_version)
+            t_ = cfg.training
+            settled = settle_fallback(j, _served_rule(name), bootstrap=t_.bootstrap, seed=t_.seed)
+            promotion = with_fallback(promotion, settled)
             out_dir = cfg.path("reports", f"train-{run.info.run_id[:8]}")
             title = "Rekindle: training run evaluation"
             write_report(cfg, j, scorer, out_dir, title=title, summary=summary, promotion=promotion)
@@ -129,7 +132,7 @@ def run_train(
             uri = registry.log_model(scorer.model, j.rows)
             version = registry.register(uri, name, tags={"run_id": run.info.run_id})
             e = j.evaluation
-            rule = e.estimated_baselines.get(e.fallback, {})
+            rule = settled.rule
             serving_before = champ_version is not None or registry.alias_version(name, registry.CHALLENGER) is not None
             canaried = (
                 canary
@@ -140,7 +143,7 @@ def run_train(
                 canaried = False  # the canaried rule's rows merge with the served model's: they need its arms
             if canaried:
                 said = "promoted to canary:" if promotion.promoted else "fallback rule to canary:"
-                promotion = Promotion(promotion.promoted, said + promotion.reason.split(":", 1)[1], promotion.figures)
+                promotion = replace(promotion, reason=said + promotion.reason.split(":", 1)[1])
             registry.version_tags(  # before any alias points at it: serving reads them on loading (serving.engine)
                 name,
                 version,
