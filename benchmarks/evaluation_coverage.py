@@ -21,7 +21,9 @@ is estimated better) was the better of the two in truth. ``--out FILE.csv`` keep
 The main command plays the closed loop after its first training, so its latest campaigns, the held-out ones,
 are Rekindle's own decisions: the evaluation weights them by the propensities logged with them
 (``training.logged_propensities``; the random variant and the exploration give every arm exact support), and
-their truth is the as-of truth the simulator archived at each decision. ``--set
+their truth is the as-of truth the simulator archived at each decision. Each seed also prints the fallback
+rule in force and whether the new choice replaced it (:func:`training.promotion.settle_fallback`), and how
+many held-out rows telling the truly best single arm from the next two would take. ``--set
 training.logged_propensities=false`` judges the same rows with estimated propensities, for comparison.
 """
 
@@ -43,6 +45,7 @@ from training import evaluation as ev
 from training import registry
 from training.fit import fit_scorer, prepare
 from training.judge import Judged, judge
+from training.ope import dr_pseudo_outcomes
 from training.promotion import promotion_decision, settle_fallback
 from training.scorer import Scorer
 
@@ -99,10 +102,9 @@ def judge_world(
     name = cfg.training.model_name
     with registry.tracking(cfg):
         challenger = registry.alias_version(name, registry.CHALLENGER)
-        # the fallback in force when the judged model was trained: the challenger's (the previous version's
-        # when the judged model is the challenger itself)
-        before = challenger if retrain else (challenger - 1 if challenger else None)
-        tag = registry.version_tag(name, before, registry.FALLBACK_TAG) if before else None
+        # the fallback in force: the challenger's (a canaried rule that was rolled back never became it), the
+        # rule the next retraining weighs its new choice against
+        tag = registry.version_tag(name, challenger, registry.FALLBACK_TAG) if challenger else None
     in_force = json.loads(tag) if tag else None
     if retrain:
         chosen = cfg.training.model.model_validate(cfg.training.model.model_dump() | (params or {}))
@@ -149,7 +151,36 @@ def judge_world(
         # the fallback registered once the rule in force had its say (training.promotion.settle_fallback)
         "settled_truth": rule_truth(j, settled.rule),
     }
+    summary["power"] = " ".join(arms_power(j, t.bootstrap, t.seed))
     return rows, summary
+
+
+def arms_power(j: Judged, bootstrap: int, seed: int) -> list[str]:
+    """How many held-out rows telling the truly best single arm from the next two would take (80% power at 5%,
+    two-sided: rows x (s.e. / (gap / 2.8))^2), by the capped doubly robust scores and by plain DR, from the
+    bootstrap of their paired difference on these rows."""
+    if j.truth is None:
+        return []
+    d = j.data
+    mu = ev.outcome_models(j.mean, d.margin)["net_value"]
+    scores = {
+        "capped DR": dr_pseudo_outcomes(d.logged, mu, ev.hurdle_outcome(j.mean, d), max_weight=d.max_weight),
+        "plain DR": dr_pseudo_outcomes(d.logged, mu, d.y["net_value"]),
+    }
+    w = ev.resample_weights(d, bootstrap, seed)[1:]
+    true = np.nanmean(j.truth.incremental_net(d.margin)[d.fresh], axis=0)
+    names = list(j.scores.arms["arm"])
+    order = [a for a in np.argsort(-np.nan_to_num(true, nan=-np.inf)) if a != 0][:3]
+    rows = int(d.fresh.sum())
+    out = []
+    for other in order[1:]:
+        gap = true[order[0]] - true[other]
+        parts = []
+        for name, v in scores.items():
+            se = float(((w @ (v[:, order[0]] - v[:, other])) / w.sum(axis=1)).std())
+            parts.append(f"{name} {(se / (gap / 2.8)) ** 2:,.1f}x")
+        out.append(f"{names[order[0]]} vs {names[other]} (true gap {gap:,.0f}): " + ", ".join(parts))
+    return [f"rows needed to tell them apart, as multiples of the {rows:,} held-out rows: " + "; ".join(out)]
 
 
 def rule_truth(j: Judged, arms: dict[str, str]) -> float:
@@ -230,6 +261,8 @@ def main() -> None:
                 f"  {'reliable' if r['reliable'] else 'UNRELIABLE'}  logged e {r['logged']:.0%}"
             )
         print(f"  promoted: {summary['reason']}")
+        if summary["power"]:
+            print(f"  {summary['power']}")
         if summary["settled_reason"]:
             print(f"  fallback in force {summary['in_force']}: {summary['settled_reason']}")
         print(
