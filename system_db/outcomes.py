@@ -17,6 +17,7 @@ from system_db.decision_log import DecisionLog, upsert_insert
 from system_db.store import SystemStore
 
 CONTEXT_COLUMNS = ["decision_id", "player_id", "decided_at", "event_type", "reward"]
+ASSIGNED = ["player_id", "decided_at", "event_type", "reward", "propensity", "variant"]  # Outcomes.assignments
 
 
 def outcomes_table(md: sa.MetaData) -> sa.Table:
@@ -134,16 +135,7 @@ class Outcomes:
         logged propensities (:mod:`training.logged_propensity`); ``variant``, the experiment's (or None)."""
         d, o = self.log.table, self.table
         query = (
-            sa.select(
-                d.c.player_id,
-                d.c.decided_at,
-                d.c.event_type,
-                d.c.reward,
-                d.c.propensity,
-                d.c.variant,
-                o.c.sent,
-                o.c.offer_id,
-            )  # fmt: skip
+            sa.select(*(d.c[c] for c in ASSIGNED), o.c.sent, o.c.offer_id)
             .select_from(o.join(d, d.c.decision_id == o.c.decision_id))
             .where(d.c.decided_at >= since, d.c.decided_at <= until)
         )
