@@ -55,11 +55,12 @@ def plan_decisions(frame: pd.DataFrame, world: World, day0: datetime) -> dict[in
         raise DecisionFileError(f"unknown player_id values {bad.head(5).tolist()} (the world has ids 1..{n_players})")
     reward = pd.to_numeric(frame["reward"], errors="coerce")
     none = frame["event_type"].astype(str) == "none"
-    bad_r = frame.loc[reward.isna() | (reward % 1 != 0) | (none & (reward != 0)) | (~none & (reward <= 0)), "reward"]
+    # 0 KRW is a reward too: a plain reminder (a catalog's 0-KRW rung), which the world answers with its message pull
+    bad_r = frame.loc[reward.isna() | (reward % 1 != 0) | (none & (reward != 0)) | (reward < 0), "reward"]
     if len(bad_r):
         raise DecisionFileError(
             f"invalid reward values {bad_r.head(5).tolist()}: "
-            "expected a positive whole KRW amount (0 with event_type 'none')"
+            "expected a whole KRW amount, 0 or more (0 with event_type 'none'; 0 for a reminder)"
         )
     try:
         event = world.events.index(frame["event_type"].astype(str).to_numpy())

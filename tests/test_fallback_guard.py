@@ -10,11 +10,13 @@ import pandas as pd
 from scoring.ensemble import Spread
 from scoring.heads import ArmPredictions
 from training import evaluation as ev
+from training.evaluation_report import verdict
 from training.judge import Judged
 from training.ope import LoggedData
 from training.policy import Choice
 from training.promotion import Promotion, settle_fallback, with_fallback
 from training.scorer import Judgement, Scores
+from training.truth import ArmTruth
 
 NAMES = ["none", "cashback@10000", "deposit_bonus@10000", "login_reward@3000", "free_spins@5000"]
 
@@ -35,9 +37,10 @@ def judged(seed: int, pull: list[float], n: int = 8_000) -> Judged:
                           np.full(n, 0.5))  # fmt: skip
     y = {"reengaged": back.astype(float), "net_value": 500.0 * back, "reward_cost": np.zeros(n)}
     data = ev.EvalData(LoggedData(logged, np.full(n, 1 / k), np.arange(n)), y, np.full(n, "s"), 1.0, 20.0, 0.9)
-    evaluation = ev.evaluate(scores, judgement, data, n_boot=100, seed=seed)
+    truth = ArmTruth(p, 500.0 * p, np.zeros((n, k)), np.ones(n, bool))
+    evaluation = ev.evaluate(scores, judgement, data, truth=truth, n_boot=100, seed=seed)
     rows = pd.DataFrame({"player_id": np.arange(n), "segment": "s"})
-    return Judged(evaluation, rows, data, scores, None, point)
+    return Judged(evaluation, rows, data, scores, truth, point)
 
 
 def test_a_new_choice_among_equal_arms_does_not_replace_the_rule_in_force() -> None:
@@ -75,6 +78,9 @@ def test_a_kept_rule_is_named_as_the_fallback() -> None:
     promotion = with_fallback(Promotion(False, f"not promoted: x; fall back to {new} for everyone"), settled)
     assert f"fall back to {served['all']} for everyone" in promotion.reason
     assert "is kept: the new choice does not beat it" in promotion.reason and promotion.kept_rule == served
+    lines = verdict(j, promotion, 0.9)
+    assert lines.headline.endswith(f"{served['all']} for everyone, the rule in force")
+    assert lines.lines[-1].endswith("the fallback (the rule in force) 50 KRW per candidate.")  # 500 x (0.2 - 0.1)
 
 
 def test_nothing_to_settle_without_a_rule_in_force_or_with_arms_the_model_lacks() -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from core.config import load_config
 from platform_db.db import DatabaseError
-from simulator.forward import DecisionFileError
+from simulator.forward import DecisionFileError, plan_decisions
 from simulator.history import simulate_history
 from simulator.response import EventTable, offer_pull, window_truth
 from simulator.run import fingerprint, respond, simulate
@@ -413,6 +413,21 @@ def test_respond_rejects_bad_decisions_and_writes_nothing(small_world, tmp_path:
     with pytest.raises(DecisionFileError, match=message):
         respond(cfg, path, summary.truth_dir)
     assert _digest(cfg.db_url) == digest
+
+
+def test_a_0_krw_reminder_is_a_decision_the_world_answers(small_world) -> None:
+    """A platform's plain reminder carries no reward: forward mode takes it (the closed loop on a catalog with a
+    0-KRW rung sends them) and the world answers it with its message pull."""
+    cfg, summary = small_world
+    saved = load_world(summary.truth_dir, cfg)
+    frame = _decisions(saved.world, saved.day0, 5)
+    offered = frame["event_type"].astype(str) != "none"
+    frame.loc[offered, "reward"] = 0
+    plan = plan_decisions(frame, saved.world, saved.day0)
+    assert sum(len(d.player) for d in plan.values()) == len(frame)
+    sent = np.concatenate([d.event >= 0 for d in plan.values()])
+    assert sent.sum() == offered.sum() > 0  # offers still, of 0 KRW
+    assert all((d.reward == 0).all() for d in plan.values())
 
 
 def test_respond_refuses_a_database_from_another_world(small_world, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from core.config import Config
 from training import evaluation as ev
+from training.baselines import rule_arms
 from training.diagnostics import qini_areas
 from training.judge import Judged
 from training.promotion import Promotion, describe_rule
@@ -217,6 +218,12 @@ def verdict(j: Judged, promotion: Promotion | None, level: float) -> Verdict:
     truth = {p: e.value(p, "net_value", "truth") for p in (ev.LEARNED, ev.BEST_SINGLE, ev.PER_SEGMENT)}
     if not np.isnan(truth[ev.LEARNED]):
         fb = f"; the fallback {e.fallback_truth:,.0f}" if e.fallback_truth is not None else ""
+        if promotion is not None and promotion.kept_rule and j.truth is not None:  # the rule in force, kept
+            names = list(j.scores.arms["arm"])
+            kept = rule_arms(promotion.kept_rule, j.data.segment, names)
+            true_inc = j.truth.incremental_net(j.data.margin)
+            value = float(np.nanmean(true_inc[np.arange(len(kept)), kept][j.data.fresh]))
+            fb = f"; the fallback (the rule in force) {value:,.0f}"
         lines.append(
             f"Simulator's truth: learned policy {truth[ev.LEARNED]:,.0f}, best single arm {truth[ev.BEST_SINGLE]:,.0f} "
             f"({truth[ev.LEARNED] / truth[ev.BEST_SINGLE]:.2f}x), best arm per segment {truth[ev.PER_SEGMENT]:,.0f}"
