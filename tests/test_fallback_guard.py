@@ -4,6 +4,8 @@ serves should not be replaced by noise; a truly better arm still replaces it."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -11,13 +13,15 @@ from scoring.ensemble import Spread
 from scoring.heads import ArmPredictions
 from training import evaluation as ev
 from training.evaluation_report import verdict
+from training.fit import Prepared
 from training.judge import Judged
 from training.ope import LoggedData
 from training.policy import Choice
-from training.promotion import Promotion, settle_fallback, with_fallback
+from training.promotion import promotion_decision, settle_fallback
 from training.scorer import Judgement, Scores
 from training.truth import ArmTruth
 
+NO_CHAMPION = cast(Prepared, None)  # the promotion decision reads the prepared data only to compare a champion
 NAMES = ["none", "cashback@10000", "deposit_bonus@10000", "login_reward@3000", "free_spins@5000"]
 
 
@@ -65,7 +69,7 @@ def test_a_truly_better_arm_replaces_the_rule_in_force_and_the_reason_says_so() 
         settled = settle_fallback(j, served, bootstrap=100, seed=seed)
         replaced += settled.rule == {"all": "login_reward@3000"} and not settled.kept
     assert replaced == 10
-    promotion = with_fallback(Promotion(False, "not promoted: x; fall back to login_reward@3000 for everyone"), settled)
+    promotion = promotion_decision(NO_CHAMPION, j, None, None, settled)
     assert "replaces" in promotion.reason and promotion.kept_rule is None
 
 
@@ -75,8 +79,9 @@ def test_a_kept_rule_is_named_as_the_fallback() -> None:
     served = {"all": next(a for a in NAMES[1:] if a != new)}
     settled = settle_fallback(j, served, bootstrap=100, seed=3)
     assert settled.kept and settled.rule == served
-    promotion = with_fallback(Promotion(False, f"not promoted: x; fall back to {new} for everyone"), settled)
+    promotion = promotion_decision(NO_CHAMPION, j, None, None, settled)
     assert f"fall back to {served['all']} for everyone" in promotion.reason
+    assert f"fall back to {new} for everyone" not in promotion.reason
     assert "is kept: the new choice does not beat it" in promotion.reason and promotion.kept_rule == served
     lines = verdict(j, promotion, 0.9)
     assert lines.headline.endswith(f"{served['all']} for everyone, the rule in force")

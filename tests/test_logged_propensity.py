@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.logged_propensity import known_propensities, match_decisions
+from training.logged_propensity import LoggedPropensityError, match_decisions
 from training.ope import LoggedData, row_terms
 
 T = pd.Timestamp("2026-01-05 09:00")
@@ -64,7 +64,7 @@ def test_each_row_gets_the_propensity_of_the_decision_that_caused_it_or_none() -
         (7, T - pd.Timedelta(hours=2), "cashback", 5000, 0.2, False, None),
         (7, T - pd.Timedelta(hours=1), "none", 0, 0.125, False, None),
     )
-    got = known_propensities(rows, decisions, WITHIN)
+    got = match_decisions(rows, decisions, WITHIN).propensity
     np.testing.assert_array_equal(got, [0.9, 0.05, np.nan, np.nan, np.nan, np.nan, 0.125])
 
 
@@ -74,7 +74,7 @@ def test_an_offer_claimed_by_two_decisions_is_left_to_the_estimate() -> None:
         (1, T, "cashback", 5000, 0.9, True, 10),
         (1, T - pd.Timedelta(hours=1), "cashback", 5000, 0.5, True, 10),
     )
-    assert np.isnan(known_propensities(rows, twice, WITHIN)).all()
+    assert np.isnan(match_decisions(rows, twice, WITHIN).propensity).all()
 
 
 def test_rows_of_a_variant_that_sends_by_a_fixed_rule_are_marked() -> None:
@@ -94,13 +94,15 @@ def test_rows_of_a_variant_that_sends_by_a_fixed_rule_are_marked() -> None:
 
 def test_a_propensity_outside_0_1_is_refused_naming_it() -> None:
     rows = _rows((1, None, "none", 0))
-    with pytest.raises(ValueError, match=r"in \(0, 1\], found 0\.0"):
-        known_propensities(rows, _decisions((1, T, "none", 0, 0.0, False, None)), WITHIN)
+    with pytest.raises(LoggedPropensityError, match=r"in \(0, 1\], found 0\.0"):
+        match_decisions(rows, _decisions((1, T, "none", 0, 0.0, False, None)), WITHIN)
 
 
 def test_no_decisions_leave_every_row_to_the_estimate() -> None:
     rows = _rows((1, None, "none", 0), (2, 10, "cashback", 5000))
-    assert np.isnan(known_propensities(rows, _decisions((9, T, "none", 0, 1.0, False, None)).iloc[:0], WITHIN)).all()
+    assert np.isnan(
+        match_decisions(rows, _decisions((9, T, "none", 0, 1.0, False, None)).iloc[:0], WITHIN).propensity
+    ).all()
 
 
 def test_logged_propensities_correct_what_an_estimate_of_a_rule_driven_history_gets_wrong() -> None:

@@ -137,7 +137,8 @@ def eval_data(
     logged = logged_arm_index(rows, arms)
     prop = np.where(logged >= 0, e[np.arange(len(rows)), np.maximum(logged, 0)], 1.0)
     is_known = np.zeros(len(rows), bool) if known is None else (logged >= 0) & np.isfinite(known)
-    prop = np.where(is_known, known if known is not None else prop, prop)
+    if known is not None:
+        prop = np.where(is_known, known, prop)
     y = {
         "reengaged": rows["reengaged"].to_numpy(np.float64),
         "net_value": rows["net_value"].to_numpy(np.float64),

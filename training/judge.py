@@ -65,15 +65,12 @@ def judge(
     *,
     truth_dir: Path | None = None,
     progress: Progress = SILENT,
-    propensity: np.ndarray | None = None,
 ) -> Judged:
     """Score the test slice with ``scorer`` and evaluate its policy against the baselines (and the truth)."""
     cfg = prepared.cfg
     rows = held_out(prepared, "test")
     matched, fixed = logged_decisions(cfg, rows)
     fixed &= (~fixed).sum() >= 2 * cfg.training.min_cell  # too few would be left: keep them all
-    if propensity is not None:
-        propensity = propensity[~fixed]
     if fixed.any():
         progress.note(
             f"left out {int(fixed.sum()):,} held-out rows of experiment variants that send by a fixed rule "
@@ -91,7 +88,7 @@ def judge(
             rows = rows[truth.matched].reset_index(drop=True)
             truth = truth.subset(truth.matched)
     progress.note(f"propensities of the logging policy (cross-fitted on the {len(rows):,} held-out rows)")
-    propensity = logging_propensity(cfg, rows, prepared.arms) if propensity is None else propensity
+    propensity = logging_propensity(cfg, rows, prepared.arms)
     if np.isfinite(known).any():
         n = int(np.isfinite(known).sum())
         progress.note(f"{n:,} held-out rows are Rekindle's decisions: weighted by the propensities it logged")

@@ -28,9 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.errors import RekindleError
+
 NO_OFFER = "none"
 
-ASSIGNMENT_COLUMNS = ("player_id", "decided_at", "event_type", "reward", "propensity", "variant", "sent", "offer_id")
+
+class LoggedPropensityError(RekindleError, ValueError):
+    """The decision log holds a propensity that is not a probability."""
 
 
 @dataclass(frozen=True)
@@ -56,28 +60,25 @@ class Matched:
             return np.zeros(len(self.variant), bool)
         named = decisions.dropna(subset=["variant"])
         fixed = named.groupby("variant")["propensity"].min() >= 1.0 - 1e-9
-        rule = set(fixed.index[fixed.to_numpy()])
-        return np.array([v in rule for v in self.variant], bool) & self.known
-
-
-def known_propensities(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> np.ndarray:
-    """Per row of ``rows``, the propensity logged for the decision that caused it, NaN where none did
-    (:func:`match_decisions`)."""
-    return match_decisions(rows, decisions, send_within).propensity
+        rule = list(fixed.index[fixed.to_numpy()])
+        return pd.Series(self.variant, dtype=object).isin(rule).to_numpy() & self.known
 
 
 def match_decisions(rows: pd.DataFrame, decisions: pd.DataFrame, send_within: pd.Timedelta) -> Matched:
     """Each row of ``rows`` (``player_id``, ``campaign_at``, ``offer_id``, ``event_type``, ``reward``,
     ``is_offer``) matched to the decision that caused it (module docstring).
 
-    ``decisions``: :data:`ASSIGNMENT_COLUMNS`, decisions that have an outcome (``sent``; ``offer_id``, the
-    platform's offer the decision was matched to)."""
+    ``decisions``: as :meth:`system_db.outcomes.Outcomes.assignments` reads them, decisions that have an
+    outcome (``sent``; ``offer_id``, the platform's offer the decision was matched to; ``variant``).
+    A propensity outside (0, 1] is a :class:`LoggedPropensityError` naming it."""
     at = np.full(len(rows), -1, np.int64)  # position in ``decisions`` of each row's decision
     if len(rows) and len(decisions):
         bad = decisions["propensity"].isna() | ~decisions["propensity"].between(0.0, 1.0, inclusive="right")
         if bad.any():
             p = float(decisions.loc[bad, "propensity"].iloc[0])
-            raise ValueError(f"a logged propensity must be in (0, 1], found {p!r}: is the decision log intact?")
+            raise LoggedPropensityError(
+                f"a logged propensity must be in (0, 1], found {p!r}: is the decision log intact?"
+            )
         decisions = decisions.reset_index(drop=True)
         is_offer = rows["is_offer"].to_numpy(bool)
         at[is_offer] = _offers(rows[is_offer], decisions)

@@ -63,15 +63,38 @@ def describe_rule(name: str, arms: dict[str, str]) -> str:
 
 
 def promotion_decision(
-    prepared: Prepared, j: Judged, champion: Scorer | None, champion_version: int | None
+    prepared: Prepared,
+    j: Judged,
+    champion: Scorer | None,
+    champion_version: int | None,
+    settled: SettledFallback | None = None,
 ) -> Promotion:
     """Whether the new model's policy may become champion, and why (estimates only, never the truth, and
     with the evaluation's cross-fitted outcome model, not the judged one). It must beat both the best single
     arm and the best arm per segment (as the estimate picks them), with a reliable estimate, and the
     champion. ``champion`` is None when there is none, or when it cannot be loaded (``champion_version`` then
-    names it)."""
+    names it). ``settled``: the fallback as :func:`settle_fallback` settled it (default: the evaluation's
+    choice), named in the reason with why."""
+    promotion = _decide(prepared, j, champion, champion_version, settled)
+    if settled is None or settled.reason is None:
+        return promotion
+    kept = settled.rule if settled.kept else None
+    figures = promotion.figures | settled.figures
+    return Promotion(promotion.promoted, f"{promotion.reason} ({settled.reason})", figures, kept)
+
+
+def _decide(
+    prepared: Prepared,
+    j: Judged,
+    champion: Scorer | None,
+    champion_version: int | None,
+    settled: SettledFallback | None,
+) -> Promotion:
     e = j.evaluation
-    fallback = describe_rule(e.fallback, e.estimated_baselines.get(e.fallback, {}))
+    if settled is not None and settled.kept:
+        fallback = describe_rule(ev.BEST_SINGLE if set(settled.rule) == {"all"} else ev.PER_SEGMENT, settled.rule)
+    else:
+        fallback = describe_rule(e.fallback, e.estimated_baselines.get(e.fallback, {}))
     figures: dict[str, float] = {}
     support = e.support.set_index("policy")
     if ev.LEARNED in support.index and not bool(support.loc[ev.LEARNED, "reliable"]):
@@ -152,15 +175,3 @@ def settle_fallback(j: Judged, served: dict[str, str] | None, *, bootstrap: int,
     if ok:
         return SettledFallback(new, False, f"the new fallback replaces {before}: it beats it ({text})", figures)
     return SettledFallback(served, True, f"{before} is kept: the new choice does not beat it ({text})", figures)
-
-
-def with_fallback(promotion: Promotion, settled: SettledFallback) -> Promotion:
-    """``promotion`` whose reason names the fallback as settled (:func:`settle_fallback`) and says why."""
-    if settled.reason is None:
-        return promotion
-    reason = promotion.reason
-    if settled.kept and "; fall back to " in reason:
-        name = ev.BEST_SINGLE if set(settled.rule) == {"all"} else ev.PER_SEGMENT
-        reason = reason.rsplit("; fall back to ", 1)[0] + f"; fall back to {describe_rule(name, settled.rule)}"
-    kept = settled.rule if settled.kept else None
-    return Promotion(promotion.promoted, f"{reason} ({settled.reason})", promotion.figures | settled.figures, kept)

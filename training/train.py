@@ -28,7 +28,7 @@ from training import evaluation as ev
 from training.evaluation_report import headline, write_report
 from training.fit import FEATURE_SERVICE, Prepared, fit_scorer, prepare
 from training.judge import Judged, judge
-from training.promotion import Promotion, promotion_decision, settle_fallback, with_fallback
+from training.promotion import Promotion, promotion_decision, settle_fallback
 from training.scorer import Scorer
 
 
@@ -100,10 +100,10 @@ def run_train(
             name = cfg.training.model_name
             champ_version = registry.alias_version(name, registry.CHAMPION)
             champion = _champion(cfg, champ_version, progress)
-            promotion = promotion_decision(prepared, j, champion, champ_version)
+            served = _served_rule(name)
             t_ = cfg.training
-            settled = settle_fallback(j, _served_rule(name), bootstrap=t_.bootstrap, seed=t_.seed)
-            promotion = with_fallback(promotion, settled)
+            settled = settle_fallback(j, served, bootstrap=t_.bootstrap, seed=t_.seed)
+            promotion = promotion_decision(prepared, j, champion, champ_version, settled)
             out_dir = cfg.path("reports", f"train-{run.info.run_id[:8]}")
             title = "Rekindle: training run evaluation"
             write_report(cfg, j, scorer, out_dir, title=title, summary=summary, promotion=promotion)
@@ -134,11 +134,7 @@ def run_train(
             e = j.evaluation
             rule = settled.rule
             serving_before = champ_version is not None or registry.alias_version(name, registry.CHALLENGER) is not None
-            canaried = (
-                canary
-                and serving_before
-                and (promotion.promoted or (champ_version is None and rule != _served_rule(name)))
-            )
+            canaried = canary and serving_before and (promotion.promoted or (champ_version is None and rule != served))
             if canaried and champ_version is None and not _served_arms(cfg, prepared, rule):
                 canaried = False  # the canaried rule's rows merge with the served model's: they need its arms
             if canaried:
