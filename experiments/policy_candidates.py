@@ -39,6 +39,7 @@ from training.fit import fit_scorer, prepare
 from training.judge import Judged, judge
 from training.ope import dr_pseudo_outcomes
 from training.policy import choose
+from training.propensity import logged_arm_index
 
 ALPHAS = (0.5, 0.0)
 
@@ -88,8 +89,24 @@ def shrunk_arm_per_segment(value: np.ndarray, segment: np.ndarray) -> dict[str, 
     return {s: int(b) if g > 0 else 0 for s, b, g in zip(names, best, gain, strict=True)}
 
 
-def candidates(j: Judged) -> dict[str, float]:
-    """The true incremental net value per candidate of each candidate policy on the judged rows."""
+def difference_in_means(frame: pd.DataFrame, arms: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's realised net value in its logged arm's column, less its segment's mean with no offer (rows x
+    arms, NaN elsewhere), and the rows' segments: the plain analysis of an experiment. Unbiased per arm and
+    segment where the arms were drawn at random (a world whose every campaign is randomised); biased by the
+    marketers' targeting elsewhere."""
+    arm = logged_arm_index(frame, arms)
+    segment = frame["segment"].astype(str).to_numpy()
+    net = frame["net_value"].to_numpy(np.float64)
+    value = np.full((len(frame), len(arms)), np.nan)
+    ok = arm >= 0
+    value[np.flatnonzero(ok), arm[ok]] = net[ok]
+    none_mean = pd.Series(value[:, 0]).groupby(segment).transform("mean").to_numpy()
+    return value - np.nan_to_num(none_mean)[:, None], segment
+
+
+def candidates(j: Judged, history: pd.DataFrame | None = None, arms: pd.DataFrame | None = None) -> dict[str, float]:
+    """The true incremental net value per candidate of each candidate policy on the judged rows; with the
+    whole ``history`` (every campaign's rows) and its ``arms``, also the rules its difference in means picks."""
     if j.truth is None:
         raise ValueError("the world has no simulator truth: build it with `rekindle run`")
     data, scores, mean = j.data, j.scores, j.mean
@@ -126,6 +143,10 @@ def candidates(j: Judged) -> dict[str, float]:
     out["capped DR: single arm"] = worth(np.full(len(rows), best_single_arm(capped)))
     out["capped DR: segment rule"] = worth(rule(best_arm_per_segment(capped, segment)))
     out["capped DR: shrunk segment rule"] = worth(rule(shrunk_arm_per_segment(capped, segment)))
+    if history is not None and arms is not None:
+        diff, diff_segment = difference_in_means(history, arms)
+        out["every campaign, difference in means: single arm"] = worth(np.full(len(rows), best_single_arm(diff)))
+        out["every campaign, difference in means: segment rule"] = worth(rule(best_arm_per_segment(diff, diff_segment)))
     out[f"fallback chosen ({j.evaluation.fallback})"] = float(j.evaluation.fallback_truth or np.nan)
     return out
 
@@ -149,7 +170,7 @@ def main() -> None:
     scorer = fit_scorer(cfg, prepared.split.fit, prepared.arms, cfg.training.model, members=cfg.training.ensemble)
     j = judge(prepared, scorer, truth_dir=args.home / "truth")
     print(f"{args.home}: true incremental net value per candidate (KRW), and / the best single arm")
-    print(show(candidates(j)))
+    print(show(candidates(j, prepared.frame, prepared.arms)))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""The candidate segment rule of experiments/policy_candidates.py: each segment's arm means shrunk toward the
-arm's overall mean (issue 12)."""
+"""The candidate segment rules of experiments/policy_candidates.py: each segment's arm means shrunk toward the
+arm's overall mean, and an experiment's plain difference in means (issue 12)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from experiments.policy_candidates import shrunk_arm_per_segment
+from experiments.policy_candidates import difference_in_means, shrunk_arm_per_segment
 from training.baselines import best_arm_per_segment
 
 SEGMENTS = list("abcdefgh")
@@ -59,3 +60,29 @@ def test_no_unsupported_arm_and_no_offer_where_every_arm_loses() -> None:
     assert 3 not in rule.values()
     assert rule["a"] == 0
     assert all(rule[s] > 0 for s in SEGMENTS if s != "a")
+
+
+def test_the_difference_in_means_finds_each_segments_arm_in_a_randomised_history() -> None:
+    """Arms drawn uniformly: each row's net value less its segment's no-offer mean, in its own arm's column,
+    recovers each segment's best arm (and no offer where every arm loses), and NaN everywhere else."""
+    rng = np.random.default_rng(3)
+    n = 30_000
+    arms = pd.DataFrame({"arm": ["none", "a@1", "b@2"], "event_type": ["none", "a", "b"], "reward": [0, 1, 2]})
+    segment = rng.choice(["s", "t", "u"], n)
+    arm = rng.integers(0, 3, n)
+    base = pd.Series(segment).map({"s": 100.0, "t": 500.0, "u": 300.0}).to_numpy()
+    effect = pd.DataFrame({"s": [0, 40, 10], "t": [0, 5, 60], "u": [0, -30, -20]}).to_numpy().T  # segment x arm
+    net = base + effect[np.searchsorted(["s", "t", "u"], segment), arm] + rng.normal(0, 50, n)
+    frame = pd.DataFrame(
+        {
+            "event_type": arms["event_type"].to_numpy()[arm],
+            "reward": arms["reward"].to_numpy()[arm],
+            "segment": segment,
+            "net_value": net,
+        }
+    )
+    value, seg = difference_in_means(frame, arms)
+    assert np.isnan(value).sum(axis=1).tolist() == [2] * n
+    assert best_arm_per_segment(value, seg) == {"s": 1, "t": 2, "u": 0}
+    in_t = (seg == "t") & (arm == 2)
+    assert abs(np.nanmean(value[in_t, 2]) - 60) < 3

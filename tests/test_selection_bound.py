@@ -1,0 +1,59 @@
+"""experiments/selection_bound.py: how well a rule can be chosen from a history of a given size (issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from experiments.selection_bound import cells, choose_rules
+
+
+def planted(seed: int, *, n: int = 60_000, noise: float = 3_000.0):
+    """Three segments and arms none, a, b, c (columns 0-3). Arm a is worth 100 everywhere; b 300 in segment
+    "x" and -100 elsewhere; c -50 everywhere. Realised net values are the truth plus normal noise."""
+    rng = np.random.default_rng(seed)
+    segment = rng.choice(["x", "y", "z"], n)
+    base = rng.gamma(2.0, 400.0, n)
+    inc = np.tile([0.0, 100.0, -100.0, -50.0], (n, 1))
+    inc[segment == "x", 2] = 300.0
+    truth_net = base[:, None] + inc
+    arm = rng.integers(0, 4, n)
+    realised = truth_net[np.arange(n), arm] + rng.normal(0, noise, n)
+    test = rng.random(n) < 0.3
+    return segment, arm, realised, truth_net, test
+
+
+def test_the_cells_hold_the_truth_and_the_outcomes_noise() -> None:
+    c = cells(*planted(1))
+    assert c.segments == ["x", "y", "z"]
+    assert np.allclose(c.effect[:, 1:], [[100, 300, -50], [100, -100, -50], [100, -100, -50]])
+    assert np.allclose(np.sqrt(c.row_var[:, 1:]), 3_000, rtol=0.06)  # the residuals, not the players' spread
+    assert np.allclose(c.held_out_share, 1 / 3, atol=0.02)
+
+
+def test_with_no_noise_the_segment_rule_is_the_truths_and_the_single_arm_the_best() -> None:
+    c = cells(*planted(2))
+    ch = choose_rules(c, np.inf, 10, np.random.default_rng(0))
+    share_x = c.held_out_share[0]
+    assert ch.right_single.all()
+    assert np.allclose(ch.single, 1.0)
+    # segment x takes b (300), the others a (100): against a for everyone
+    assert np.allclose(ch.segment_rule, (share_x * 300 + (1 - share_x) * 100) / 100)
+    assert np.allclose(ch.guarded, ch.segment_rule)
+
+
+def test_more_rows_choose_better_and_the_guard_never_takes_a_rule_worse_on_average() -> None:
+    c = cells(*planted(3, noise=20_000.0))
+    rng = np.random.default_rng(4)
+    small, large = choose_rules(c, 1.0, 2000, rng), choose_rules(c, 30.0, 2000, rng)
+    assert small.right_single.mean() < large.right_single.mean()
+    assert small.segment_rule.mean() < large.segment_rule.mean()
+    assert large.segment_rule.mean() > 1.5  # segment x's arm found with 30x the rows
+    assert small.guarded.mean() >= small.single.mean()
+
+
+def test_an_oracles_shortlist_narrows_the_choice() -> None:
+    c = cells(*planted(5, noise=20_000.0))
+    rng = np.random.default_rng(6)
+    every, shortlist = choose_rules(c, 1.0, 2000, rng), choose_rules(c, 1.0, 2000, rng, top=2)
+    assert shortlist.right_single.mean() > every.right_single.mean()
+    assert np.isfinite(shortlist.segment_rule).all()
