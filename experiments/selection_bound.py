@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr
 
 from core.config import ConfigError, load_config
 from training.data import TrainingDataError
@@ -57,6 +58,14 @@ class Cells:
     rows: np.ndarray  # per segment
     held_out: np.ndarray  # segments x arms: mean true incremental net value on the held-out rows
     held_out_share: np.ndarray  # per segment
+    held_out_rows: int = 0
+    held_out_residual_sd: float = 0.0  # of a held-out row's realised net value around its expectation
+
+    def best_single_value(self) -> float:
+        """The truly best single arm's value on the held-out rows."""
+        valued = self.held_out_share > 0
+        held = np.where(valued[:, None], np.nan_to_num(self.held_out, nan=-np.inf), 0.0)
+        return float((self.held_out_share[:, None] * held).sum(axis=0)[1:].max())
 
 
 def cells(
@@ -97,7 +106,20 @@ def cells(
         if (mine & test).any():
             held[s] = np.nanmean(inc[mine & test], axis=0)
             share[s] = (mine & test).sum()
-    return Cells(names, effect, row_var, rows, held, share / share.sum())
+    return Cells(
+        names, effect, row_var, rows, held, share / share.sum(), int(test.sum()), float(np.nanstd(residual[test]))
+    )
+
+
+def ab_test_power(c: Cells, gains: list[float], rows: int) -> tuple[float, list[float]]:
+    """The floor of the standard error of the difference between two policies' values measured on ``rows``
+    rows, half decided by each (an A/B test, on-policy: no weights), with the outcomes adjusted by each player's
+    exact expectation so that only the outcomes' own noise is left: ``2 sd / sqrt(rows)``. And, for each gain
+    (a ratio to the best single arm: 1.05 is 5% better), the chance that the guard's one-sided test (its 90%
+    interval above zero) finds a policy that good better. No estimate on those rows does better than this."""
+    se = 2.0 * c.held_out_residual_sd / np.sqrt(rows)
+    best = c.best_single_value()
+    return se, [float(ndtr((g - 1.0) * best / se - Z_GUARD)) for g in gains]
 
 
 @dataclass(frozen=True)
@@ -125,9 +147,18 @@ def tried_arms(c: Cells, top: int | None) -> np.ndarray:
     return tried
 
 
-def choose_rules(c: Cells, multiple: float, draws: int, rng: np.random.Generator, top: int | None = None) -> Choices:
+def choose_rules(
+    c: Cells,
+    multiple: float,
+    draws: int,
+    rng: np.random.Generator,
+    top: int | None = None,
+    shortlist: int | None = None,
+) -> Choices:
     """Draw the estimates of a history ``multiple`` times this size (inf: no noise) in which every segment's
-    rows were split evenly over the tried offer arms (:func:`tried_arms`), and value each choice."""
+    rows were split evenly over the tried offer arms (:func:`tried_arms`), and value each choice. With
+    ``shortlist``, each segment chooses only among the ``shortlist`` arms best on the pooled estimates (the
+    same draw's): the data, not an oracle, names the candidates."""
     tried = tried_arms(c, top)
     n_cell = c.rows * multiple / tried.sum()
     se = np.sqrt(c.row_var / n_cell[:, None]) if np.isfinite(multiple) else np.zeros_like(c.row_var)
@@ -138,6 +169,10 @@ def choose_rules(c: Cells, multiple: float, draws: int, rng: np.random.Generator
     weight = c.rows / c.rows.sum()
     pooled = np.einsum("s,dsa->da", weight, np.where(np.isfinite(est), est, 0.0))
     single = pooled[:, 1:].argmax(axis=1) + 1
+    if shortlist is not None:
+        rank = np.argsort(np.argsort(-pooled[:, 1:], axis=1), axis=1)  # 0: the best offer arm of the draw
+        est = est.copy()
+        est[..., 1:] = np.where((rank < shortlist)[:, None, :], est[..., 1:], -np.inf)
     rule = est[..., 1:].argmax(axis=2) + 1
     rule = np.where(np.take_along_axis(est, rule[..., None], axis=2)[..., 0] > 0, rule, 0)
     # the guard: the segment rule's estimated gain over the single arm, and its standard error
@@ -180,11 +215,13 @@ def history_cells(home: Path, config: Path | None) -> Cells:
     )
 
 
-def summary(c: Cells, multiples: list[float], draws: int, seed: int, top: int | None = None) -> pd.DataFrame:
+def summary(
+    c: Cells, multiples: list[float], draws: int, seed: int, top: int | None = None, shortlist: int | None = None
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     out = []
     for m in multiples:
-        ch = choose_rules(c, m, draws, rng, top)
+        ch = choose_rules(c, m, draws, rng, top, shortlist)
         out.append(
             {
                 "rows": "inf" if not np.isfinite(m) else f"{m:g}x ({int(c.rows.sum() * m):,})",
@@ -192,6 +229,7 @@ def summary(c: Cells, multiples: list[float], draws: int, seed: int, top: int | 
                 "single arm: mean": ch.single.mean(),
                 "segment rule: mean": ch.segment_rule.mean(),
                 f"segment rule: >= {TARGET}x": (ch.segment_rule >= TARGET).mean(),
+                "segment rule: < 1x": (ch.segment_rule < 1.0 - 1e-9).mean(),
                 "guarded: mean": ch.guarded.mean(),
                 f"guarded: >= {TARGET}x": (ch.guarded >= TARGET).mean(),
                 "guarded: < 1x": (ch.guarded < 1.0 - 1e-9).mean(),
@@ -208,6 +246,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top", type=int, help="try only the N truly best single arms (default: every arm)")
+    ap.add_argument("--shortlist", type=int, help="segments choose among the N best arms by the pooled estimate")
     args = ap.parse_args()
     try:
         multiples = [float(m) for m in args.multiples.split(",")]
@@ -223,7 +262,16 @@ def main() -> None:
         f"(median cell), the truth's best cell effects {np.sort(c.effect[:, 1:].max(axis=1))[::-1][:3].round(0)}"
     )
     with pd.option_context("display.width", 200, "display.float_format", "{:.2f}".format):
-        print(summary(c, multiples, args.draws, args.seed, args.top).to_string(index=False))
+        print(summary(c, multiples, args.draws, args.seed, args.top, args.shortlist).to_string(index=False))
+    gains = [1.05, 1.10, 1.15, 1.25]
+    for label, n in (("the held-out rows", c.held_out_rows), ("every row", int(c.rows.sum()))):
+        se, power = ab_test_power(c, gains, n)
+        found = ", ".join(f"{g:.2f}x: {p:.2f}" for g, p in zip(gains, power, strict=True))
+        print(
+            f"an A/B test of two policies on {label} ({n:,}), outcomes adjusted by their exact expectations: "
+            f"s.e. >= {se:,.0f} KRW (best single arm {c.best_single_value():,.0f}); chance the guard finds "
+            f"a policy worth {found}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.selection_bound import cells, choose_rules
+from experiments.selection_bound import ab_test_power, cells, choose_rules
 
 
 def planted(seed: int, *, n: int = 60_000, noise: float = 3_000.0):
@@ -57,3 +57,23 @@ def test_an_oracles_shortlist_narrows_the_choice() -> None:
     every, shortlist = choose_rules(c, 1.0, 2000, rng), choose_rules(c, 1.0, 2000, rng, top=2)
     assert shortlist.right_single.mean() > every.right_single.mean()
     assert np.isfinite(shortlist.segment_rule).all()
+
+
+def test_a_shortlist_of_one_leaves_each_segment_the_single_arm_or_no_offer() -> None:
+    c = cells(*planted(7))
+    ch = choose_rules(c, 1.0, 500, np.random.default_rng(8), shortlist=1)
+    assert np.isclose(ch.segment_rule, ch.single).mean() > 0.95  # arm a gains everywhere: the rule is a for all
+    free = choose_rules(c, 1.0, 500, np.random.default_rng(8))
+    assert free.segment_rule.mean() > ch.segment_rule.mean() + 0.5  # without it, segment x finds arm b
+
+
+def test_the_ab_tests_floor_shrinks_with_the_rows_and_finds_big_gains_more_often() -> None:
+    c = cells(*planted(9))
+    assert c.held_out_rows == int(planted(9)[4].sum())
+    assert abs(c.held_out_residual_sd - 3_000) < 100
+    assert np.isclose(c.best_single_value(), 100, atol=1)
+    se, power = ab_test_power(c, [1.05, 1.5, 3.0], 10_000)
+    assert np.isclose(se, 2 * c.held_out_residual_sd / 100)
+    assert power[0] < power[1] < power[2]
+    assert power[0] < 0.07  # 5 KRW better at s.e. 60: hardly more often than the test's 5% at no gain
+    assert abs(power[2] - 0.954) < 0.01  # 200 KRW better is 3.3 s.e.: found when the noise is above -1.7 s.e.
