@@ -200,6 +200,35 @@ def choose_rules(
     )
 
 
+def plot_power(c: Cells, path: Path, title: str) -> Path:
+    """The chance that the guard's test proves a policy better than the best single arm, against how much
+    better it truly is, for the held-out rows at the A/B test's floor and for 3x to 30x as many rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gains = list(np.linspace(1.0, 1.4, 81))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for multiple, color in ((1, "#e76f51"), (3, "#f4a261"), (10, "#2a9d8f"), (30, "#264653")):
+        rows = int(c.held_out_rows * multiple)
+        _, power = ab_test_power(c, gains, rows)
+        label = f"{multiple}x the held-out rows ({rows:,})" if multiple > 1 else f"the held-out rows ({rows:,})"
+        ax.plot(gains, power, color=color, lw=2, label=label)
+    ax.axhline(0.8, color="grey", ls=":", lw=1)
+    ax.axvspan(1.14, 1.17, color="#8ab17d", alpha=0.25, label="the truth's own segment rule")
+    ax.axvline(TARGET, color="black", ls="--", lw=1, label=f"the issue's target, {TARGET}x")
+    ax.set_xlabel("the policy's true value / the best single arm's")
+    ax.set_ylabel("chance the guard proves it better (one-sided 5%)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def history_cells(home: Path, config: Path | None) -> Cells:
     cfg = load_config(config, home=home)
     prepared = prepare(cfg)
@@ -247,6 +276,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top", type=int, help="try only the N truly best single arms (default: every arm)")
     ap.add_argument("--shortlist", type=int, help="segments choose among the N best arms by the pooled estimate")
+    ap.add_argument("--plot", type=Path, help="draw the guard's chance against the true gain to this PNG")
     args = ap.parse_args()
     try:
         multiples = [float(m) for m in args.multiples.split(",")]
@@ -272,6 +302,12 @@ def main() -> None:
             f"s.e. >= {se:,.0f} KRW (best single arm {c.best_single_value():,.0f}); chance the guard finds "
             f"a policy worth {found}"
         )
+    if args.plot:
+        title = (
+            f"{args.home.name}: the chance of proving a gain, at best\n(an on-policy A/B test, each outcome "
+            f"adjusted by its exact expectation; s.d. left {c.held_out_residual_sd:,.0f} KRW per row)"
+        )
+        print(f"plot: {plot_power(c, args.plot, title)}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.selection_bound import ab_test_power, cells, choose_rules
+from experiments.selection_bound import ab_test_power, cells, choose_rules, plot_power
 
 
 def planted(seed: int, *, n: int = 60_000, noise: float = 3_000.0):
@@ -65,6 +65,11 @@ def test_a_shortlist_of_one_leaves_each_segment_the_single_arm_or_no_offer() -> 
     assert np.isclose(ch.segment_rule, ch.single).mean() > 0.95  # arm a gains everywhere: the rule is a for all
     free = choose_rules(c, 1.0, 500, np.random.default_rng(8))
     assert free.segment_rule.mean() > ch.segment_rule.mean() + 0.5  # without it, segment x finds arm b
+
+
+def test_the_guards_chance_is_drawn(tmp_path) -> None:
+    out = plot_power(cells(*planted(10)), tmp_path / "power.png", "planted")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
 
 
 def test_the_ab_tests_floor_shrinks_with_the_rows_and_finds_big_gains_more_often() -> None:
