@@ -1,14 +1,24 @@
-"""How well can a rule be chosen from a history this size, even with the best evidence it could hold?
+"""How well can a policy be proven, and a rule be chosen, from a history this size, even with the best
+evidence it could hold?
 
-    .venv/bin/python -m experiments.selection_bound --home /work/dev/loop1 [--config DIR] [--multiples 1,3,10,30,100]
+    .venv/bin/python -m experiments.selection_bound --home W/loop1 [--config DIR] [--multiples 1,3,10,30,100]
+        [--shortlist N | --top N] [--plot guard-power.png]
 
 Issue 12, section 3 asks for a deployed policy worth at least 1.05x the truly best single arm on 20,000-player
-worlds. The truth's own segment rule is worth 1.1x to 1.25x there, so the headroom exists; the question is
-whether the data can find it. This experiment answers it for segment rules under assumptions kinder than any
-real history:
+worlds. The truth's own segment rule is worth 1.1x to 1.25x there, so the headroom exists; the questions are
+whether the data can prove it and find it (docs/training.md, "Session of 2026-12-06, afternoon").
+
+Proving: the last lines print the floor of the standard error of any comparison of two policies on the
+held-out rows (and on every row): an on-policy A/B test, half the rows decided by each, every outcome
+adjusted by the player's exact expectation, so that only the outcomes' own noise is left (``2 sd / sqrt(rows)``,
+``sd`` that of the held-out rows' realised net value around the truth's expectation); and the chance that the
+guard's one-sided 5% test finds a policy 5% to 25% better than the best single arm. ``--plot`` draws that
+chance against the true gain, at 1x to 30x the rows.
+
+Finding, for segment rules, under assumptions kinder than any real history:
 
 - every decision of the history (all of its rows, any campaign) was an experiment with the arms drawn
-  uniformly (``rows / arms`` rows per segment and arm);
+  uniformly (``rows / arms`` rows per segment and arm; ``--top N``: only an oracle's N best arms tried);
 - the estimate of each (segment, arm) cell is as good as a regression adjustment with the simulator's exact
   expectations as covariates: the player-to-player spread of values and of effects costs nothing;
 - what is left is what no estimate can remove: how far a realised 7-day net value falls from its expectation
@@ -19,7 +29,8 @@ times; the single arm (pooled over segments) and the segment rule (no offer wher
 the estimates, and also the guarded rule the product would deploy: the segment rule only where its estimated
 gain over the chosen single arm clears 1.645 standard errors. Each choice is worth the truth of the held-out
 campaigns' rows (the judged slice), as a ratio to the truly best single arm there. ``--multiples`` scales the
-rows, to show how much more data the target needs.
+rows, to show how much more data the target needs; ``--shortlist N`` lets each segment choose only among the
+N arms best by the pooled estimate.
 
 Nothing here fits a model: a per-player model can pool evidence across arms and segments, which this bound
 does not credit, but the model-based candidates on the same worlds (``experiments.policy_candidates``, and on
