@@ -72,11 +72,20 @@ class Cells:
     held_out_rows: int = 0
     held_out_residual_sd: float = 0.0  # of a held-out row's realised net value around its expectation
 
-    def best_single_value(self) -> float:
-        """The truly best single arm's value on the held-out rows."""
+    def held_out_values(self) -> np.ndarray:
+        """Each arm's true value for everyone on the held-out rows (-inf for an arm a segment there lacks)."""
         valued = self.held_out_share > 0
         held = np.where(valued[:, None], np.nan_to_num(self.held_out, nan=-np.inf), 0.0)
-        return float((self.held_out_share[:, None] * held).sum(axis=0)[1:].max())
+        return (self.held_out_share[:, None] * held).sum(axis=0)
+
+    def best_single_value(self) -> float:
+        """The truly best single arm's value on the held-out rows."""
+        return float(self.held_out_values()[1:].max())
+
+    def segment_rule_value(self) -> float:
+        """The truth's own segment rule's value on the held-out rows (no offer where no arm gains)."""
+        held = np.nan_to_num(self.held_out, nan=-np.inf).max(axis=1).clip(min=0.0)
+        return float((self.held_out_share * np.where(self.held_out_share > 0, held, 0.0)).sum())
 
 
 def cells(
@@ -199,7 +208,7 @@ def choose_rules(
     held = np.nan_to_num(c.held_out, nan=-np.inf)
     valued = c.held_out_share > 0
     w = np.where(valued, c.held_out_share, 0.0)
-    single_truth = (w[:, None] * np.where(valued[:, None], held, 0.0)).sum(axis=0)
+    single_truth = c.held_out_values()
     best = single_truth[1:].max()
     worth_single = single_truth[single] / best
     worth_rule = (w * np.where(valued, held[s[0], rule], 0.0)).sum(axis=1) / best
@@ -227,7 +236,13 @@ def plot_power(c: Cells, path: Path, title: str) -> Path:
         label = f"{multiple}x the held-out rows ({rows:,})" if multiple > 1 else f"the held-out rows ({rows:,})"
         ax.plot(gains, power, color=color, lw=2, label=label)
     ax.axhline(0.8, color="grey", ls=":", lw=1)
-    ax.axvspan(1.14, 1.17, color="#8ab17d", alpha=0.25, label="the truth's own segment rule")
+    ax.axvline(
+        c.segment_rule_value() / c.best_single_value(),
+        color="#2a9d8f",
+        ls="-.",
+        lw=1.5,
+        label="the truth's own segment rule",
+    )
     ax.axvline(TARGET, color="black", ls="--", lw=1, label=f"the issue's target, {TARGET}x")
     ax.set_xlabel("the policy's true value / the best single arm's")
     ax.set_ylabel("chance the guard proves it better (one-sided 5%)")
@@ -292,7 +307,13 @@ def main() -> None:
     try:
         multiples = [float(m) for m in args.multiples.split(",")]
     except ValueError:
-        ap.error(f"--multiples {args.multiples!r}: expected numbers separated by commas, e.g. 1,3,10,inf")
+        multiples = []
+    if not multiples or min(multiples) <= 0:
+        ap.error(f"--multiples {args.multiples!r}: expected positive numbers separated by commas, e.g. 1,3,10,inf")
+    for name in ("draws", "top", "shortlist"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name} {value}: expected a whole number of 1 or more")
     try:
         c = history_cells(args.home, args.config)
     except (ConfigError, TrainingDataError, TruthError) as exc:

@@ -77,6 +77,8 @@ def test_the_ab_tests_floor_shrinks_with_the_rows_and_finds_big_gains_more_often
     assert c.held_out_rows == int(planted(9)[4].sum())
     assert abs(c.held_out_residual_sd - 3_000) < 100
     assert np.isclose(c.best_single_value(), 100, atol=1)
+    share_x = c.held_out_share[0]
+    assert np.isclose(c.segment_rule_value(), share_x * 300 + (1 - share_x) * 100, atol=1)
     se, power = ab_test_power(c, [1.05, 1.5, 3.0], 10_000)
     assert np.isclose(se, 2 * c.held_out_residual_sd / 100)
     assert power[0] < power[1] < power[2]
