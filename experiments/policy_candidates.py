@@ -153,7 +153,7 @@ def candidates(j: Judged, history: pd.DataFrame | None = None, arms: pd.DataFram
 
 def show(values: dict[str, float]) -> str:
     single = values["best single arm (truth)"]
-    return "\n".join(f"  {name:<44} {v:>8,.0f}  {v / single:5.2f}x" for name, v in values.items())
+    return "\n".join(f"  {name:<52} {v:>8,.0f}  {v / single:5.2f}x" for name, v in values.items())
 
 
 def main() -> None:
