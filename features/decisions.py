@@ -78,6 +78,8 @@ CAMPAIGN_COLUMNS = (
     "campaign_id", "campaign_at", "last_sent_at", "n_offers", "n_offers_eligible", "n_no_offer", "n_eligible",
     "event_types", "n_open", "window_closed",
 )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class DecisionSet:
     """Decision rows with labels (:data:`ROW_COLUMNS`), the number of rows left out because their
@@ -306,7 +308,5 @@ def build_decisions(
     rows, n_open = _label_rows(offers, players, activity, elig, to_us(as_of), cfg)
     step(STEPS[5])
     n_none = np.bincount(elig.none_campaign, minlength=len(offers.first))
-    campaigns = _campaign_frame(
-        offers.campaign, offers.sent, offers.event, offers.first, elig.eligible, n_none, n_open
-    )
+    campaigns = _campaign_frame(offers.campaign, offers.sent, offers.event, offers.first, elig.eligible, n_none, n_open)
     return DecisionSet(as_of=as_of, rows=rows, open_windows=int(n_open.sum()), campaigns=campaigns)

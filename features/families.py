@@ -209,8 +209,12 @@ def event_type_content(cfg: Config) -> Family:
         _f("deposit_share", "share of the type's claims that came with a deposit in their window (NaN: no claim)"),
         _f("reward_min", "smallest reward offered, KRW (the catalog's ladder when given)"),
         _f("reward_max", "largest reward offered, KRW (the catalog's ladder when given)"),
-        _f("game", "the game the type is tied to: the catalog's, else its returners' game when half their sessions "
-           "were on it (empty string: any)", "string"),
+        _f(
+            "game",
+            "the game the type is tied to: the catalog's, else its returners' game when half their sessions "
+            "were on it (empty string: any)",
+            "string",
+        ),
     )
     return Family(
         "content",
@@ -224,8 +228,6 @@ def event_type_cf(cfg: Config) -> Family:
     k = cfg.features.embedding_dim
     feats = tuple(_f(f"ev_cf_{i}", f"event-type embedding, component {i}") for i in range(k))
     return Family("cf", EVENT_TYPE_KEY, feats, "collaborative filtering: event-type factors, refit at every snapshot")
-
-
 
 
 def player_families(cfg: Config) -> list[Family]:

@@ -219,9 +219,7 @@ def build_training_set(
         writer.__exit__(None)
     seconds["join"] = time.perf_counter() - t
     whole = pd.concat(kept, ignore_index=True) if kept else None
-    return TrainingSet(
-        as_of, decisions.open_windows, decisions.campaigns, _rates(sums), seconds, out, len(rows), whole
-    )
+    return TrainingSet(as_of, decisions.open_windows, decisions.campaigns, _rates(sums), seconds, out, len(rows), whole)
 
 
 def _join(store: Any, cfg: Config, rows: pd.DataFrame, event_emb: pd.DataFrame, content: pd.DataFrame) -> pd.DataFrame:

@@ -115,9 +115,7 @@ class ForwardSummary:
     outcomes_path: Path
 
 
-def respond(
-    config: Config, decisions_path: Path, truth_dir: Path, *, progress: Progress = SILENT
-) -> ForwardSummary:
+def respond(config: Config, decisions_path: Path, truth_dir: Path, *, progress: Progress = SILENT) -> ForwardSummary:
     """Apply decisions to the saved world, append what happens to the database."""
     config.require_simulatable()
     current = fingerprint(config.db_url)

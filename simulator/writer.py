@@ -44,9 +44,7 @@ def check_new_platform(url: str, *, overwrite: bool) -> None:
         )
 
 
-def write_new_platform(
-    url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress = SILENT
-) -> None:
+def write_new_platform(url: str, tables: PlatformTables, *, overwrite: bool, progress: Progress = SILENT) -> None:
     """Create the platform database at ``url`` holding exactly ``tables``."""
     check_new_platform(url, overwrite=overwrite)
     url = normalise_url(url)
