@@ -14,6 +14,7 @@ run: venv
 ## The whole test suite, linter and type checker (what CI runs).
 test: venv browser
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	.venv/bin/pytest --durations=15
