@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from experiments import selection_bound
 from experiments.selection_bound import ab_test_power, cells, choose_rules, plot_power
 
 
@@ -84,3 +89,26 @@ def test_the_ab_tests_floor_shrinks_with_the_rows_and_finds_big_gains_more_often
     assert power[0] < power[1] < power[2]
     assert power[0] < 0.07  # 5 KRW better at s.e. 60: hardly more often than the test's 5% at no gain
     assert abs(power[2] - 0.954) < 0.01  # 200 KRW better is 3.3 s.e.: found when the noise is above -1.7 s.e.
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        (["--draws", "0"], "--draws 0"),
+        (["--shortlist", "0"], "--shortlist 0"),
+        (["--top", "-1"], "--top -1"),
+        (["--multiples", "1,0"], "--multiples '1,0'"),
+        (["--multiples", "x"], "--multiples 'x'"),
+    ],
+)
+def test_options_that_cannot_run_are_refused_naming_the_value(
+    option: list[str], named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any world is read (the home here holds none), naming the value and what was expected;
+    they divided by zero before."""
+    monkeypatch.setattr(sys, "argv", ["selection_bound", "--home", str(tmp_path), *option])
+    with pytest.raises(SystemExit) as exit_:
+        selection_bound.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "expected" in err
